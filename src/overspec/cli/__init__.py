@@ -1,0 +1,1 @@
+"""The ``overspec`` command line: one module per subcommand."""

@@ -1,0 +1,61 @@
+"""``overspec run [CONFIG]``: run a study and print its summary. Flags mirror the config's scalar fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+
+from overspec.config.run import RunConfig
+
+__all__ = ["add_parser", "handler", "config_overrides"]
+
+_LIST_FIELDS = {"models": "comma-separated model presets", "datasets": "comma-separated dataset names"}
+
+
+def _scalar_fields() -> list[tuple[str, type]]:
+    hints = typing.get_type_hints(RunConfig)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig) if hints[f.name] in (str, int, bool)]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``run`` with one flag per scalar config field (``--data-root`` for ``data_root``...)."""
+    parser = sub.add_parser("run", help="run a study (embedded world when no CONFIG is given)",
+                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="examples:\n  overspec run\n  overspec run study.yaml --data-root /data --device cuda")
+    parser.add_argument("config", nargs="?", type=Path, help="run config YAML (default: the embedded world study)")
+    for name, kind in _scalar_fields():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"config field {name}")
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=f"config field {name}")
+    for name, text in _LIST_FIELDS.items():
+        parser.add_argument("--" + name, dest=name, default=None, help=f"config field {name} ({text})")
+    parser.set_defaults(handler=handler)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """Return the config fields set on the command line."""
+    overrides = {name: getattr(args, name) for name, _ in _scalar_fields() if getattr(args, name) is not None}
+    for name in _LIST_FIELDS:
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = tuple(v.strip() for v in value.split(",") if v.strip())
+    return overrides
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Load the config, run the study, print the summary table and where the results are."""
+    from overspec.config.run import default_config, load_run_config
+    from overspec.runner import run_study
+
+    overrides = config_overrides(args)
+    config = load_run_config(args.config, **overrides) if args.config else default_config(**overrides)
+    result = run_study(config)
+    print((result.run_dir / "summary.md").read_text())
+    print(f"{len(result.records)} records, {len(result.computed)} units computed, {len(result.reused)} reused, "
+          f"{len(result.skipped)} not applicable, {result.seconds:.1f} s -> {result.run_dir}")
+    return 0

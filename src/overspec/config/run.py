@@ -1,0 +1,122 @@
+"""The run configuration: which models, which datasets, which protocols, where to put caches and results.
+
+``overspec run CONFIG.yaml`` loads this from YAML (unknown keys rejected, nearest key suggested); with no config,
+:func:`default_config` describes the embedded world study. CLI flags override file values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from overspec.config.typed import ConfigError, from_dict, load_yaml
+from overspec.models.spec import ModelSpec
+
+__all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "load_run_config", "default_config",
+           "default_cache_dir", "resolved_dict"]
+
+KSHOT_CHOICES = (1, 2, 4, 8, 16)
+ATTACK_SCORING = ("probe", "zero_shot")
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Zero-shot classification with each dataset's prompt ensemble."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    """Logistic-regression probe on frozen features (CLIP-paper protocol) and optional k-shot probes."""
+
+    enabled: bool = True
+    val_fraction: float = 0.2
+    max_iter: int = 1000
+    kshot: tuple[int, ...] = ()
+    kshot_seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"linear_probe.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_iter < 1:
+            raise ValueError(f"linear_probe.max_iter must be >= 1, got {self.max_iter}")
+        bad = [k for k in self.kshot if k not in KSHOT_CHOICES]
+        if bad:
+            raise ValueError(f"linear_probe.kshot values must be among {KSHOT_CHOICES}, got {bad}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world."""
+
+    name: str = "default"
+    models: tuple[str | ModelSpec, ...] = ()
+    datasets: tuple[str, ...] = ()
+    dataset_files: tuple[str, ...] = ()
+    biometrics: tuple[str, ...] = ()
+    attack_scoring: tuple[str, ...] = ("probe", "zero_shot")
+    world: bool = False
+    data_root: str = ""
+    output_dir: str = "runs"
+    cache_dir: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 128
+    num_workers: int = 0
+    progress: bool = True
+    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        bad = [s for s in self.attack_scoring if s not in ATTACK_SCORING]
+        if bad:
+            raise ValueError(f"attack_scoring values must be among {ATTACK_SCORING}, got {bad}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache folder (features, classifiers, generated world, tiny models)."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's results go: ``<output_dir>/<name>``."""
+        return Path(self.output_dir).expanduser() / self.name
+
+
+def default_cache_dir() -> Path:
+    """``$OVERSPEC_CACHE`` if set, else ``~/.cache/overspec``."""
+    return Path(os.environ.get("OVERSPEC_CACHE", "~/.cache/overspec")).expanduser()
+
+
+def default_config(**overrides) -> RunConfig:
+    """The embedded-world study: both tiny CLIPs on every world dataset and world biometric benchmark."""
+    base = RunConfig(name="default", models=("tiny-s", "tiny-m"), world=True)
+    return from_dict(RunConfig, {**_shallow(base), **overrides}, where="default config")
+
+
+def load_run_config(path: Path, **overrides) -> RunConfig:
+    """Read a run config YAML; ``overrides`` (from CLI flags) win over file values."""
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    data.setdefault("name", Path(path).stem)
+    return from_dict(RunConfig, {**data, **overrides}, where=str(path))
+
+
+def resolved_dict(config: RunConfig) -> dict:
+    """The config as plain data (saved beside the results and hashed into every record)."""
+    return asdict(config)
+
+
+def _shallow(config: RunConfig) -> dict:
+    return {k: getattr(config, k) for k in config.__dataclass_fields__}

@@ -1,0 +1,1 @@
+"""Biometric data helpers: face alignment (``align``) and protocol lists shared by the biometric protocols."""

@@ -1,0 +1,310 @@
+"""IJB-B / IJB-C in the insightface meta-folder layout: read, validate, align, and write synthetic copies.
+
+Layout under a root such as ``IJB_release/IJBC`` (IJB-B identical with prefix ``ijbb``)::
+
+    meta/ijbc_face_tid_mid.txt            image_name template_id media_id          (one line per face)
+    meta/ijbc_name_5pts_score.txt         image_name x1 y1 ... x5 y5 faceness_score
+    meta/ijbc_template_pair_label.txt     template_id_1 template_id_2 label(1 genuine / 0 impostor)
+    meta/ijbc_1N_gallery_G1.csv, ..._G2.csv, ijbc_1N_probe_mixed.csv   (optional; header row, then
+                                          template_id,subject_id,... one row per image; IJB-B: _S1, _S2)
+    loose_crop/<image_name>               loosely cropped images the landmarks refer to
+
+References: insightface ``recognition/arcface_torch/eval_ijbc.py`` and ``recognition/_evaluation_/ijb/``;
+biometric-protocols.md §4.1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint
+from overspec.data.biometric.align import align_face
+from overspec.data.formats.bin_pairs import _atomic_write_bytes
+
+__all__ = ["IJBFace", "IJBMeta", "TemplateSubjects", "read_ijb_meta", "write_ijb_meta", "detect_prefix"]
+
+logger = logging.getLogger(__name__)
+
+_LAYOUT = ("meta/{p}_face_tid_mid.txt, meta/{p}_name_5pts_score.txt, meta/{p}_template_pair_label.txt, "
+           "loose_crop/<images>")
+
+
+@dataclass(frozen=True)
+class IJBFace:
+    """One face image record for :func:`write_ijb_meta`.
+
+    ``image`` is an H×W×3 uint8 RGB loose crop, ``landmarks`` its five points (5×2, x, y: left eye, right eye,
+    nose, left and right mouth corners), ``score`` the detector faceness score; ``name`` defaults to
+    ``"<row + 1>.jpg"``.
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    score: float
+    template_id: int
+    media_id: int
+    subject_id: int
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateSubjects:
+    """A 1:N template list (gallery or probe set): unique template ids and the subject of each."""
+
+    template_ids: np.ndarray
+    subject_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class IJBMeta:
+    """The parsed meta folder: per-face arrays (row = face), the 1:1 template pairs and the 1:N lists."""
+
+    root: Path
+    prefix: str
+    image_names: tuple[str, ...] = field(repr=False)
+    template_ids: np.ndarray = field(repr=False)
+    media_ids: np.ndarray = field(repr=False)
+    landmarks: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    pair_t1: np.ndarray = field(repr=False)
+    pair_t2: np.ndarray = field(repr=False)
+    pair_labels: np.ndarray = field(repr=False)
+    galleries: dict[str, TemplateSubjects] = field(default_factory=dict, repr=False)
+    probes: dict[str, TemplateSubjects] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_faces(self) -> int:
+        """Number of face images (rows of the face list)."""
+        return len(self.image_names)
+
+    def faces_dataset(self, name: str | None = None, size: int = 112) -> LabelledImages:
+        """Return the faces aligned to the ArcFace template as ``LabelledImages`` (label = row index).
+
+        Detector scores, template ids and media ids are the arrays on this object (same row order); they are also
+        copied into ``info``.
+        """
+        crops = self.root / "loose_crop"
+        names, landmarks = self.image_names, self.landmarks
+
+        def read(index: int) -> Image.Image:
+            with Image.open(crops / names[index]) as image:
+                return align_face(image.convert("RGB"), landmarks[index], size)
+
+        identity = content_fingerprint(self.prefix, "\n".join(names), landmarks, size)
+        return LabelledImages(
+            dataset=name or self.prefix.upper(), split="faces", labels=np.arange(self.num_faces), read=read,
+            identity=identity,
+            info={"scores": self.scores, "template_ids": self.template_ids, "media_ids": self.media_ids},
+        )
+
+
+def detect_prefix(root: str | Path) -> str:
+    """Return the file prefix (``ijbb`` or ``ijbc``) of the meta folder under ``root``."""
+    meta = Path(root) / "meta"
+    found = sorted(p.name[: -len("_face_tid_mid.txt")] for p in meta.glob("*_face_tid_mid.txt"))
+    if len(found) != 1:
+        problem = "no *_face_tid_mid.txt" if not found else f"several prefixes {found}; pass prefix="
+        raise DatasetLayoutError("IJB", meta, _LAYOUT.format(p="ijbc"), problem)
+    return found[0]
+
+
+def read_ijb_meta(root: str | Path, prefix: str | None = None) -> IJBMeta:
+    """Read and validate an insightface IJB meta folder; every template a pair or 1:N list names must exist."""
+    root = Path(root)
+    prefix = prefix or detect_prefix(root)
+    meta = root / "meta"
+    names, template_ids, media_ids = _read_face_list(meta / f"{prefix}_face_tid_mid.txt", prefix)
+    landmarks, scores = _read_landmarks(meta / f"{prefix}_name_5pts_score.txt", names, prefix)
+    pair_path = meta / f"{prefix}_template_pair_label.txt"
+    t1, t2, labels = _read_pairs(pair_path, prefix)
+    known = np.unique(template_ids)
+    _check_known_templates(t1, known, pair_path, prefix)
+    _check_known_templates(t2, known, pair_path, prefix)
+    galleries = _read_1n_lists(meta, f"{prefix}_1N_gallery_", known, prefix)
+    probes = _read_1n_lists(meta, f"{prefix}_1N_probe_", known, prefix)
+    logger.info("%s: %d faces, %d templates, %d pairs", root, len(names), known.size, t1.size)
+    return IJBMeta(root, prefix, names, template_ids, media_ids, landmarks, scores, t1, t2, labels, galleries, probes)
+
+
+def _lines(path: Path, prefix: str) -> list[str]:
+    """Return the non-empty lines of a required meta file."""
+    if not path.is_file():
+        raise DatasetLayoutError(prefix.upper(), path, _LAYOUT.format(p=prefix))
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_face_list(path: Path, prefix: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Parse ``image_name template_id media_id`` lines."""
+    names: list[str] = []
+    ids: list[tuple[int, int]] = []
+    for number, line in enumerate(_lines(path, prefix), start=1):
+        parts = line.split()
+        if len(parts) != 3:
+            raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name template_id media_id'",
+                                     f"line {number} has {len(parts)} fields")
+        names.append(parts[0])
+        ids.append((_int(parts[1], path, number, prefix), _int(parts[2], path, number, prefix)))
+    if not names:
+        raise DatasetLayoutError(prefix.upper(), path, "one line per face image", "empty file")
+    table = np.asarray(ids, dtype=np.int64)
+    return tuple(names), table[:, 0], table[:, 1]
+
+
+def _int(text: str, path: Path, line: int, prefix: str) -> int:
+    """Parse an integer field, naming file and line on failure."""
+    try:
+        return int(text)
+    except ValueError:
+        raise DatasetLayoutError(prefix.upper(), path, "integer ids", f"line {line}: {text!r} is not an integer") from None
+
+
+def _read_landmarks(path: Path, names: tuple[str, ...], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse ``name x1 y1 ... x5 y5 score`` lines and return them in the face list's order."""
+    rows: dict[str, list[float]] = {}
+    for number, line in enumerate(_lines(path, prefix), start=1):
+        parts = line.split()
+        if len(parts) != 12:
+            raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name x1 y1 ... x5 y5 score'",
+                                     f"line {number} has {len(parts)} fields")
+        try:
+            rows[parts[0]] = [float(v) for v in parts[1:]]
+        except ValueError:
+            raise DatasetLayoutError(prefix.upper(), path, "numeric landmarks and score",
+                                     f"line {number} has a non-number") from None
+    missing = next((n for n in names if n not in rows), None)
+    if missing is not None:
+        raise DatasetLayoutError(prefix.upper(), path, "one line per face of the face list",
+                                 f"no landmarks for image {missing!r}")
+    table = np.asarray([rows[n] for n in names], dtype=np.float32)
+    return table[:, :10].reshape(-1, 5, 2), table[:, 10]
+
+
+def _read_pairs(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse the all-integer pair file fast (numpy text reader; the IJB-C file has ~15.6M lines)."""
+    if not path.is_file():
+        raise DatasetLayoutError(prefix.upper(), path, _LAYOUT.format(p=prefix))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            values = np.fromfile(path, dtype=np.int64, sep=" ")
+        except (DeprecationWarning, ValueError) as exc:
+            raise DatasetLayoutError(prefix.upper(), path, "lines 'template_id_1 template_id_2 label'",
+                                     f"non-integer content ({exc})") from None
+    if values.size % 3:
+        raise DatasetLayoutError(prefix.upper(), path, "lines 'template_id_1 template_id_2 label'",
+                                 f"{values.size} numbers is not a multiple of 3")
+    table = values.reshape(-1, 3)
+    labels = table[:, 2]
+    if not np.isin(labels, (0, 1)).all():
+        bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
+        raise DatasetLayoutError(prefix.upper(), path, "labels 0 or 1", f"line {bad + 1}: label {labels[bad]}")
+    return table[:, 0].copy(), table[:, 1].copy(), labels.astype(np.int8)
+
+
+def _check_known_templates(ids: np.ndarray, known: np.ndarray, path: Path, prefix: str) -> None:
+    """Raise naming ``path``, the line and the first template id absent from the face list."""
+    position = np.minimum(np.searchsorted(known, ids), known.size - 1)
+    unknown = np.flatnonzero(known[position] != ids)
+    if unknown.size:
+        first = int(unknown[0])
+        raise DatasetLayoutError(prefix.upper(), path, "template ids that appear in the face list",
+                                 f"line {first + 1}: unknown template id {int(ids[first])}")
+
+
+def _read_1n_lists(meta: Path, stem: str, known: np.ndarray, prefix: str) -> dict[str, TemplateSubjects]:
+    """Read every ``<stem><NAME>.csv`` (gallery or probe list) into ``{NAME: TemplateSubjects}``."""
+    lists: dict[str, TemplateSubjects] = {}
+    for path in sorted(meta.glob(f"{stem}*.csv")):
+        table = _read_template_csv(path, prefix)
+        _check_known_templates(table[:, 0], known, path, prefix)
+        lists[path.stem[len(stem):]] = _unique_templates(table, path, prefix)
+    return lists
+
+
+def _read_template_csv(path: Path, prefix: str) -> np.ndarray:
+    """Return the (template_id, subject_id) columns of a 1:N CSV (header row skipped)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    try:
+        table = np.asarray([(int(r[0]), int(r[1])) for r in rows if r], dtype=np.int64).reshape(-1, 2)
+    except (ValueError, IndexError):
+        raise DatasetLayoutError(prefix.upper(), path, "a header row, then template_id,subject_id,...",
+                                 "a row without two integer columns") from None
+    return table
+
+
+def _unique_templates(table: np.ndarray, path: Path, prefix: str) -> TemplateSubjects:
+    """Collapse per-image rows to one (template, subject) each; a template with two subjects is an error."""
+    pairs = np.unique(table, axis=0)
+    ids, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        raise DatasetLayoutError(prefix.upper(), path, "one subject per template",
+                                 f"template {int(ids[counts > 1][0])} has several subject ids")
+    return TemplateSubjects(pairs[:, 0], pairs[:, 1])
+
+
+def write_ijb_meta(
+    root: str | Path,
+    prefix: str,
+    faces: Sequence[IJBFace],
+    pairs: Sequence[tuple[int, int, int]] | np.ndarray,
+    *,
+    galleries: Mapping[str, Sequence[int]] | None = None,
+    probes: Sequence[int] | None = None,
+) -> Path:
+    """Write an IJB meta folder (and ``loose_crop/`` JPEGs) in the insightface layout; returns ``root``.
+
+    ``pairs`` rows are ``(template_id_1, template_id_2, label)``; ``galleries`` maps names such as ``"G1"`` to
+    template ids and ``probes`` lists the probe templates (written as ``<prefix>_1N_probe_mixed.csv``); subjects
+    come from the faces. Every file is written atomically.
+    """
+    root = Path(root)
+    names = [face.name or f"{row + 1}.jpg" for row, face in enumerate(faces)]
+    for name, face in zip(names, faces, strict=True):
+        _atomic_write_bytes(root / "loose_crop" / name, _jpeg_bytes(face.image))
+    meta = root / "meta"
+    _write_text(meta / f"{prefix}_face_tid_mid.txt",
+                [f"{n} {f.template_id} {f.media_id}" for n, f in zip(names, faces, strict=True)])
+    _write_text(meta / f"{prefix}_name_5pts_score.txt",
+                [_landmark_line(n, f) for n, f in zip(names, faces, strict=True)])
+    _write_text(meta / f"{prefix}_template_pair_label.txt", [f"{int(a)} {int(b)} {int(c)}" for a, b, c in pairs])
+    lists = {f"gallery_{name}": ids for name, ids in (galleries or {}).items()}
+    if probes is not None:
+        lists["probe_mixed"] = probes
+    for stem, template_ids in lists.items():
+        _write_text(meta / f"{prefix}_1N_{stem}.csv", _template_csv_lines(template_ids, names, faces))
+    return root
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+    """Encode an H×W×3 uint8 RGB array as a high-quality JPEG."""
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8), "RGB").save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def _landmark_line(name: str, face: IJBFace) -> str:
+    """Format one ``name x1 y1 ... x5 y5 score`` line."""
+    points = " ".join(f"{v:.4f}" for v in np.asarray(face.landmarks, dtype=np.float64).reshape(10))
+    return f"{name} {points} {face.score:.6f}"
+
+
+def _template_csv_lines(template_ids: Sequence[int], names: list[str], faces: Sequence[IJBFace]) -> list[str]:
+    """Return a 1:N CSV (header + one row per image of each listed template)."""
+    wanted = {int(t) for t in template_ids}
+    rows = [f"{f.template_id},{f.subject_id},{n}" for n, f in zip(names, faces, strict=True) if f.template_id in wanted]
+    return ["TEMPLATE_ID,SUBJECT_ID,FILENAME", *rows]
+
+
+def _write_text(path: Path, lines: list[str]) -> None:
+    """Atomically write ``lines`` (newline-terminated) to ``path``."""
+    _atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

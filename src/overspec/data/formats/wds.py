@@ -1,0 +1,141 @@
+"""CLIP_benchmark WebDataset folders (``wds/<name>``), read with the standard ``tarfile`` module.
+
+Layout (general-eval.md §6.2)::
+
+    <root>/classnames.txt                          one class name per line, in label order
+    <root>/zeroshot_classification_templates.txt   one template per line, placeholder {c}
+    <root>/dataset_type.txt                        optional; "retrieval" / "multilabel" are not supported here
+    <root>/<split>/nshards.txt                     number of shards N
+    <root>/<split>/0.tar ... <N-1>.tar             samples: <key>.{webp,png,jpg,jpeg} + <key>.cls (integer label)
+
+The shards are indexed once (member offsets and labels); items are then read by seeking to the image bytes, so
+random access needs no re-scan and no ``webdataset`` dependency.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from overspec.data.base import LabelledImages
+from overspec.data.formats import SplitRequest
+from overspec.data.formats._common import check_options, layout_error, read_lines, require_dir, require_file
+
+__all__ = ["load_split", "CLASSNAMES_FILE", "TEMPLATES_FILE"]
+
+CLASSNAMES_FILE = "classnames.txt"
+TEMPLATES_FILE = "zeroshot_classification_templates.txt"
+_IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+
+
+@dataclass(frozen=True)
+class _Member:
+    shard: int
+    offset: int
+    size: int
+
+
+def load_split(request: SplitRequest) -> LabelledImages:
+    """Index the tar shards of ``<root>/<split>`` and return their samples as LabelledImages."""
+    check_options(request, ())
+    root = require_dir(request, request.root)
+    _require_classification(request, root)
+    split_dir = require_dir(request, root / request.split)
+    shards = _shard_paths(request, split_dir)
+    keys, members, labels = _index_shards(request, shards)
+    classnames = tuple(_optional_lines(root / CLASSNAMES_FILE))
+    info = {"shards": len(shards), **({"native_classes": classnames} if classnames else {})}
+    return LabelledImages(
+        dataset=request.dataset,
+        split=request.split,
+        labels=np.asarray(labels, dtype=np.int64),
+        read=lambda i: _read_image(shards, members[i]),
+        identity=(tuple((p.name, p.stat().st_size) for p in shards), tuple(keys)),
+        classnames=classnames,
+        templates=tuple(_optional_lines(root / TEMPLATES_FILE)),
+        info=info,
+    )
+
+
+def _optional_lines(path: Path) -> list[str]:
+    return read_lines(path, comments=False) if path.is_file() else []
+
+
+def _require_classification(request: SplitRequest, root: Path) -> None:
+    kind_file = root / "dataset_type.txt"
+    if kind_file.is_file():
+        kind = kind_file.read_text(encoding="utf-8").strip()
+        if kind and kind != "classification":
+            raise layout_error(request, kind_file, f"dataset type {kind!r} is not single-label classification")
+
+
+def _shard_paths(request: SplitRequest, split_dir: Path) -> list[Path]:
+    """Return ``0.tar ... N-1.tar`` as counted by ``nshards.txt`` (all must exist)."""
+    count_file = require_file(request, split_dir / "nshards.txt")
+    text = count_file.read_text(encoding="utf-8").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise layout_error(request, count_file, f"expected a positive shard count, found {text!r}")
+    return [require_file(request, split_dir / f"{i}.tar") for i in range(int(text))]
+
+
+def _index_shards(request: SplitRequest, shards: list[Path]) -> tuple[list[str], list[_Member], list[int]]:
+    """Return the sample keys, image locations and labels of every shard, in shard order."""
+    keys: list[str] = []
+    members: list[_Member] = []
+    labels: list[int] = []
+    for number, shard in enumerate(shards):
+        images: dict[str, _Member] = {}
+        classes: dict[str, int] = {}
+        order: list[str] = []
+        try:
+            with tarfile.open(shard, mode="r:") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    key, _, extension = _split_name(info.name)
+                    if key not in images and key not in classes:
+                        order.append(key)
+                    if extension.lower() in _IMAGE_EXTENSIONS:
+                        images[key] = _Member(number, info.offset_data, info.size)
+                    elif extension == "cls":
+                        classes[key] = _read_label(request, shard, tar, info)
+        except tarfile.TarError as exc:
+            raise layout_error(request, shard, f"not a readable tar file ({exc})") from exc
+        for key in order:
+            if key not in images or key not in classes:
+                missing = "image" if key not in images else ".cls label"
+                raise layout_error(request, shard, f"sample {key!r} has no {missing}")
+            keys.append(f"{shard.name}/{key}")
+            members.append(images[key])
+            labels.append(classes[key])
+    if not keys:
+        raise layout_error(request, shards[0].parent, "the shards hold no samples")
+    return keys, members, labels
+
+
+def _split_name(name: str) -> tuple[str, str, str]:
+    """Split a member name into (key, '.', extension) at the first dot of its base name (webdataset rule)."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, extension = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), dot, extension
+
+
+def _read_label(request: SplitRequest, shard: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> int:
+    handle = tar.extractfile(info)
+    text = handle.read().decode("utf-8", errors="replace").strip() if handle is not None else ""
+    if not text.lstrip("-").isdigit():
+        raise layout_error(request, shard, f"member {info.name!r} should hold an integer label, found {text!r}")
+    return int(text)
+
+
+def _read_image(shards: list[Path], member: _Member) -> Image.Image:
+    with open(shards[member.shard], "rb") as handle:
+        handle.seek(member.offset)
+        data = handle.read(member.size)
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")

@@ -1,0 +1,285 @@
+"""Contrastive pretraining of the two tiny open_clip CLIPs (``tiny-s``, ``tiny-m``) on the embedded world.
+
+The recipe follows CLIP (Radford et al. 2021) and open_clip's trainer at toy scale: symmetric InfoNCE with a
+learnable temperature, AdamW, linear warm-up then cosine decay, random shifts of a few pixels as augmentation.
+Captions that are identical strings within a batch are treated as shared positives (soft targets), since the
+caption corpus repeats short phrases such as "the number 7".
+
+Training is deterministic for a given seed and thread count: torch's global RNG is forked and seeded around
+model creation, batches and shifts come from seeded generators, and deterministic algorithms are switched on
+for the duration. The result is an open_clip ``local-dir:`` folder written atomically::
+
+    <out_dir>/<size>/open_clip_config.json      {"model_cfg": ..., "preprocess_cfg": ...}
+    <out_dir>/<size>/open_clip_model.safetensors
+    <out_dir>/<size>/training.json              seed, steps, losses, data hash, parameter count
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from PIL import Image
+
+from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
+
+__all__ = [
+    "PREPROCESS_CFG",
+    "TINY_CLIPS",
+    "TrainingRecipe",
+    "ensure_tiny_clips",
+    "pretrain_tiny_clip",
+    "register_tiny_configs",
+    "tiny_clip_config",
+]
+
+logger = logging.getLogger(__name__)
+
+TINY_CLIPS = ("tiny-s", "tiny-m")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "models" / "configs"
+PREPROCESS_CFG = {"size": IMAGE_SIZE, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                  "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
+METADATA = "training.json"
+_MAX_SHIFT = 2
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Optimisation settings of one tiny CLIP (kept beside the code: they are part of what the weights mean)."""
+
+    steps: int
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: int = 40
+
+
+RECIPES = {"tiny-s": TrainingRecipe(steps=500), "tiny-m": TrainingRecipe(steps=500, lr=1.5e-3)}
+
+
+def tiny_clip_config(size: str) -> dict:
+    """Return the open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) of ``tiny-s``/``tiny-m``."""
+    if size not in TINY_CLIPS:
+        raise ValueError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
+    return json.loads((CONFIG_DIR / f"{size}.json").read_text(encoding="utf-8"))
+
+
+def register_tiny_configs() -> None:
+    """Make ``tiny-s`` and ``tiny-m`` known to ``open_clip.create_model`` / ``get_tokenizer`` (idempotent)."""
+    import open_clip
+
+    known = set(open_clip.list_models())
+    for size in TINY_CLIPS:
+        if size not in known:
+            open_clip.add_model_config(CONFIG_DIR / f"{size}.json")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class _CaptionedImages:
+    """Training pairs in memory: uint8 images, tokenised unique captions and, per image, its caption ids."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    tokens: torch.Tensor  # (C, context_length) int64
+    captions_of: list[list[int]]
+
+
+def _load_pairs(world_root: Path, size: str, seed: int) -> _CaptionedImages:
+    import open_clip
+
+    pairs = caption_corpus(world_root, seed=seed)
+    paths = sorted({path for path, _ in pairs})
+    index = {path: i for i, path in enumerate(paths)}
+    texts = sorted({text for _, text in pairs})
+    text_id = {text: i for i, text in enumerate(texts)}
+    captions_of: list[list[int]] = [[] for _ in paths]
+    for path, text in pairs:
+        captions_of[index[path]].append(text_id[text])
+    images = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths])
+    tokens = open_clip.get_tokenizer(size)(texts)
+    return _CaptionedImages(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), tokens, captions_of)
+
+
+def _batches(data: _CaptionedImages, batch_size: int, steps: int, generator: torch.Generator
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``steps`` batches of (normalised shifted images, caption ids), epoch by epoch without replacement."""
+    n = data.images.shape[0]
+    order = torch.randperm(n, generator=generator)
+    cursor = 0
+    for _ in range(steps):
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor:cursor + batch_size]
+        cursor += batch_size
+        picks = torch.randint(0, 1 << 30, (len(idx),), generator=generator)
+        caption_ids = torch.tensor([data.captions_of[int(i)][int(p) % len(data.captions_of[int(i)])]
+                                    for i, p in zip(idx, picks)])
+        yield _normalise(_shift(data.images[idx], generator)), caption_ids
+
+
+def _shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``_MAX_SHIFT`` pixels, repeating the border."""
+    padded = F.pad(images.float(), (_MAX_SHIFT,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * _MAX_SHIFT + 1, (images.shape[0], 2), generator=generator)
+    h, w = images.shape[-2:]
+    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets.tolist())])
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(PREPROCESS_CFG["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(PREPROCESS_CFG["std"]).view(1, 3, 1, 1)
+    return (images / 255.0 - mean) / std
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+def _contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                      caption_ids: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE; pairs whose captions are the same string all count as positives (soft targets)."""
+    logits = logit_scale.exp().clamp(max=100.0) * F.normalize(image_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; gains, biases, embeddings of rank < 2 and the temperature are not decayed."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_factor(step: int, warmup: int, steps: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG and enable deterministic kernels, restoring the caller's state afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous)
+
+
+def _train(size: str, data: _CaptionedImages, recipe: TrainingRecipe, seed: int) -> tuple[torch.nn.Module, list[float]]:
+    """Build ``size`` from scratch and train it contrastively; return the model and the per-step losses."""
+    import open_clip
+
+    model = open_clip.create_model(size, pretrained=None)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98),
+                                  eps=1e-6)
+    warmup = min(recipe.warmup, max(1, recipe.steps // 10))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, recipe.steps))
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(recipe.batch_size, data.images.shape[0])
+    losses = []
+    for images, caption_ids in _batches(data, batch_size, recipe.steps, generator):
+        image_emb = model.encode_image(images)
+        text_emb = model.encode_text(data.tokens[caption_ids])
+        loss = _contrastive_loss(image_emb, text_emb, model.logit_scale, caption_ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return model, losses
+
+
+# ------------------------------------------------------------------------------------------------- writing
+
+
+def _is_trained(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in ("open_clip_config.json", "open_clip_model.safetensors",
+                                                      METADATA))
+
+
+def _write_model(folder: Path, size: str, model: torch.nn.Module, metadata: dict) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    config = {"model_cfg": tiny_clip_config(size), "preprocess_cfg": PREPROCESS_CFG}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int = 0, steps: int | None = None,
+                       batch_size: int | None = None) -> Path:
+    """Train ``tiny-s`` or ``tiny-m`` on the world's caption corpus and return its ``local-dir:`` folder.
+
+    ``world_root`` is what :func:`~overspec.data.world.general.ensure_world` returned. ``steps`` and
+    ``batch_size`` override the recipe (short runs in tests). If ``<out_dir>/<size>`` already holds a trained
+    model it is returned at once; otherwise the folder is built under a temporary name and renamed into place.
+    """
+    final = Path(out_dir) / size
+    if _is_trained(final):
+        return final
+    if size not in RECIPES:
+        raise ValueError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
+    recipe = replace(RECIPES[size], steps=steps or RECIPES[size].steps,
+                     batch_size=batch_size or RECIPES[size].batch_size)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f".{size}.lock")):
+        if _is_trained(final):
+            return final
+        register_tiny_configs()
+        started = time.perf_counter()
+        data = _load_pairs(Path(world_root), size, seed)
+        with _deterministic(seed):
+            model, losses = _train(size, data, recipe, seed)
+        metadata = {
+            "model": size, "seed": seed, "recipe": asdict(recipe), "data_hash": world_hash(Path(world_root)),
+            "n_images": int(data.images.shape[0]), "n_captions": int(data.tokens.shape[0]),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "initial_loss": losses[0], "final_loss": losses[-1], "losses": [round(x, 5) for x in losses],
+            "seconds": round(time.perf_counter() - started, 2), "torch_threads": torch.get_num_threads(),
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{size}-", dir=final.parent))
+        try:
+            _write_model(tmp, size, model, metadata)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        logger.info("pretrained %s in %.1fs: loss %.3f -> %.3f", size, metadata["seconds"], losses[0], losses[-1])
+    return final
+
+
+def ensure_tiny_clips(cache_dir: Path, seed: int = 0, *, world_root: Path | None = None) -> dict[str, Path]:
+    """Return ``{"tiny-s": folder, "tiny-m": folder}``, generating the world and pretraining on first use.
+
+    Without ``world_root`` the world is generated under ``<cache_dir>`` (it is a pure function of ``seed``).
+    Load a folder with ``open_clip.create_model_and_transforms("local-dir:" + str(folder))``.
+    """
+    cache_dir = Path(cache_dir)
+    world = ensure_world(cache_dir, seed) if world_root is None else Path(world_root)
+    out_dir = cache_dir / "tiny-clips" / f"seed-{seed}"
+    return {size: pretrain_tiny_clip(size, world, out_dir, seed=seed) for size in TINY_CLIPS}

@@ -1,0 +1,55 @@
+"""Model presets and model sources: name → spec (YAML files in ``presets/``) and source kind → loader."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from overspec.config.typed import from_dict, load_yaml
+from overspec.models.base import Encoder
+from overspec.models.spec import ModelSpec
+from overspec.registry import Registry
+
+__all__ = ["SOURCES", "model_presets", "register_preset_file", "resolve_spec", "load_model"]
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+SOURCES: Registry = Registry("model source")
+SOURCES.register_lazy("open_clip", "overspec.models.sources.open_clip:load_open_clip")
+SOURCES.register_lazy("hf", "overspec.models.sources.hf:load_hf")
+SOURCES.register_lazy("timm", "overspec.models.sources.timm:load_timm")
+
+
+@functools.cache
+def model_presets() -> Registry[ModelSpec]:
+    """Return the registry of shipped model presets, read once from ``models/presets/*.yaml``."""
+    presets: Registry[ModelSpec] = Registry("model")
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        register_preset_file(path, presets)
+    return presets
+
+
+def register_preset_file(path: Path, presets: Registry[ModelSpec] | None = None) -> ModelSpec:
+    """Read one preset YAML (relative ``config_file`` resolved against it) and register it."""
+    data = load_yaml(path) or {}
+    if isinstance(data, dict) and data.get("config_file"):
+        data = {**data, "config_file": str((Path(path).parent / data["config_file"]).resolve())}
+    spec = from_dict(ModelSpec, data, where=str(path))
+    (presets if presets is not None else model_presets()).register(spec.name, spec)
+    return spec
+
+
+def resolve_spec(model: str | ModelSpec) -> ModelSpec:
+    """Return the spec of a preset name, or ``model`` itself when it is already a spec."""
+    return model if isinstance(model, ModelSpec) else model_presets().get(model)
+
+
+def load_model(model: str | ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
+    """Build the encoder for a preset name or spec, applying its adapter if it names one."""
+    spec = resolve_spec(model)
+    encoder = SOURCES.get(spec.source)(spec, cache_dir=Path(cache_dir), device=device)
+    if spec.adapter:
+        from overspec.models.adapters import apply_adapter
+
+        encoder = apply_adapter(encoder, spec, Path(spec.adapter).expanduser())
+    return encoder

@@ -1,0 +1,152 @@
+"""Load open_clip models: built-in or custom-JSON architectures with a pretrained tag, a local checkpoint file,
+a ``local-dir:`` folder, or one of the project's own tiny CLIPs (``world:NAME``).
+
+Nothing is downloaded unless the weights are a pretrained tag; offline, a tag that is not in the local cache is a
+clear error that says how to point at a local file instead (open_clip issues #580, #528).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+import logging
+import os
+from pathlib import Path
+
+import open_clip
+import torch
+
+from overspec.models.base import Encoder, ModelLoadError
+from overspec.models.fingerprint import combine, tensors_fingerprint
+from overspec.models.preprocess import build_transform, preprocess_fingerprint
+from overspec.models.spec import PreprocessSpec, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_open_clip"]
+
+
+def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
+    """Build the open_clip model of ``spec`` with its weights and return it as an :class:`Encoder`."""
+    name, pretrained = _resolve_name_and_weights(spec, cache_dir)
+    try:
+        model = open_clip.create_model(
+            name, pretrained=pretrained, force_quick_gelu=spec.quick_gelu, device=device,
+            cache_dir=str(cache_dir / "open_clip"), weights_only=True, require_pretrained=spec.weights is not None,
+        )
+    except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
+        raise ModelLoadError(_explain_failure(spec, exc)) from exc
+    model.eval()
+    preprocess = spec.preprocess or _preprocess_from_model(model)
+    tokenizer = open_clip.get_tokenizer(name)
+    return _as_encoder(spec, model, preprocess, tokenizer)
+
+
+def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, str | None]:
+    """Return (open_clip model name, pretrained argument), registering custom configs and tiny world models."""
+    weights = spec.weights
+    if weights and weights.startswith("world:"):
+        from overspec.data.world import ensure_tiny_clips
+
+        folders = ensure_tiny_clips(cache_dir / "world-models")
+        key = weights.split(":", 1)[1]
+        if key not in folders:
+            raise ModelLoadError(f"model {spec.name!r}: unknown world model {key!r}; known: {sorted(folders)}")
+        return f"local-dir:{folders[key]}", None
+    if weights and weights.startswith("local-dir:"):
+        folder = Path(weights.split(":", 1)[1]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelLoadError(
+                f"model {spec.name!r}: {folder} is not an open_clip local-dir folder "
+                "(expected open_clip_config.json with 'model_cfg' and a weights file such as open_clip_model.safetensors)"
+            )
+        return f"local-dir:{folder}", None
+    if spec.config_file:
+        config = Path(spec.config_file).expanduser()
+        if not config.is_file():
+            raise ModelLoadError(f"model {spec.name!r}: config_file not found: {config}")
+        open_clip.add_model_config(config)
+    architecture = spec.architecture or (Path(spec.config_file).stem if spec.config_file else "")
+    if not architecture:
+        raise ModelLoadError(f"model {spec.name!r}: 'architecture' is required for source open_clip")
+    if open_clip.get_model_config(architecture) is None:
+        raise ModelLoadError(f"model {spec.name!r}: unknown open_clip architecture {architecture!r}")
+    if weights and _looks_like_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"model {spec.name!r}: weights file not found: {path}")
+        return architecture, str(path)
+    if weights and _offline() and not _tag_is_cached(architecture, weights, cache_dir / "open_clip"):
+        raise ModelLoadError(
+            f"model {spec.name!r}: pretrained tag {weights!r} of {architecture!r} is not in the local cache "
+            f"({cache_dir / 'open_clip'}) and downloads are off (HF_HUB_OFFLINE=1). "
+            "Point 'weights' at a local checkpoint file instead."
+        )
+    return architecture, weights
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _tag_is_cached(architecture: str, tag: str, cache_dir: Path) -> bool:
+    """Whether the weights of a pretrained tag are already on disk (checked without any network access)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(architecture, tag)
+    if not cfg:
+        return False
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names)
+    url = cfg.get("url", "")
+    return bool(url) and (cache_dir / os.path.basename(url)).is_file()
+
+
+def _looks_like_path(weights: str) -> bool:
+    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
+
+
+def _explain_failure(spec: ModelSpec, exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if spec.weights and not _looks_like_path(spec.weights) and ":" not in spec.weights:
+        return (
+            f"model {spec.name!r}: pretrained tag {spec.weights!r} of {spec.architecture!r} could not be loaded "
+            f"(not in the local cache and no network?): {text}. Point 'weights' at a local checkpoint file instead."
+        )
+    return f"model {spec.name!r}: {text}"
+
+
+def _preprocess_from_model(model: torch.nn.Module) -> PreprocessSpec:
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", 224)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return PreprocessSpec(
+        size=int(size), mean=tuple(cfg.get("mean", PreprocessSpec.mean)), std=tuple(cfg.get("std", PreprocessSpec.std)),
+        interpolation=cfg.get("interpolation", "bicubic"),
+        resize_mode="squash" if cfg.get("resize_mode") == "squash" else "shortest",
+    )
+
+
+def _as_encoder(spec: ModelSpec, model: torch.nn.Module, preprocess: PreprocessSpec, tokenizer) -> Encoder:
+    image_weights = {k: v for k, v in model.state_dict().items() if k.startswith("visual.")}
+    image_fp = combine(tensors_fingerprint(image_weights.items()), preprocess_fingerprint(preprocess))
+    text_fn = text_fp = None
+    if spec.text:
+        text_params = [(k, v) for k, v in model.state_dict().items()
+                       if not k.startswith("visual.") and not k.startswith("logit_")]
+        context = getattr(tokenizer, "context_length", None)
+        text_fp = combine(tensors_fingerprint(text_params), type(tokenizer).__name__, str(context))
+
+        def text_fn(texts):
+            tokens = tokenizer(list(texts)).to(next(model.parameters()).device)
+            return model.encode_text(tokens)
+
+    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+    info = {"source": "open_clip", "architecture": spec.architecture, "weights": spec.weights,
+            "preprocess": asdict(preprocess), "preprocess_fingerprint": preprocess_fingerprint(preprocess)}
+    return Encoder(
+        name=spec.name, module=model, preprocess=build_transform(preprocess), image_fn=model.encode_image,
+        fingerprint=image_fp, text_fn=text_fn, text_fingerprint=text_fp, logit_scale=scale, info=info,
+        image_prefixes=("visual.",),
+    )

@@ -1,0 +1,72 @@
+"""Typed description of a model: where its weights come from and how images must be fed to it.
+
+A spec is what a preset YAML (``models/presets/*.yaml``) or a run config holds; :func:`overspec.models.load_model`
+turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels with the weights (STYLE habit 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS"]
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a PIL image becomes the tensor a model expects.
+
+    ``resize_mode="shortest"`` resizes the short side then centre-crops (CLIP); ``"squash"`` resizes both sides.
+    ``channel_order="BGR"`` swaps channels after normalisation statistics are applied in RGB order of ``mean``/``std``.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    channel_order: str = "RGB"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"preprocess.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ValueError(f"preprocess.resize_mode must be 'shortest' or 'squash', got {self.resize_mode!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"preprocess.channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.size <= 0:
+            raise ValueError(f"preprocess.size must be positive, got {self.size}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("preprocess.mean and preprocess.std need three values each, std > 0")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: source kind, architecture, weights and (optionally) preprocessing and an adapter.
+
+    ``weights`` is a pretrained tag (downloads only when the machine has a network and the user asked for it), a
+    local checkpoint file, ``local-dir:PATH`` (open_clip folder layout) or ``world:NAME`` (a tiny CLIP the project
+    pretrains itself). ``preprocess`` overrides what the weights' own config says. ``text=False`` keeps only the image
+    tower (linear probe only, never zero-shot).
+    """
+
+    name: str
+    source: str = "open_clip"
+    architecture: str = ""
+    weights: str | None = None
+    config_file: str | None = None
+    preprocess: PreprocessSpec | None = None
+    quick_gelu: bool = False
+    text: bool = True
+    adapter: str | None = None
+    description: str = ""
+    reference: str = ""
+    options: dict = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.source, self.architecture, self.weights))

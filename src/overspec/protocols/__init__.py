@@ -1,0 +1,1 @@
+"""Evaluation protocols: functions of cached features and labels (zero-shot, linear probe, verification, ...)."""

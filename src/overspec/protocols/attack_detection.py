@@ -1,0 +1,274 @@
+"""Morphing (MAD) and presentation (PAD) attack detection on scores and frozen features, never on models.
+
+A model can be scored three ways, and every result says which (study.md §1.8: the study's cross-task cells come
+from unnamed heads or probes, so overspec labels each one):
+
+* ``own_head``: scores from the model's own binary head (MADation / FoundPAD), passed in as numbers;
+* ``probe``: a class-balanced logistic-regression probe fitted on frozen features of the protocol's training split;
+* ``zero_shot``: the softmax probability of the bona fide prompt ("a photo of a real face") against the attack
+  prompt ("a photo of a spoof / morphed face") from a text classifier.
+
+Scores are P(bona fide) or any score where higher = more bona fide (biometric-protocols.md §1).
+
+Metrics (biometric-protocols.md §6): MAD reports D-EER (SMDD / MADation argmin rule), APCER@BPCER and
+BPCER@APCER at 1 / 10 / 20 % under the at-most rule (bob, default) and MADation's nearest rule (labelled
+``nearest``), AUC, and the D-EER per morphing method with its average and worst. PAD reports, on video-level
+scores (mean of frame scores), the HTER at the test set's own EER threshold (FoundPAD / DG-FAS convention,
+optimistic, labelled ``test_eer``), the HTER at a threshold fixed on the dev split when there is one, AUC, and
+ISO/IEC 30107-3 APCER per PAI species, APCER_AP, BPCER and ACER at that threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from sklearn.linear_model import LogisticRegression
+
+from overspec import metrics
+from overspec.data.base import LabelledImages
+from overspec.data.biometric.attack_list import TASKS, video_scores
+from overspec.protocols.zero_shot import zero_shot_logits
+
+__all__ = [
+    "SCORING_METHODS", "OPERATING_POINTS", "AttackScores", "AttackDetectionResult",
+    "probe_scores", "zero_shot_scores", "evaluate_scores",
+    "evaluate_own_head", "evaluate_probe", "evaluate_zero_shot",
+]
+
+logger = logging.getLogger(__name__)
+
+SCORING_METHODS = ("own_head", "probe", "zero_shot")
+OPERATING_POINTS = (0.01, 0.10, 0.20)
+
+
+@dataclass(frozen=True)
+class AttackScores:
+    """Scores of one split (higher = bona fide) with labels (1 = bona fide), attack types and video ids."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    attack_types: np.ndarray
+    video_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if not (len(self.labels) == len(self.attack_types) == len(self.video_ids) == n):
+            raise ValueError(f"scores ({n}), labels ({len(self.labels)}), attack_types ({len(self.attack_types)}) "
+                             f"and video_ids ({len(self.video_ids)}) must have the same length")
+        if not np.isin(self.labels, (0, 1)).all():
+            raise ValueError("labels must be 1 (bona fide) or 0 (attack)")
+        if not np.isfinite(self.scores).all():
+            raise ValueError("scores contain NaN or infinite values")
+
+    @classmethod
+    def of(cls, split: LabelledImages, scores: ArrayLike) -> AttackScores:
+        """Pair ``scores`` with a protocol split (its labels and ``info['attack_type']`` / ``info['video_id']``)."""
+        n = len(split)
+        info = split.info
+        return cls(np.asarray(scores, dtype=np.float64).reshape(-1), np.asarray(split.labels),
+                   np.asarray(info.get("attack_type", [""] * n), dtype=object),
+                   np.asarray(info.get("video_id", [str(i) for i in range(n)]), dtype=object))
+
+    @property
+    def bona_fide(self) -> np.ndarray:
+        """Scores of the bona fide samples."""
+        return self.scores[self.labels == 1]
+
+    @property
+    def attack(self) -> np.ndarray:
+        """Scores of the attack samples."""
+        return self.scores[self.labels == 0]
+
+    def at_video_level(self) -> AttackScores:
+        """One score per video: the mean of its frame scores (SSDG / FoundPAD)."""
+        v = video_scores(self.scores, self.video_ids, self.labels, self.attack_types)
+        return AttackScores(v.scores, v.labels.astype(np.int64), v.attack_types, v.video_ids)
+
+
+@dataclass(frozen=True)
+class AttackDetectionResult:
+    """Metrics of one protocol, scoring method and level; ``conventions`` names the rule behind each metric."""
+
+    protocol: str
+    task: str
+    scoring: str
+    level: str
+    metrics: dict[str, float]
+    conventions: dict[str, str]
+    n_bona_fide: int
+    n_attack: int
+    unreachable: tuple[str, ...] = field(default=())
+
+    def rows(self) -> list[dict[str, object]]:
+        """One tidy dict per metric, carrying the scoring method, level and convention."""
+        return [{"protocol": self.protocol, "task": self.task, "metric": name, "value": value,
+                 "scoring": self.scoring, "level": self.level, "convention": self.conventions.get(name, ""),
+                 "n_bona_fide": self.n_bona_fide, "n_attack": self.n_attack, "reachable": name not in self.unreachable}
+                for name, value in self.metrics.items()]
+
+
+def _l2_normalised(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def probe_scores(train_features: ArrayLike, train_labels: ArrayLike, test_features: ArrayLike, *, seed: int = 0,
+                 c: float = 1.0, normalise: bool = True) -> np.ndarray:
+    """P(bona fide) from a class-balanced logistic-regression probe fitted on frozen training features.
+
+    Features are L2-normalised first (as CLIP embeddings are compared) unless ``normalise`` is False.
+    """
+    x_train = np.asarray(train_features, dtype=np.float64)
+    x_test = np.asarray(test_features, dtype=np.float64)
+    y = np.asarray(train_labels)
+    if set(np.unique(y).tolist()) != {0, 1}:
+        raise ValueError(f"the probe needs bona fide (1) and attack (0) training samples, got labels {np.unique(y)}")
+    if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train features {x_train.shape} and test features {x_test.shape} must be (N, D) alike")
+    if normalise:
+        x_train, x_test = _l2_normalised(x_train), _l2_normalised(x_test)
+    probe = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
+    probe.fit(x_train, y)
+    return probe.predict_proba(x_test)[:, list(probe.classes_).index(1)]
+
+
+def zero_shot_scores(features: ArrayLike, classifier: ArrayLike | torch.Tensor, *, bona_fide_column: int = 1,
+                     scale: float = 100.0) -> np.ndarray:
+    """Softmax probability of the bona fide prompt column of a (D, C) text classifier (CLIP zero-shot)."""
+    weights = torch.as_tensor(np.asarray(classifier) if not isinstance(classifier, torch.Tensor) else classifier)
+    if weights.ndim != 2 or not 0 <= bona_fide_column < weights.shape[1] or weights.shape[1] < 2:
+        raise ValueError(f"classifier of shape {tuple(weights.shape)} needs >= 2 columns including column "
+                         f"{bona_fide_column} (bona fide)")
+    logits = zero_shot_logits(np.asarray(features, dtype=np.float32), weights.float(), scale)
+    return torch.softmax(logits.double(), dim=1)[:, bona_fide_column].numpy()
+
+
+def _operating_point_metrics(data: AttackScores, out: dict, conv: dict, unreachable: list) -> None:
+    targets = np.asarray(OPERATING_POINTS)
+    for rule in ("at_most", "nearest"):
+        suffix = "" if rule == "at_most" else "_nearest"
+        label = "bob at-most (realised rate <= target)" if rule == "at_most" else \
+            "SMDD / MADation nearest ROC point (may exceed the target)"
+        bpcer = metrics.bpcer_at_apcer(data.bona_fide, data.attack, targets, rule=rule)
+        apcer = metrics.apcer_at_bpcer(data.bona_fide, data.attack, targets, rule=rule)
+        for k, op in enumerate(OPERATING_POINTS):
+            pct = round(op * 100)
+            for name, point in ((f"bpcer@apcer{pct}{suffix}", bpcer), (f"apcer@bpcer{pct}{suffix}", apcer)):
+                out[name] = float(point.value[k])
+                conv[name] = label
+                if not point.reachable[k]:
+                    unreachable.append(name)
+
+
+def _mad_metrics(data: AttackScores) -> tuple[dict, dict, list]:
+    out: dict[str, float] = {}
+    conv: dict[str, str] = {}
+    unreachable: list[str] = []
+    deer = metrics.d_eer(data.bona_fide, data.attack)
+    out["d_eer"], conv["d_eer"] = deer.value, "SMDD / MADation: APCER at argmin |TPR + APCER - 1|"
+    out["eer_bob"], conv["eer_bob"] = metrics.eer(data.bona_fide, data.attack).value, "bob.measure EER"
+    out["auc"], conv["auc"] = metrics.auc(data.bona_fide, data.attack), "exact ROC AUC"
+    _operating_point_metrics(data, out, conv, unreachable)
+    per_method = {}
+    for method in sorted(set(data.attack_types[data.labels == 0].tolist())):
+        attack = data.scores[(data.labels == 0) & (data.attack_types == method)]
+        per_method[method] = metrics.d_eer(data.bona_fide, attack).value
+        out[f"d_eer[{method}]"] = per_method[method]
+        conv[f"d_eer[{method}]"] = "D-EER on all bona fide + this method's morphs"
+    if per_method:
+        out["d_eer_average"] = float(np.mean(list(per_method.values())))
+        out["d_eer_worst"] = float(np.max(list(per_method.values())))
+        conv["d_eer_average"] = conv["d_eer_worst"] = "mean / max of the per-method D-EERs (MADation)"
+    return out, conv, unreachable
+
+
+def _pad_metrics(data: AttackScores, dev: AttackScores | None) -> tuple[dict, dict, list]:
+    out: dict[str, float] = {}
+    conv: dict[str, str] = {}
+    test_eer = metrics.hter_at_test_eer(data.bona_fide, data.attack, method="argmin")
+    out["hter_test_eer"] = test_eer.value
+    conv["hter_test_eer"] = "threshold at the test set's own EER (FoundPAD / DG-FAS; optimistic)"
+    out["auc"], conv["auc"] = metrics.auc(data.bona_fide, data.attack), "exact ROC AUC"
+    out["eer_bob"], conv["eer_bob"] = metrics.eer(data.bona_fide, data.attack).value, "bob.measure EER"
+    threshold, source = test_eer.threshold, "test-EER threshold"
+    if dev is not None:
+        dev_hter = metrics.hter(dev.bona_fide, dev.attack, data.bona_fide, data.attack, criterion="eer")
+        out["hter_dev"] = dev_hter.value
+        conv["hter_dev"] = "threshold at the dev split's EER (ISO / Idiap a priori)"
+        threshold, source = dev_hter.threshold, "dev-EER threshold"
+    species = data.attack_types[data.labels == 0].astype(str)
+    iso = metrics.iso30107(data.bona_fide, data.attack, np.where(species == "", "unspecified", species), threshold)
+    for name, value in iso.apcer.items():
+        out[f"apcer[{name}]"] = value
+        conv[f"apcer[{name}]"] = f"ISO/IEC 30107-3 at the {source}"
+    for name in ("apcer_ap", "bpcer", "acer"):
+        out[name] = float(getattr(iso, name))
+        conv[name] = f"ISO/IEC 30107-3 at the {source}"
+    out["threshold"], conv["threshold"] = float(threshold), source
+    return out, conv, []
+
+
+def evaluate_scores(protocol: str, task: str, scoring: str, test: AttackScores, dev: AttackScores | None = None,
+                    *, video_level: bool | None = None) -> AttackDetectionResult:
+    """Compute the MAD or PAD metrics of ``test`` scores (``dev`` fixes the PAD a-priori threshold).
+
+    ``video_level`` defaults to True for PAD (frame scores averaged per video, as DG-FAS papers report) and False
+    for MAD (single images).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if scoring not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring {scoring!r}; expected one of {', '.join(SCORING_METHODS)}")
+    video = task == "pad" if video_level is None else video_level
+    if video:
+        test = test.at_video_level()
+        dev = dev.at_video_level() if dev is not None else None
+    if task == "mad":
+        values, conventions, unreachable = _mad_metrics(test)
+    else:
+        values, conventions, unreachable = _pad_metrics(test, dev)
+    logger.debug("%s %s %s: %s", protocol, task, scoring, values)
+    return AttackDetectionResult(protocol, task, scoring, "video" if video else "frame", values, conventions,
+                                 int((test.labels == 1).sum()), int((test.labels == 0).sum()), tuple(unreachable))
+
+
+def evaluate_own_head(protocol: str, task: str, test: AttackScores, dev: AttackScores | None = None, *,
+                      video_level: bool | None = None) -> AttackDetectionResult:
+    """Metrics of scores from the model's own binary head (``scoring="own_head"``)."""
+    return evaluate_scores(protocol, task, "own_head", test, dev, video_level=video_level)
+
+
+def _with_scores(split: AttackScores, scores: np.ndarray) -> AttackScores:
+    return AttackScores(np.asarray(scores, dtype=np.float64), split.labels, split.attack_types, split.video_ids)
+
+
+def evaluate_probe(protocol: str, task: str, train_features: ArrayLike, train_labels: ArrayLike,
+                   test_features: ArrayLike, test: AttackScores, dev_features: ArrayLike | None = None,
+                   dev: AttackScores | None = None, *, seed: int = 0, c: float = 1.0,
+                   video_level: bool | None = None) -> AttackDetectionResult:
+    """Fit a balanced logistic probe on the training features, score test (and dev) (``scoring="probe"``).
+
+    ``test`` / ``dev`` carry the labels, attack types and video ids; their ``scores`` are replaced by the probe's.
+    """
+    test_scores = probe_scores(train_features, train_labels, test_features, seed=seed, c=c)
+    dev_scored = None
+    if dev is not None and dev_features is not None:
+        dev_scored = _with_scores(dev, probe_scores(train_features, train_labels, dev_features, seed=seed, c=c))
+    return evaluate_scores(protocol, task, "probe", _with_scores(test, test_scores), dev_scored,
+                           video_level=video_level)
+
+
+def evaluate_zero_shot(protocol: str, task: str, test_features: ArrayLike, classifier: ArrayLike | torch.Tensor,
+                       test: AttackScores, dev_features: ArrayLike | None = None, dev: AttackScores | None = None,
+                       *, bona_fide_column: int = 1, video_level: bool | None = None) -> AttackDetectionResult:
+    """Score with a (D, C) prompt classifier (columns in label order: attack, bona fide) (``scoring="zero_shot"``)."""
+    scores = zero_shot_scores(test_features, classifier, bona_fide_column=bona_fide_column)
+    dev_scored = None
+    if dev is not None and dev_features is not None:
+        dev_scored = _with_scores(dev, zero_shot_scores(dev_features, classifier, bona_fide_column=bona_fide_column))
+    return evaluate_scores(protocol, task, "zero_shot", _with_scores(test, scores), dev_scored,
+                           video_level=video_level)

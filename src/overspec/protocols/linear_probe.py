@@ -1,0 +1,503 @@
+"""Linear-probe protocols on cached features: the CLIP paper's full-data probe and seeded k-shot probes.
+
+The classifier is multinomial logistic regression with the objective of scikit-learn's ``LogisticRegression(C=C)``
+(scikit-learn >= 1.9, ``sklearn/linear_model/_logistic.py``): ``C * sum_i CE_i + 1/2 ||W||^2``, intercept not
+penalised, binary problems as one binomial model. We minimise the same function scaled by ``1/(C n)``, i.e.
+``mean_i CE_i + ||W||^2 / (2 C n)``, whose gradient is the one scikit-learn's ``tol`` is compared with, by full-batch
+``torch.optim.LBFGS`` with a strong-Wolfe line search on CPU or GPU.
+
+Regularisation follows Radford et al. 2021 (appendix A.3): C on a log grid from 1e-6 to 1e6, coarse decades first,
+then a binary refinement around the best down to 8 steps per decade, each fit warm-started from the nearest fitted
+C, scored on a stratified seeded validation split carved from train; the chosen C is refitted on train + val and
+scored on test. k-shot probes choose C by stratified cross-validation inside the k-shot set (a fixed C when k = 1),
+so no label outside the k-shot set and no test label is ever used for selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from overspec.protocols._classification import classification_metrics, per_sample_predictions
+
+__all__ = [
+    "KSHOTS",
+    "LogisticRegressionProbe",
+    "RegularisationSearch",
+    "clip_c_grid",
+    "kshot_indices",
+    "kshot_probe",
+    "linear_probe",
+    "select_regularisation",
+    "stratified_folds",
+    "stratified_split",
+]
+
+logger = logging.getLogger(__name__)
+
+KSHOTS = (1, 2, 4, 8, 16)
+STEPS_PER_DECADE = 8
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Stop when the loss (about 1 for the mean-scaled objective) changes by less than this between iterations; in
+# float64 this is scipy's ``ftol = 64 eps`` that scikit-learn passes, in float32 the logits' rounding dominates.
+_TOLERANCE_CHANGE = {torch.float64: 64 * float(np.finfo(np.float64).eps), torch.float32: 1e-9}
+
+Fold = tuple[np.ndarray, np.ndarray]
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: str, device: str | torch.device) -> torch.Tensor:
+    """Return ``x`` as a 2-D tensor of the named dtype on ``device`` (no copy when it already is one)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    tensor = torch.as_tensor(x, dtype=_DTYPES[dtype], device=device)
+    if tensor.ndim != 2:
+        raise ValueError(f"features must be a 2-D (samples, features) array, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def _loss_and_gradient(params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[float, torch.Tensor]:
+    """Return ``mean CE + l2/2 ||W||^2`` and its gradient for ``params = [W.T ; b]`` of shape (D + 1, K)."""
+    n, d = x.shape
+    log_probs = torch.log_softmax(torch.addmm(params[d], x, params[:d]), dim=1)
+    nll = -log_probs.gather(1, y[:, None]).sum(dtype=torch.float64) / n
+    loss = float(nll) + 0.5 * l2 * float(params[:d].square().sum(dtype=torch.float64))
+    residual = log_probs.exp_()
+    residual[torch.arange(n, device=x.device), y] -= 1.0
+    grad = torch.empty_like(params)
+    torch.addmm(params[:d], x.T, residual, beta=l2, alpha=1.0 / n, out=grad[:d])
+    torch.sum(residual, dim=0, out=grad[d]).div_(n)
+    return loss, grad
+
+
+@dataclass
+class _Solution:
+    """Weights ``[W.T ; b]`` (D + 1, K) of the symmetric multinomial model and solver counters."""
+
+    params: torch.Tensor
+    n_iter: int
+    n_evals: int
+    grad_max: float
+
+
+def _solve_multinomial(
+    x: torch.Tensor, y: torch.Tensor, params: torch.Tensor, l2: float, tol: float, max_iter: int, history_size: int
+) -> _Solution:
+    """Minimise the penalised mean cross-entropy from ``params`` with full-batch L-BFGS (strong Wolfe)."""
+    params = params.detach().clone().contiguous()
+    optimizer = torch.optim.LBFGS(
+        [params],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=_TOLERANCE_CHANGE[params.dtype],
+        history_size=history_size,
+        line_search_fn="strong_wolfe",
+    )
+    last_grad: list[torch.Tensor] = []
+
+    def closure() -> float:
+        with torch.no_grad():
+            loss, grad = _loss_and_gradient(params, x, y, l2)
+        params.grad = grad
+        last_grad[:] = [grad]
+        return loss
+
+    optimizer.step(closure)
+    state = optimizer.state[params]
+    grad_max = float(last_grad[0].abs().max()) if last_grad else float("nan")
+    return _Solution(params.detach(), int(state.get("n_iter", 0)), int(state.get("func_evals", 0)), grad_max)
+
+
+class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
+    """L2-penalised multinomial logistic regression with scikit-learn's objective, solved by torch L-BFGS.
+
+    Same minimiser as ``sklearn.linear_model.LogisticRegression(C=C)`` (lbfgs); ``tol`` bounds the largest gradient
+    entry of the mean-scaled objective, as in scikit-learn. Fitting is deterministic, so there is no random_state.
+
+    Args:
+        C: inverse regularisation strength (larger = weaker penalty).
+        tol: stop when every gradient entry is at most ``tol`` in absolute value.
+        max_iter: maximum number of L-BFGS iterations.
+        history_size: number of curvature pairs kept by L-BFGS (scipy's default is 10).
+        dtype: ``"float32"`` (fast) or ``"float64"``.
+        device: where to solve (``"cpu"``, ``"cuda"``, ...); learned state is returned as NumPy arrays.
+    """
+
+    def __init__(
+        self,
+        *,
+        C: float = 1.0,
+        tol: float = 1e-4,
+        max_iter: int = 1000,
+        history_size: int = 10,
+        dtype: str = "float32",
+        device: str = "cpu",
+    ) -> None:
+        self.C = C
+        self.tol = tol
+        self.max_iter = max_iter
+        self.history_size = history_size
+        self.dtype = dtype
+        self.device = device
+
+    def fit(
+        self,
+        X: np.ndarray | torch.Tensor,
+        y: np.ndarray,
+        *,
+        coef_init: np.ndarray | None = None,
+        intercept_init: np.ndarray | None = None,
+    ) -> LogisticRegressionProbe:
+        """Fit on features ``X`` (N, D) and integer labels ``y``; ``coef_init``/``intercept_init`` warm-start."""
+        if not self.C > 0:
+            raise ValueError(f"C must be positive, got {self.C}")
+        x = _as_tensor(X, self.dtype, self.device)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must be 1-D with {x.shape[0]} labels (one per row of X), got shape {y.shape}")
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"need at least two classes to fit a probe, got {self.classes_.tolist()}")
+        binary = len(self.classes_) == 2
+        start = self._initial_params(x.shape[1], coef_init, intercept_init).to(x)
+        # A binomial model with C equals the symmetric two-class multinomial model with C / 2.
+        effective_c = self.C / 2 if binary else self.C
+        solution = _solve_multinomial(
+            x,
+            torch.as_tensor(encoded, device=x.device),
+            start,
+            1.0 / (effective_c * x.shape[0]),
+            self.tol,
+            self.max_iter,
+            self.history_size,
+        )
+        self._store(solution, x.shape[1], binary)
+        return self
+
+    def _initial_params(
+        self, n_features: int, coef_init: np.ndarray | None, intercept_init: np.ndarray | None
+    ) -> torch.Tensor:
+        """Return the starting ``[W.T ; b]`` (D + 1, K): zeros, or the symmetric form of a given solution."""
+        n_classes = len(self.classes_)
+        params = torch.zeros(n_features + 1, n_classes, dtype=torch.float64)
+        if coef_init is None:
+            return params
+        coef = torch.as_tensor(np.asarray(coef_init, dtype=np.float64))
+        intercept = torch.as_tensor(
+            np.zeros(coef.shape[0]) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64)
+        )
+        expected_rows = 1 if n_classes == 2 else n_classes
+        if coef.shape != (expected_rows, n_features) or intercept.shape != (expected_rows,):
+            raise ValueError(
+                f"warm start of shapes {tuple(coef.shape)}/{tuple(intercept.shape)} does not fit "
+                f"{n_classes} classes x {n_features} features (expected ({expected_rows}, {n_features}))"
+            )
+        full = torch.cat([coef, intercept[:, None]], dim=1).T
+        if n_classes == 2:
+            return torch.cat([-full / 2, full / 2], dim=1)
+        return full.contiguous()
+
+    def _store(self, solution: _Solution, n_features: int, binary: bool) -> None:
+        """Set ``coef_``, ``intercept_`` (scikit-learn layout) and the solver counters from a solution."""
+        params = solution.params.double().cpu().numpy().T
+        if binary:
+            params = params[1:] - params[:1]
+        self.coef_ = params[:, :n_features]
+        self.intercept_ = params[:, n_features]
+        self.n_features_in_ = n_features
+        self.n_iter_ = solution.n_iter
+        self.n_evals_ = solution.n_evals
+        self.converged_ = solution.grad_max <= self.tol
+        if not self.converged_:
+            logger.info("probe C=%g stopped after %d iterations, max |grad| %.2e", self.C, self.n_iter_, solution.grad_max)
+
+    def _class_scores(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Return (N, K) scores whose row-wise order is the order of the class probabilities."""
+        decision = self.decision_function(X)
+        return np.stack([np.zeros_like(decision), decision], axis=1) if decision.ndim == 1 else decision
+
+    def decision_function(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Return logits ``X @ coef_.T + intercept_``: (N, K), or (N,) for two classes as in scikit-learn."""
+        x = torch.as_tensor(X).double().cpu().numpy()
+        if x.ndim != 2 or x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have shape (N, {self.n_features_in_}), got {x.shape}")
+        scores = x @ self.coef_.T + self.intercept_
+        return scores.ravel() if len(self.classes_) == 2 else scores
+
+    def predict_proba(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Return (N, K) class probabilities (softmax of the class scores)."""
+        scores = self._class_scores(X)
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def predict(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Return the most probable class label of each row."""
+        return self.classes_[np.argmax(self._class_scores(X), axis=1)]
+
+
+def clip_c_grid(steps_per_decade: int = STEPS_PER_DECADE) -> np.ndarray:
+    """Return the CLIP-paper grid of C: 1e-6 ... 1e6 with ``steps_per_decade`` log steps (97 values for 8)."""
+    return np.logspace(-6, 6, 12 * steps_per_decade + 1)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Fold:
+    """Return sorted ``(train_idx, val_idx)``: about ``val_fraction`` of each class, seeded, at least one kept in train."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    val: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        val.append(members[: min(int(round(val_fraction * len(members))), len(members) - 1)])
+    val_idx = np.sort(np.concatenate(val))
+    if len(val_idx) == 0:
+        raise ValueError(f"val_fraction={val_fraction} leaves no validation sample (every class is too small)")
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
+    """Return ``n_folds`` ``(train_idx, val_idx)`` pairs; each class is dealt round-robin over folds after a shuffle."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        fold_of[members] = np.arange(len(members)) % n_folds
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+
+
+@dataclass
+class RegularisationSearch:
+    """Outcome of a C search: the chosen C, its validation accuracy, every tried C's score and the fit count."""
+
+    C: float
+    score: float
+    scores: dict[float, float] = field(default_factory=dict)
+    n_fits: int = 0
+    n_iter: int = 0
+    solutions: dict[float, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict, repr=False)
+
+
+def _search_order_clip(n_grid: int, score_at) -> int:
+    """Return the best grid index: decades first, then refine with half the span down to 1 (``score_at`` fits)."""
+    best = max(range(0, n_grid, STEPS_PER_DECADE), key=lambda i: (score_at(i), -i))
+    span = STEPS_PER_DECADE // 2
+    while span >= 1:
+        around = [i for i in (best - span, best, best + span) if 0 <= i < n_grid]
+        best = max(around, key=lambda i: (score_at(i), -i))
+        span //= 2
+    return best
+
+
+def select_regularisation(
+    x: torch.Tensor | np.ndarray,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    *,
+    c_grid: Sequence[float] | None = None,
+    probe: LogisticRegressionProbe | None = None,
+) -> RegularisationSearch:
+    """Return the C with the best mean validation accuracy over ``folds`` (index pairs into ``x``/``y``).
+
+    Without ``c_grid`` the CLIP-paper search runs on :func:`clip_c_grid` (about 19 values tried); with a grid every
+    value is tried. Each fit is warm-started from the nearest C already fitted on the same fold. Ties go to the
+    smaller C (stronger regularisation).
+    """
+    template = probe if probe is not None else LogisticRegressionProbe()
+    x = _as_tensor(x, template.dtype, template.device)
+    y = np.asarray(y)
+    grid = np.sort(np.asarray(clip_c_grid() if c_grid is None else c_grid, dtype=np.float64))
+    fold_data = [(x[torch.as_tensor(tr, device=x.device)], y[tr], x[torch.as_tensor(va, device=x.device)], y[va])
+                 for tr, va in folds]
+    search = RegularisationSearch(C=float("nan"), score=float("-inf"))
+    fitted: dict[int, float] = {}
+
+    def score_at(index: int) -> float:
+        if index not in fitted:
+            fitted[index] = _score_c(index, grid, fitted, fold_data, template, search)
+        return fitted[index]
+
+    if c_grid is None:
+        best = _search_order_clip(len(grid), score_at)
+    else:
+        best = max(range(len(grid)), key=lambda i: (score_at(i), -i))
+    search.C, search.score = float(grid[best]), fitted[best]
+    logger.info("chose C=%g (validation accuracy %.4f) after %d fits", search.C, search.score, search.n_fits)
+    return search
+
+
+def _score_c(index: int, grid: np.ndarray, fitted: dict[int, float], fold_data, template, search) -> float:
+    """Fit every fold at ``grid[index]`` warm-started from the nearest fitted C; return the mean val accuracy."""
+    c = float(grid[index])
+    nearest = min(fitted, key=lambda i: abs(np.log(grid[i]) - np.log(c))) if fitted else None
+    accuracies, solutions = [], []
+    for f, (x_fit, y_fit, x_val, y_val) in enumerate(fold_data):
+        warm = search.solutions[float(grid[nearest])][f] if nearest is not None else (None, None)
+        probe = template.__class__(**{**template.get_params(), "C": c})
+        probe.fit(x_fit, y_fit, coef_init=warm[0], intercept_init=warm[1])
+        accuracies.append(float(np.mean(probe.predict(x_val) == y_val)))
+        solutions.append((probe.coef_, probe.intercept_))
+        search.n_fits += 1
+        search.n_iter += probe.n_iter_
+    search.solutions[c] = solutions
+    search.scores[c] = float(np.mean(accuracies))
+    logger.debug("C=%g: validation accuracy %.4f", c, search.scores[c])
+    return search.scores[c]
+
+
+def _check_labels(train_y: np.ndarray, test_y: np.ndarray) -> None:
+    """Raise ValueError when test labels include a class that never occurs in train."""
+    unseen = np.setdiff1d(test_y, train_y)
+    if len(unseen):
+        raise ValueError(f"test labels {unseen[:10].tolist()} never occur in the training labels")
+
+
+def _test_report(probe: LogisticRegressionProbe, test_x, test_y: np.ndarray) -> dict[str, object]:
+    """Return test metrics and per-sample predictions (labels mapped to the probe's class columns)."""
+    scores = probe._class_scores(test_x)
+    columns = np.searchsorted(probe.classes_, test_y)
+    predictions = per_sample_predictions(scores, columns)
+    predictions["pred"] = probe.classes_[predictions["pred"]]
+    return {**classification_metrics(scores, columns), "n_classes": int(len(probe.classes_)), "predictions": predictions}
+
+
+def _index_fingerprint(*indices: np.ndarray) -> str:
+    """Return a short sha256 of index arrays, to record which samples a split used."""
+    h = hashlib.sha256()
+    for idx in indices:
+        h.update(np.ascontiguousarray(idx, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def linear_probe(
+    train_x: np.ndarray | torch.Tensor,
+    train_y: np.ndarray,
+    test_x: np.ndarray | torch.Tensor,
+    test_y: np.ndarray,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    c_grid: Sequence[float] | None = None,
+    device: str = "cpu",
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    dtype: str = "float32",
+) -> dict[str, object]:
+    """Return the CLIP-protocol probe result: test ``acc1``/``acc5``/``mean_per_class_recall``, chosen ``C``, ...
+
+    C is chosen on a stratified ``val_fraction`` split of train (``seed``), then the probe is refitted on all of
+    train and scored on test. Also returned: ``val_acc1``, ``val_scores`` (C -> accuracy), ``n_fits``,
+    ``split_fingerprint`` and per-sample test ``predictions`` (``pred`` labels, ``correct``, ``correct5``).
+    """
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_labels(train_y, test_y)
+    probe = LogisticRegressionProbe(tol=tol, max_iter=max_iter, dtype=dtype, device=device)
+    x = _as_tensor(train_x, dtype, device)
+    fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
+    search = select_regularisation(x, train_y, [(fit_idx, val_idx)], c_grid=c_grid, probe=probe)
+    coef, intercept = search.solutions[search.C][0]
+    probe.set_params(C=search.C).fit(x, train_y, coef_init=coef, intercept_init=intercept)
+    return {
+        **_test_report(probe, test_x, test_y),
+        "C": search.C,
+        "val_acc1": search.score,
+        "val_scores": dict(search.scores),
+        "n_fits": search.n_fits + 1,
+        "n_iter": search.n_iter + probe.n_iter_,
+        "n_train": int(len(fit_idx)),
+        "n_val": int(len(val_idx)),
+        "n_test": int(len(test_y)),
+        "seed": seed,
+        "split_fingerprint": _index_fingerprint(fit_idx, val_idx),
+    }
+
+
+def kshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Return sorted indices of ``k`` samples drawn without replacement from every class present in ``labels``.
+
+    Raises ValueError naming the classes with fewer than ``k`` samples (never returns a short or empty set).
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    classes, counts = np.unique(labels, return_counts=True)
+    short = classes[counts < k]
+    if len(short):
+        raise ValueError(f"{len(short)} classes have fewer than k={k} training samples: {short[:10].tolist()}")
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels == cls), size=k, replace=False) for cls in classes]
+    return np.sort(np.concatenate(picks))
+
+
+def _kshot_one_seed(train_x, train_y, test_x, test_y, k, seed, probe, max_folds, one_shot_c, c_grid):
+    """Return one seed's k-shot result: C chosen inside the k-shot set, fitted on it, scored on test."""
+    chosen = kshot_indices(train_y, k, seed)
+    x, y = train_x[torch.as_tensor(chosen, device=train_x.device)], train_y[chosen]
+    if k == 1:
+        search = RegularisationSearch(C=one_shot_c, score=float("nan"))
+        warm = (None, None)
+    else:
+        folds = stratified_folds(y, min(k, max_folds), seed)
+        search = select_regularisation(x, y, folds, c_grid=c_grid, probe=probe)
+        warm = search.solutions[search.C][0]
+    final = LogisticRegressionProbe(**{**probe.get_params(), "C": search.C})
+    final.fit(x, y, coef_init=warm[0], intercept_init=warm[1])
+    report = _test_report(final, test_x, test_y)
+    return {
+        **report,
+        "seed": seed,
+        "C": search.C,
+        "cv_acc1": search.score,
+        "n_fits": search.n_fits + 1,
+        "train_fingerprint": _index_fingerprint(chosen),
+    }
+
+
+def kshot_probe(
+    train_x: np.ndarray | torch.Tensor,
+    train_y: np.ndarray,
+    test_x: np.ndarray | torch.Tensor,
+    test_y: np.ndarray,
+    *,
+    k: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    max_folds: int = 5,
+    one_shot_c: float = 1.0,
+    c_grid: Sequence[float] | None = None,
+    device: str = "cpu",
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    dtype: str = "float32",
+) -> dict[str, object]:
+    """Return k-shot probe results per seed plus their ``mean`` and ``std`` (sample std, ddof=1) of each metric.
+
+    Per seed: ``k`` training samples per class (every class of ``train_y``; a class with fewer than ``k`` raises),
+    C chosen by ``min(k, max_folds)``-fold stratified cross-validation inside those samples (``one_shot_c`` when
+    k = 1, since a class with a single sample cannot be both fitted and validated), fitted on all of them, scored
+    on test. The probe's classes are the full training class set.
+    """
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_labels(train_y, test_y)
+    if len(seeds) == 0:
+        raise ValueError("seeds must name at least one seed")
+    probe = LogisticRegressionProbe(tol=tol, max_iter=max_iter, dtype=dtype, device=device)
+    x = _as_tensor(train_x, dtype, device)
+    per_seed = [
+        _kshot_one_seed(x, train_y, test_x, test_y, k, seed, probe, max_folds, one_shot_c, c_grid) for seed in seeds
+    ]
+    keys = ("acc1", "acc5", "mean_per_class_recall", "C")
+    table = {key: np.array([run[key] for run in per_seed], dtype=np.float64) for key in keys}
+    ddof = 1 if len(seeds) > 1 else 0
+    return {
+        "k": k,
+        "seeds": list(seeds),
+        "per_seed": per_seed,
+        "mean": {key: float(np.mean(v)) for key, v in table.items()},
+        "std": {key: float(np.std(v, ddof=ddof)) for key, v in table.items()},
+    }

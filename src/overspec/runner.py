@@ -1,0 +1,318 @@
+"""Run a study: every model × dataset × protocol as a resumable unit, then tidy results and a summary.
+
+Each unit's records are written atomically to ``<run>/units/`` under a key made of everything that determines
+them (model and split fingerprints, protocol settings, seed), so a killed run resumes with only the missing units,
+and a changed model or setting recomputes exactly what it touches. Models are loaded only when a unit needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from overspec.config.run import RunConfig, resolved_dict
+from overspec.data.base import LabelledImages
+from overspec.features import FeatureStore
+from overspec.features._files import atomic_write_text
+from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
+from overspec.models.fingerprint import combine
+from overspec.registry import Registry
+from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PROTOCOLS", "PreflightError", "RunResult", "run_study", "Unit"]
+
+
+class PreflightError(ValueError):
+    """Some model files or datasets of a run are missing; the message lists every one of them."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work: a protocol applied to one model on one dataset."""
+
+    model: str
+    dataset: str
+    protocol: str
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe identifier of the unit."""
+        return "__".join(part.replace("/", "-") for part in (self.model, self.dataset, self.protocol))
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: records, the run folder, units computed vs reused, skipped units with why."""
+
+    run_dir: Path
+    records: list[Record]
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Context:
+    """Lazily loaded models and splits shared by the units of one run."""
+
+    def __init__(self, config: RunConfig, data_root: Path, store: FeatureStore) -> None:
+        self.config, self.data_root, self.store = config, data_root, store
+        self._models: dict[str, Encoder] = {}
+        self._splits: dict[tuple[str, str], LabelledImages] = {}
+        self.extras: dict[tuple, object] = {}
+
+    def benchmark(self, name: str):
+        from overspec.data.biometric.benchmarks import biometric_registry
+
+        return biometric_registry().get(name)
+
+    def model(self, spec: ModelSpec) -> Encoder:
+        if spec.name not in self._models:
+            self._models[spec.name] = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
+        return self._models[spec.name]
+
+    def split(self, dataset: str, role: str) -> LabelledImages:
+        from overspec.data.catalog import load_dataset
+
+        key = (dataset, role)
+        if key not in self._splits:
+            self._splits[key] = load_dataset(dataset, role, self.data_root)
+        return self._splits[key]
+
+
+ProtocolFn = Callable[[_Context, ModelSpec, Unit], tuple[list[dict], dict[str, np.ndarray]]]
+PROTOCOLS: Registry[ProtocolFn] = Registry("protocol")
+
+
+def run_study(config: RunConfig) -> RunResult:
+    """Run every unit of ``config`` (reusing finished ones) and write results, provenance and a summary."""
+    start = time.perf_counter()
+    data_root, datasets, benchmarks = _prepare_data(config)
+    run_dir = config.run_dir
+    (run_dir / "units").mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
+                         num_workers=config.num_workers, device=config.device, progress=config.progress)
+    context = _Context(config, data_root, store)
+    specs = [resolve_spec(m) for m in config.models]
+    _preflight(context, specs, datasets, benchmarks)
+    chash = config_hash(resolved_dict(config))
+    result = RunResult(run_dir, [])
+    units = [(spec, ds, proto) for spec in specs for ds in datasets for proto in _protocols(config)]
+    units += [(spec, name, proto) for spec in specs for name in benchmarks
+              for proto in _biometric_protocols(config, context.benchmark(name).kind)]
+    for spec, dataset, protocol in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
+        unit = Unit(spec.name, dataset, protocol)
+        reason = _skip_reason(context, spec, dataset, protocol)
+        if reason:
+            result.skipped.append((unit.slug, reason))
+            continue
+        records = _run_unit(context, unit, spec, chash, result)
+        result.records.extend(records)
+    result.seconds = time.perf_counter() - start
+    _write_outputs(config, result, chash, specs, datasets + benchmarks)
+    return result
+
+
+def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
+    """Return the data root, the general datasets and the biometric benchmarks of the run (validated names)."""
+    from overspec.data.biometric.benchmarks import biometric_registry
+    from overspec.data.catalog import dataset_registry
+
+    for path in config.dataset_files:
+        _register_user_dataset(Path(path).expanduser())
+    if config.world:
+        from overspec.data.world import ensure_world
+        from overspec.data.world.biometric import ensure_biometric_world
+
+        data_root = ensure_world(Path(config.data_root).expanduser() if config.data_root
+                                 else config.cache_path / "world-data", seed=config.seed)
+        ensure_biometric_world(data_root / "world" / "biometric", seed=config.seed)
+        names = list(config.datasets) or [n for n in dataset_registry().names()
+                                           if dataset_registry().get(n).root.startswith("world/")]
+        benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
+                                                 if biometric_registry().get(n).root.startswith("world/")]
+    else:
+        if not config.data_root:
+            raise ValueError("data_root is required unless world: true (the embedded world)")
+        data_root, names, benchmarks = Path(config.data_root).expanduser(), list(config.datasets), \
+            list(config.biometrics)
+    for name in names:
+        dataset_registry().get(name)
+    for name in benchmarks:
+        biometric_registry().get(name)
+    return data_root, names, benchmarks
+
+
+def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
+    """Check every weights file and dataset split before any computation; report all problems at once."""
+    from overspec.data.catalog import dataset_registry, has_role
+
+    problems = []
+    for spec in specs:
+        for path in (spec.weights, spec.adapter, spec.config_file):
+            if path and ("/" in path or path.endswith((".pt", ".pth", ".bin", ".safetensors"))) \
+                    and not path.startswith(("local-dir:", "world:")) and not Path(path).expanduser().exists():
+                problems.append(f"model {spec.name!r}: file not found: {path}")
+    for name in datasets:
+        entry = dataset_registry().get(name)
+        for role in ("train", "val", "test"):
+            if not has_role(entry, role):
+                continue
+            try:
+                context.split(name, role)
+            except (FileNotFoundError, ValueError) as exc:
+                problems.append(str(exc).replace("\n", " "))
+                break
+    for name in benchmarks:
+        from overspec.data.biometric.benchmarks import benchmark_status
+
+        present, detail = benchmark_status(context.benchmark(name), context.data_root)
+        if not present:
+            problems.append(f"biometric benchmark {name!r}: {detail}")
+    if problems:
+        raise PreflightError(f"{len(problems)} problem(s) before running:\n  - " + "\n  - ".join(problems))
+
+
+def _register_user_dataset(path: Path) -> None:
+    """Register a user's catalog YAML; registering the same entry again (a second run) is a no-op."""
+    from overspec.config.typed import load_yaml
+    from overspec.data.catalog import dataset_registry, parse_entry, register_dataset
+
+    entry = parse_entry(load_yaml(path), origin=str(path))
+    registry = dataset_registry()
+    if entry.name in registry and registry.get(entry.name) == entry:
+        return
+    register_dataset(entry)
+
+
+def _protocols(config: RunConfig) -> list[str]:
+    names = []
+    if config.zero_shot.enabled:
+        names.append("zero_shot")
+    if config.linear_probe.enabled:
+        names.append("linear_probe")
+        names += [f"linear_probe_{k}shot" for k in config.linear_probe.kshot]
+    return names
+
+
+def _biometric_protocols(config: RunConfig, kind: str) -> list[str]:
+    if kind in ("verification", "ijb"):
+        return [kind]
+    return [f"{kind}/{scoring}" for scoring in config.attack_scoring]
+
+
+def _skip_reason(context: _Context, spec: ModelSpec, dataset: str, protocol: str) -> str:
+    """Return why a unit does not apply (image-only model, no train split, task not declared), or ''."""
+    from overspec.data.catalog import dataset_registry, has_role
+
+    if protocol.split("/")[0] in ("verification", "ijb", "mad", "pad"):
+        if protocol.endswith("/zero_shot") and not spec.text:
+            return f"{spec.name} is image-only (no text tower): zero-shot attack scoring not applicable"
+        return ""
+    entry = dataset_registry().get(dataset)
+    task = "zero_shot" if protocol == "zero_shot" else "linear_probe"
+    if task not in entry.tasks:
+        return f"{dataset} does not declare task {task}"
+    if task == "zero_shot" and not spec.text:
+        return f"{spec.name} is image-only (no text tower): zero-shot not applicable"
+    if task == "linear_probe" and not has_role(entry, "train"):
+        return f"{dataset} has no training split: linear probe not applicable"
+    return ""
+
+
+def _unit_key(context: _Context, spec: ModelSpec, unit: Unit) -> str:
+    from overspec.data.catalog import dataset_registry, has_role
+
+    encoder = context.model(spec)
+    if unit.dataset in dataset_registry():
+        entry = dataset_registry().get(unit.dataset)
+        roles = [r for r in ("train", "val", "test") if has_role(entry, r)]
+        split_fps = [context.split(unit.dataset, r).fingerprint for r in roles]
+    else:
+        from overspec.protocols.biometric import benchmark_splits
+
+        splits = benchmark_splits(context, context.benchmark(unit.dataset))
+        split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
+    settings = asdict(context.config.linear_probe) if unit.protocol.startswith("linear_probe") else {}
+    return combine("unit-v1", unit.protocol, encoder.fingerprint, str(encoder.text_fingerprint), *split_fps,
+                   json.dumps(settings, sort_keys=True), str(context.config.seed))
+
+
+def _run_unit(context: _Context, unit: Unit, spec: ModelSpec, chash: str, result: RunResult) -> list[Record]:
+    path = context.config.run_dir / "units" / f"{unit.slug}.json"
+    key = _unit_key(context, spec, unit)
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("unit_key") == key:
+            result.reused.append(unit.slug)
+            return [Record(**{**r, "run": context.config.name, "config_hash": chash}) for r in stored["records"]]
+    protocol = _protocol_entry(unit.protocol)
+    rows, predictions = PROTOCOLS.get(protocol)(context, spec, unit)
+    encoder = context.model(spec)
+    records = [Record(run=context.config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
+                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash, **row) for row in rows]
+    if predictions:
+        _save_predictions(context.config.run_dir / "predictions" / f"{unit.slug}.npz", predictions)
+    atomic_write_text(path, json.dumps({"unit_key": key, "records": [asdict(r) for r in records]}, sort_keys=True))
+    result.computed.append(unit.slug)
+    return records
+
+
+def _protocol_entry(protocol: str) -> str:
+    """Registry name of the function that runs ``protocol`` (k-shot and attack scorings share one each)."""
+    if protocol.startswith("linear_probe_"):
+        return "linear_probe_kshot"
+    if protocol.startswith(("mad/", "pad/")):
+        return "attack"
+    return protocol
+
+
+def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    tmp.replace(path)
+
+
+def _write_outputs(config: RunConfig, result: RunResult, chash: str, specs: list[ModelSpec],
+                   datasets: list[str]) -> None:
+    from overspec.report.summary import summary_markdown
+
+    run_dir = config.run_dir
+    write_jsonl(run_dir / "results.jsonl", result.records)
+    write_csv(run_dir / "results.csv", result.records)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(resolved_dict(config),
+                                                                                   default=str)), sort_keys=True))
+    fingerprints = {r.model: r.model_fingerprint for r in result.records}
+    provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),
+                  "model_fingerprints": fingerprints, "datasets": datasets,
+                  "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
+                  "units": {"computed": result.computed, "reused": result.reused,
+                            "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
+                  "timings": {"seconds": round(result.seconds, 3)}}
+    atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
+    atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
+                                                              skipped=result.skipped))
+
+
+def _register_builtin_protocols() -> None:
+    PROTOCOLS.register_lazy("zero_shot", "overspec.protocols.general:run_zero_shot")
+    PROTOCOLS.register_lazy("linear_probe", "overspec.protocols.general:run_linear_probe")
+    PROTOCOLS.register_lazy("linear_probe_kshot", "overspec.protocols.general:run_kshot_probe")
+    PROTOCOLS.register_lazy("verification", "overspec.protocols.biometric:run_verification")
+    PROTOCOLS.register_lazy("ijb", "overspec.protocols.biometric:run_ijb")
+    PROTOCOLS.register_lazy("attack", "overspec.protocols.biometric:run_attack")
+
+
+_register_builtin_protocols()

@@ -1,0 +1,47 @@
+import pytest
+
+from overspec.cli.main import main
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "overspec run" in out and "overspec datasets" in out
+
+
+def test_models_lists_presets(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-s" in out and "openai-vit-l-14" in out and "ViT-L-14-quickgelu" in out
+
+
+def test_datasets_lists_presence_with_expected_layout(tmp_path, capsys):
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-batches-py").mkdir()
+    assert main(["datasets", "--data-root", str(tmp_path)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "yes" in lines["cifar10"].split()
+    assert "missing:" in lines["food101"] and str(tmp_path / "food101") in lines["food101"]
+
+
+def test_bad_config_is_one_line_error_with_exit_2(tmp_path, capsys):
+    config = tmp_path / "study.yaml"
+    config.write_text("models: [tiny-s]\nbatch_sise: 4\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "unknown key 'batch_sise'; did you mean 'batch_size'" in err and "study.yaml" in err
+
+
+def test_unknown_model_and_missing_data_root_are_clear(tmp_path, capsys):
+    config = tmp_path / "s.yaml"
+    config.write_text(f"models: [tiny-z]\ndatasets: [cifar10]\ndata_root: {tmp_path}\noutput_dir: {tmp_path}\n")
+    assert main(["run", str(config)]) == 2
+    assert "unknown model 'tiny-z'; did you mean" in capsys.readouterr().err
+    config.write_text(f"models: [tiny-s]\ndatasets: [cifar10]\ndata_root: {tmp_path / 'nowhere'}\n"
+                      f"output_dir: {tmp_path}\ncache_dir: {tmp_path}\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10" in err and "nowhere" in err

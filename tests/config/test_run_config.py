@@ -1,0 +1,46 @@
+import pytest
+
+from overspec.config import ConfigError
+from overspec.config.run import RunConfig, default_config, load_run_config
+from overspec.models.spec import ModelSpec
+
+
+def test_unknown_key_names_file_and_nearest_key(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("models: [tiny-s]\ndatasetz: [cifar10]\n")
+    with pytest.raises(ConfigError, match=r"study.yaml: unknown key 'datasetz'; did you mean 'datasets'"):
+        load_run_config(path)
+
+
+def test_nested_unknown_key_and_out_of_range_value(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("linear_probe: {val_fracton: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"linear_probe: unknown key 'val_fracton'; did you mean 'val_fraction'"):
+        load_run_config(path)
+    path.write_text("linear_probe: {val_fraction: 1.5}\n")
+    with pytest.raises(ConfigError, match=r"val_fraction must be in \(0, 1\)"):
+        load_run_config(path)
+    path.write_text("batch_size: zero\n")
+    with pytest.raises(ConfigError, match=r"s.yaml.batch_size: expected int, got 'zero'"):
+        load_run_config(path)
+
+
+def test_inline_model_specs_and_overrides(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "models:\n  - tiny-s\n  - {name: mine, source: timm, architecture: resnet18, preprocess: {size: 112}}\n"
+        "datasets: [cifar10]\nlinear_probe: {kshot: [1, 4]}\n"
+    )
+    config = load_run_config(path, device="cuda:1")
+    assert config.name == "s" and config.device == "cuda:1"
+    assert config.models[0] == "tiny-s"
+    assert isinstance(config.models[1], ModelSpec) and config.models[1].preprocess.size == 112
+    assert config.linear_probe.kshot == (1, 4)
+
+
+def test_default_config_is_the_embedded_world():
+    config = default_config()
+    assert config.world and config.models == ("tiny-s", "tiny-m")
+    assert isinstance(config, RunConfig)
+    with pytest.raises(ConfigError, match="kshot values must be among"):
+        default_config(linear_probe={"kshot": [3]})

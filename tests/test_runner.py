@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from overspec.config.run import RunConfig
+from overspec.models.spec import ModelSpec
+from overspec.results import read_jsonl
+from overspec.runner import run_study
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture
+def csv_dataset(tmp_path):
+    """A three-class colour dataset in the csv format plus a user catalog entry for it."""
+    root = tmp_path / "data" / "colours"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    (root / "classnames.txt").write_text("\n".join(COLOURS) + "\n")
+    (root / "templates.txt").write_text("a photo of the colour {c}.\n{c}\n")
+    for split, n in (("train", 30), ("test", 15)):
+        rows = ["path,label"]
+        for i in range(n):
+            label = i % 3
+            base = np.array(list(COLOURS.values())[label], dtype=float)
+            pixels = np.clip(base + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
+            name = f"images/{split}_{i}.png"
+            Image.fromarray(pixels).save(root / name)
+            rows.append(f"{name},{label}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    entry = tmp_path / "colours.yaml"
+    entry.write_text(
+        "name: test-colours\nformat: csv\nroot: colours\nsplits: {train: train, test: test}\n"
+        "classnames: file\ntemplates: file\nlayout: 'classnames.txt, templates.txt, {train,test}.csv'\n"
+        "num_classes: 3\n"
+    )
+    return tmp_path / "data", entry
+
+
+def _config(tmp_path, data_root, entry, checkpoint, config_file, **extra):
+    models = (ModelSpec(name="micro", config_file=str(config_file), weights=str(checkpoint)),
+              ModelSpec(name="micro-img", config_file=str(config_file), weights=str(checkpoint), text=False))
+    return RunConfig(name="t", models=models, datasets=("test-colours",), dataset_files=(str(entry),),
+                     data_root=str(data_root), output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+                     progress=False, **extra)
+
+
+def test_run_writes_tidy_results_and_resumes(tmp_path, csv_dataset, micro_checkpoint, micro_config_file):
+    data_root, entry = csv_dataset
+    config = _config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file)
+    first = run_study(config)
+    assert sorted(first.computed) == ["micro-img__test-colours__linear_probe", "micro__test-colours__linear_probe",
+                                      "micro__test-colours__zero_shot"]
+    assert first.skipped == [("micro-img__test-colours__zero_shot",
+                              "micro-img is image-only (no text tower): zero-shot not applicable")]
+    run_dir = tmp_path / "runs" / "t"
+    records = read_jsonl(run_dir / "results.jsonl")
+    assert len(records) == 3 * 3
+    assert {(r.model, r.protocol, r.metric) for r in records} >= {("micro", "zero_shot", "acc1"),
+                                                                  ("micro-img", "linear_probe", "mean_per_class_recall")}
+    assert all(r.n == 15 and r.config_hash == records[0].config_hash for r in records)
+    probe = next(r for r in records if r.protocol == "linear_probe" and r.metric == "acc1" and r.model == "micro")
+    assert probe.value > 0.6 and "C" in probe.extra
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["versions"]["torch"].startswith("2.14.1")
+    assert provenance["model_fingerprints"]["micro"] == probe.model_fingerprint
+    assert (run_dir / "results.csv").read_text().splitlines()[0].startswith("run,model,model_fingerprint")
+    assert "| micro |" in (run_dir / "summary.md").read_text()
+    predictions = np.load(run_dir / "predictions" / "micro__test-colours__zero_shot.npz")
+    assert predictions["correct"].shape == (15,) and predictions["label"].tolist() == [i % 3 for i in range(15)]
+
+    second = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert second.computed == [] and len(second.reused) == 3
+    np.testing.assert_array_equal([r.value for r in second.records], [r.value for r in first.records])
+
+    (run_dir / "units" / "micro__test-colours__linear_probe.json").unlink()
+    third = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert third.computed == ["micro__test-colours__linear_probe"]
+    np.testing.assert_array_equal([r.value for r in third.records], [r.value for r in first.records])
+
+
+def test_changed_probe_setting_recomputes_only_probe_units(tmp_path, csv_dataset, micro_checkpoint,
+                                                           micro_config_file):
+    from overspec.config.run import LinearProbeConfig
+
+    data_root, entry = csv_dataset
+    run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file,
+                              linear_probe=LinearProbeConfig(val_fraction=0.3)))
+    assert sorted(again.computed) == ["micro-img__test-colours__linear_probe", "micro__test-colours__linear_probe"]
+    assert again.reused == ["micro__test-colours__zero_shot"]

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from overspec.config.run import RunConfig
+from overspec.models.spec import ModelSpec
+from overspec.results import read_jsonl
+from overspec.runner import PreflightError, run_study
+
+WORLD_BENCHMARKS = ("world-lfw", "world-cfp_fp", "world-agedb_30", "world-ijbc", "world-mad", "world-pad-OCI-to-M")
+
+
+@pytest.fixture(scope="module")
+def small_biometric_world(tmp_path_factory):
+    from overspec.data.world.biometric import WorldSizes, ensure_biometric_world
+
+    root = tmp_path_factory.mktemp("bio")
+    sizes = WorldSizes(pairs=40, ijb_subjects=6, mad_subjects=(6, 6), mad_morph_pairs=(6, 6), pad_subjects=(2, 1, 2),
+                       pad_frames=2, fr_identities=2, fr_images=2)
+    ensure_biometric_world(root / "world" / "biometric", seed=0, sizes=sizes)
+    return root
+
+
+def _config(tmp_path, data_root, checkpoint, config_file, benchmarks=WORLD_BENCHMARKS):
+    models = (ModelSpec(name="micro", config_file=str(config_file), weights=str(checkpoint)),
+              ModelSpec(name="micro-img", config_file=str(config_file), weights=str(checkpoint), text=False))
+    return RunConfig(name="bio", models=models, biometrics=benchmarks, data_root=str(data_root),
+                     output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False)
+
+
+def test_biometric_units_produce_labelled_records(tmp_path, small_biometric_world, micro_checkpoint,
+                                                  micro_config_file):
+    result = run_study(_config(tmp_path, small_biometric_world, micro_checkpoint, micro_config_file))
+    records = read_jsonl(tmp_path / "runs" / "bio" / "results.jsonl")
+    by_key = {(r.model, r.dataset, r.protocol, r.metric): r for r in records}
+    for bench in ("world-lfw", "world-cfp_fp", "world-agedb_30"):
+        accuracy = by_key[("micro", bench, "verification", "accuracy")]
+        assert 0.0 <= accuracy.value <= 1.0 and accuracy.n == 80 and accuracy.split == "pairs"
+    assert ("micro", "world-ijbc", "ijb", "tar_at_far_0.0001") in by_key
+    assert ("micro", "world-ijbc", "ijb", "rank1") in by_key
+    deer = by_key[("micro", "world-mad", "mad/probe", "d_eer")]
+    assert deer.extra["scoring"] == "probe" and 0.0 <= deer.value <= 1.0
+    assert by_key[("micro", "world-mad", "mad/zero_shot", "d_eer")].extra["scoring"] == "zero_shot"
+    hter = by_key[("micro", "world-pad-OCI-to-M", "pad/probe", "hter_test_eer")]
+    assert hter.extra["level"] == "video" and "FoundPAD" in hter.extra["convention"]
+    assert ("micro-img", "world-mad", "mad/probe", "d_eer") in by_key
+    assert not any(k[0] == "micro-img" and k[2].endswith("zero_shot") for k in by_key)
+    assert sorted(u for u, _ in result.skipped) == ["micro-img__world-mad__mad-zero_shot",
+                                                    "micro-img__world-pad-OCI-to-M__pad-zero_shot"]
+    summary = (tmp_path / "runs" / "bio" / "summary.md").read_text()
+    assert "world-lfw acc ↑" in summary and "world-mad D-EER probe ↓" in summary
+    again = run_study(_config(tmp_path, small_biometric_world, micro_checkpoint, micro_config_file))
+    assert again.computed == [] and len(again.reused) == len(result.computed)
+    np.testing.assert_array_equal([r.value for r in again.records], [r.value for r in result.records])
+
+
+def test_missing_benchmarks_are_listed_before_any_work(tmp_path, micro_checkpoint, micro_config_file):
+    config = _config(tmp_path, tmp_path / "empty", micro_checkpoint, micro_config_file,
+                     benchmarks=("world-lfw", "world-ijbc", "world-pad-OCI-to-M"))
+    with pytest.raises(PreflightError, match=r"3 problem\(s\)") as info:
+        run_study(config)
+    text = str(info.value)
+    assert "world-lfw" in text and "lfw.bin" in text and "world-ijbc" in text and "O/protocol.csv" in text
+    assert not (tmp_path / "cache" / "features").exists()
