@@ -44,8 +44,10 @@ def test_biometric_units_produce_labelled_records(tmp_path, small_biometric_worl
     assert hter.extra["level"] == "video" and "FoundPAD" in hter.extra["convention"]
     assert ("micro-img", "world-mad", "mad/probe", "d_eer") in by_key
     assert not any(k[0] == "micro-img" and k[2].endswith("zero_shot") for k in by_key)
-    assert sorted(u for u, _ in result.skipped) == ["micro-img__world-mad__mad-zero_shot",
-                                                    "micro-img__world-pad-OCI-to-M__pad-zero_shot"]
+    assert sorted(u for u, _ in result.skipped) == sorted(
+        [f"{m}__{b}__{k}-own_head" for m in ("micro", "micro-img") for b, k in (("world-mad", "mad"),
+                                                                             ("world-pad-OCI-to-M", "pad"))]
+        + ["micro-img__world-mad__mad-zero_shot", "micro-img__world-pad-OCI-to-M__pad-zero_shot"])
     summary = (tmp_path / "runs" / "bio" / "summary.md").read_text()
     assert "world-lfw acc ↑" in summary and "world-mad D-EER probe ↓" in summary
     again = run_study(_config(tmp_path, small_biometric_world, micro_checkpoint, micro_config_file))
@@ -61,3 +63,27 @@ def test_missing_benchmarks_are_listed_before_any_work(tmp_path, micro_checkpoin
     text = str(info.value)
     assert "world-lfw" in text and "lfw.bin" in text and "world-ijbc" in text and "O/protocol.csv" in text
     assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_own_head_scoring_uses_the_models_binary_head(tmp_path, small_biometric_world, micro_checkpoint,
+                                                      micro_config_file):
+    import torch
+
+    from overspec.models.heads import BinaryHead, save_binary_head
+
+    head = save_binary_head(tmp_path / "head.safetensors",
+                            BinaryHead(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(2)))
+    models = (ModelSpec(name="with-head", config_file=str(micro_config_file), weights=str(micro_checkpoint),
+                        head=str(head)),)
+    config = RunConfig(name="head", models=models, biometrics=("world-mad",), attack_scoring=("own_head",),
+                       data_root=str(small_biometric_world), output_dir=str(tmp_path / "runs"),
+                       cache_dir=str(tmp_path / "cache"), progress=False)
+    result = run_study(config)
+    deer = next(r for r in result.records if r.metric == "d_eer")
+    assert deer.protocol == "mad/own_head" and deer.extra["scoring"] == "own_head"
+    no_head = RunConfig(name="nohead", models=(ModelSpec(name="plain", config_file=str(micro_config_file),
+                                                         weights=str(micro_checkpoint)),),
+                        biometrics=("world-mad",), attack_scoring=("own_head",), data_root=str(small_biometric_world),
+                        output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False)
+    assert run_study(no_head).skipped == [("plain__world-mad__mad-own_head",
+                                           "plain has no binary head: own-head attack scoring not applicable")]

@@ -81,6 +81,11 @@ class _Context:
             self._models[spec.name] = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
         return self._models[spec.name]
 
+    def image_parameters(self, spec: ModelSpec) -> int | None:
+        """Number of image-tower parameters of a model loaded in this run (None if it was never loaded)."""
+        encoder = self._models.get(spec.name)
+        return None if encoder is None else sum(int(v.numel()) for v in encoder.image_state().values())
+
     def split(self, dataset: str, role: str) -> LabelledImages:
         from overspec.data.catalog import load_dataset
 
@@ -119,7 +124,7 @@ def run_study(config: RunConfig) -> RunResult:
         records = _run_unit(context, unit, spec, chash, result)
         result.records.extend(records)
     result.seconds = time.perf_counter() - start
-    _write_outputs(config, result, chash, specs, datasets + benchmarks)
+    _write_outputs(config, context, result, chash, specs, datasets + benchmarks)
     return result
 
 
@@ -218,6 +223,8 @@ def _skip_reason(context: _Context, spec: ModelSpec, dataset: str, protocol: str
     if protocol.split("/")[0] in ("verification", "ijb", "mad", "pad"):
         if protocol.endswith("/zero_shot") and not spec.text:
             return f"{spec.name} is image-only (no text tower): zero-shot attack scoring not applicable"
+        if protocol.endswith("/own_head") and not spec.head:
+            return f"{spec.name} has no binary head: own-head attack scoring not applicable"
         return ""
     entry = dataset_registry().get(dataset)
     task = "zero_shot" if protocol == "zero_shot" else "linear_probe"
@@ -285,7 +292,7 @@ def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def _write_outputs(config: RunConfig, result: RunResult, chash: str, specs: list[ModelSpec],
+def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],
                    datasets: list[str]) -> None:
     from overspec.report.summary import summary_markdown
 
@@ -295,8 +302,11 @@ def _write_outputs(config: RunConfig, result: RunResult, chash: str, specs: list
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(resolved_dict(config),
                                                                                    default=str)), sort_keys=True))
     fingerprints = {r.model: r.model_fingerprint for r in result.records}
+    models = {s.name: {"base": s.base, "specialisation": s.specialisation, "source": s.source,
+                       "architecture": s.architecture, "weights": s.weights, "adapter": s.adapter, "head": s.head,
+                       "text": s.text, "parameters": context.image_parameters(s)} for s in specs}
     provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),
-                  "model_fingerprints": fingerprints, "datasets": datasets,
+                  "model_fingerprints": fingerprints, "models": models, "datasets": datasets,
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
                   "units": {"computed": result.computed, "reused": result.reused,
                             "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},

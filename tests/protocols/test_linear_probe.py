@@ -1,4 +1,4 @@
-"""Linear probe: agreement with scikit-learn's LogisticRegression and sweep, splits, k-shot sampling, no test leakage."""
+"""Linear probe: agreement with scikit-learn (single fits and sweep), splits, k-shot sampling, no test leakage."""
 
 import numpy as np
 import pytest
@@ -207,3 +207,28 @@ def test_unseen_test_class_is_an_error(features) -> None:
     train_x, train_y, test_x, test_y = features
     with pytest.raises(ValueError, match=r"test labels \[10\] never occur"):
         linear_probe(train_x, train_y, test_x, np.where(test_y == 0, 10, test_y))
+
+
+def test_preconditioning_keeps_the_minimiser(features) -> None:
+    train_x, train_y, _, _ = features
+    plain = LogisticRegressionProbe(C=0.3, tol=1e-9, max_iter=5000, dtype="float64", precondition=False)
+    fast = LogisticRegressionProbe(C=0.3, tol=1e-9, max_iter=5000, dtype="float64", precondition=True)
+    plain.fit(train_x, train_y)
+    fast.fit(train_x, train_y)
+    np.testing.assert_allclose(fast.coef_, plain.coef_, atol=1e-5)
+    np.testing.assert_allclose(fast.intercept_, plain.intercept_, atol=1e-5)
+    assert fast.n_iter_ < plain.n_iter_
+
+
+def test_refit_notices_features_changed_in_place(features) -> None:
+    import torch
+
+    train_x, train_y, _, _ = features
+    x = torch.tensor(train_x)
+    probe = LogisticRegressionProbe(C=1.0, dtype="float64")
+    first = probe.fit(x, train_y).coef_
+    x.mul_(2.0)  # same tensor object and storage, new content: the cached rotation must not be reused
+    refit = probe.fit(x, train_y).coef_
+    expected = LogisticRegressionProbe(C=1.0, dtype="float64").fit(2.0 * train_x, train_y).coef_
+    np.testing.assert_allclose(refit, expected, atol=1e-4)
+    assert np.abs(refit - first).max() > 1e-2

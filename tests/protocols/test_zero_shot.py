@@ -99,7 +99,8 @@ def test_all_prompts_encoded_in_batches_spanning_classes() -> None:
     tower.batches.clear()
     clf_small = build_classifier(tower, CLASSNAMES, templates, batch_size=7)
     assert [len(b) for b in tower.batches] == [7, 7, 7, 7, 2]
-    assert sorted(p for b in tower.batches for p in b) == sorted(t.replace("{c}", n) for n in CLASSNAMES for t in templates)
+    expected = sorted(t.replace("{c}", n) for n in CLASSNAMES for t in templates)
+    assert sorted(p for b in tower.batches for p in b) == expected
     torch.testing.assert_close(clf_big, clf_small)
 
 

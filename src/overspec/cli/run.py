@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(flag, dest=name, type=kind, default=None, help=f"config field {name}")
     for name, text in _LIST_FIELDS.items():
         parser.add_argument("--" + name, dest=name, default=None, help=f"config field {name} ({text})")
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="skip building the trade-off report (tables, plots, HTML) after the run")
     parser.set_defaults(handler=handler)
 
 
@@ -56,6 +58,10 @@ def handler(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, **overrides) if args.config else default_config(**overrides)
     result = run_study(config)
     print((result.run_dir / "summary.md").read_text())
+    if args.report:
+        from overspec.report.build import build_report
+
+        print(f"report: {build_report(result.run_dir) / 'report.html'}")
     print(f"{len(result.records)} records, {len(result.computed)} units computed, {len(result.reused)} reused, "
           f"{len(result.skipped)} not applicable, {result.seconds:.1f} s -> {result.run_dir}")
     return 0

@@ -17,7 +17,7 @@ __all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "load_run_config"
            "default_cache_dir", "resolved_dict"]
 
 KSHOT_CHOICES = (1, 2, 4, 8, 16)
-ATTACK_SCORING = ("probe", "zero_shot")
+ATTACK_SCORING = ("own_head", "probe", "zero_shot")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RunConfig:
     datasets: tuple[str, ...] = ()
     dataset_files: tuple[str, ...] = ()
     biometrics: tuple[str, ...] = ()
-    attack_scoring: tuple[str, ...] = ("probe", "zero_shot")
+    attack_scoring: tuple[str, ...] = ("own_head", "probe", "zero_shot")
     world: bool = False
     data_root: str = ""
     output_dir: str = "runs"

@@ -79,7 +79,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         inner = args[0] if args else Any
         items = [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
-    if origin in (dict, collections.abc.Mapping):
+    if hint is dict or origin in (dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)

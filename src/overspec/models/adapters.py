@@ -83,3 +83,4 @@ def _apply_weights(encoder: Encoder, tensors: dict[str, torch.Tensor], metadata:
 
 
 ADAPTERS.register("weights", _apply_weights)
+ADAPTERS.register_lazy("lora", "overspec.models.lora:apply_lora_adapter")

@@ -36,6 +36,7 @@ class Encoder:
     logit_scale: float = 100.0
     info: dict | None = None
     image_prefixes: tuple[str, ...] = ("",)
+    head: object | None = None
 
     def image_state(self) -> dict[str, torch.Tensor]:
         """Return the image-tower part of the module's state dict (keys starting with ``image_prefixes``)."""

@@ -18,6 +18,7 @@ SOURCES: Registry = Registry("model source")
 SOURCES.register_lazy("open_clip", "overspec.models.sources.open_clip:load_open_clip")
 SOURCES.register_lazy("hf", "overspec.models.sources.hf:load_hf")
 SOURCES.register_lazy("timm", "overspec.models.sources.timm:load_timm")
+SOURCES.register_lazy("published", "overspec.models.published:load_published")
 
 
 @functools.cache
@@ -52,4 +53,8 @@ def load_model(model: str | ModelSpec, *, cache_dir: Path, device: str = "cpu") 
         from overspec.models.adapters import apply_adapter
 
         encoder = apply_adapter(encoder, spec, Path(spec.adapter).expanduser())
+    if spec.head and encoder.head is None:  # a source that converts its own head format sets it itself
+        from overspec.models.heads import load_binary_head
+
+        encoder.head = load_binary_head(Path(spec.head).expanduser())
     return encoder

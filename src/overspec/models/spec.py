@@ -52,8 +52,14 @@ class ModelSpec:
     ``weights`` is a pretrained tag (downloads only when the machine has a network and the user asked for it), a
     local checkpoint file, ``local-dir:PATH`` (open_clip folder layout) or ``world:NAME`` (a tiny CLIP the project
     pretrains itself). ``preprocess`` overrides what the weights' own config says. ``text=False`` keeps only the image
-    tower (linear probe only, never zero-shot).
+    tower (linear probe only, never zero-shot). ``head`` is a binary attack-detection head file
+    (:mod:`overspec.models.heads`). A fine-tuned variant names its ``base`` model (another spec's name) and its
+    ``specialisation`` (``fr``, ``mad`` or ``pad``), which the report uses to pair variants with their base.
     """
+
+    def __post_init__(self) -> None:
+        if self.specialisation not in ("", "fr", "mad", "pad"):
+            raise ValueError(f"specialisation must be '', 'fr', 'mad' or 'pad', got {self.specialisation!r}")
 
     name: str
     source: str = "open_clip"
@@ -64,6 +70,9 @@ class ModelSpec:
     quick_gelu: bool = False
     text: bool = True
     adapter: str | None = None
+    head: str | None = None
+    base: str | None = None
+    specialisation: str = ""
     description: str = ""
     reference: str = ""
     options: dict = field(default_factory=dict)

@@ -25,7 +25,9 @@ def _validated(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= scores.shape[1]:
-        raise ValueError(f"labels must lie in [0, {scores.shape[1]}) (score columns), got [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels must lie in [0, {scores.shape[1]}) (score columns), got [{labels.min()}, {labels.max()}]"
+        )
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or infinite values")
     return scores, labels.astype(np.int64)

@@ -15,7 +15,7 @@ from overspec.data.biometric.benchmarks import BiometricBenchmark, open_attack, 
 
 __all__ = ["benchmark_splits", "run_verification", "run_ijb", "run_attack", "ATTACK_SCORING"]
 
-ATTACK_SCORING = ("probe", "zero_shot")
+ATTACK_SCORING = ("own_head", "probe", "zero_shot")
 _IJB_RULE = "nearest"
 
 
@@ -101,7 +101,11 @@ def run_attack(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
     feats = {name: np.array(context.store.image_features(encoder, s).x) for name, s in splits.items()}
     test_scores = ad.AttackScores.of(test, np.zeros(len(test)))
     dev_scores = ad.AttackScores.of(dev, np.zeros(len(dev))) if dev is not None else None
-    if scoring == "probe":
+    if scoring == "own_head":
+        test_scores = ad.AttackScores.of(test, encoder.head.scores(feats["test"]))
+        dev_scores = ad.AttackScores.of(dev, encoder.head.scores(feats["dev"])) if dev is not None else None
+        result = ad.evaluate_own_head(entry.name, entry.kind, test_scores, dev_scores)
+    elif scoring == "probe":
         result = ad.evaluate_probe(entry.name, entry.kind, feats["train"], splits["train"].labels, feats["test"],
                                    test_scores, feats.get("dev"), dev_scores, seed=context.config.seed)
     else:

@@ -15,8 +15,10 @@ GENERAL_PROTOCOLS = ("zero_shot", "linear_probe")
 BIOMETRIC_HEADLINES = {
     "verification": ("accuracy", "acc", True),
     "ijb": ("tar_at_far_0.0001", "TAR@FAR=1e-4", True),
+    "mad/own_head": ("d_eer", "D-EER own head", False),
     "mad/probe": ("d_eer", "D-EER probe", False),
     "mad/zero_shot": ("d_eer", "D-EER zero-shot", False),
+    "pad/own_head": ("hter_test_eer", "HTER own head", False),
     "pad/probe": ("hter_test_eer", "HTER probe", False),
     "pad/zero_shot": ("hter_test_eer", "HTER zero-shot", False),
 }

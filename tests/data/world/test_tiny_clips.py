@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,16 @@ from safetensors.torch import load_file
 
 from overspec.data.world import general, pretrain
 
-SHORT = {"steps": 30, "batch_size": 48}
+SHORT = {"steps": 24, "batch_size": 32}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Train on one thread: tiny matrices gain nothing from two, and an oversubscribed CI box loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +64,7 @@ def test_short_pretraining_learns_and_writes_a_local_dir(short_run: Path, genera
     losses = meta["losses"]
     assert len(losses) == SHORT["steps"] and meta["seed"] == 0 and meta["data_hash"] == general.world_hash(
         general_world)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2  # InfoNCE at chance is log(48) = 3.87
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2  # InfoNCE at chance is log(32) = 3.47
     config = json.loads((short_run / "open_clip_config.json").read_text())
     assert config["model_cfg"] == pretrain.tiny_clip_config("tiny-s")
     assert config["preprocess_cfg"]["size"] == general.IMAGE_SIZE
@@ -70,7 +80,8 @@ def test_short_pretraining_is_deterministic(short_run: Path, general_world: Path
         str(again / "open_clip_model.safetensors"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     other = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "other", seed=1, steps=2, batch_size=8)
-    assert not torch.equal(load_file(str(other / "open_clip_model.safetensors"))["visual.proj"], first["visual.proj"])
+    different = load_file(str(other / "open_clip_model.safetensors"))
+    assert any(not torch.equal(different[k], first[k]) for k in first)
 
 
 def test_second_call_returns_the_folder_at_once(short_run: Path, general_world: Path) -> None:

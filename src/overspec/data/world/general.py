@@ -48,14 +48,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 32
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 MARKER = "COMPLETE.json"
 ATTRIBUTES = "train_attributes.jsonl"
 _SUPERSAMPLE = 4
 _CANVAS = IMAGE_SIZE * _SUPERSAMPLE
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
-# name -> (hue in degrees, saturation range, value range); hues jittered by a few degrees per image.
+# name -> (hue in degrees, saturation range, value range); hues are jittered by up to 10 degrees per image.
 COLOURS = {
     "red": (0.0, (0.75, 1.0), (0.7, 1.0)),
     "orange": (28.0, (0.8, 1.0), (0.85, 1.0)),
@@ -83,12 +83,12 @@ Sampler = Callable[[np.random.Generator, int], tuple[Image.Image, dict]]
 
 @dataclass(frozen=True)
 class WorldDataset:
-    """One world dataset: its folder name, class names, prompt templates and image sampler."""
+    """One world dataset: its folder name, class names, prompt templates, split maker and split sizes."""
 
     name: str
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
-    make_split: Callable[[np.random.Generator, int, int, str], list[Triple]]
+    make_split: Callable[[WorldDataset, np.random.Generator, int, str], list[Triple]]
     n_train: int = 500
     n_test: int = 200
 
@@ -103,7 +103,7 @@ def _rgb(hue: float, sat: float, val: float) -> tuple[int, int, int]:
 
 def _named_colour(rng: np.random.Generator, name: str) -> tuple[int, int, int]:
     hue, (s0, s1), (v0, v1) = COLOURS[name]
-    return _rgb(hue + rng.uniform(-7, 7), rng.uniform(s0, s1), rng.uniform(v0, v1))
+    return _rgb(hue + rng.uniform(-10, 10), rng.uniform(s0, s1), rng.uniform(v0, v1))
 
 
 def _background(rng: np.random.Generator) -> tuple[tuple[int, int, int], str]:
@@ -177,28 +177,24 @@ def _scattered_centres(rng: np.random.Generator, n: int, r: float) -> list[tuple
 # Each sampler draws one image of class ``label`` and returns it with the attributes a caption may mention.
 
 
-def _sample_shape(rng: np.random.Generator, label: int) -> tuple[Image.Image, dict]:
-    shape, colour = SHAPES[label], str(rng.choice(list(COLOURS)))
+def _single_shape(rng: np.random.Generator, shape: str, colour: str, r_min: float) -> tuple[Image.Image, dict]:
+    """One shape of random size and place on a random background."""
     bg, tone = _background(rng)
-    r = rng.uniform(6.0, 12.5)
-    cx, cy = rng.uniform(r + 1, IMAGE_SIZE - r - 1, size=2)
+    r = rng.uniform(r_min, 12.5)
+    cx, cy = np.clip(IMAGE_SIZE / 2 + rng.uniform(-6, 6, size=2), r + 1, IMAGE_SIZE - r - 1)
     canvas, draw = _new_canvas(bg)
     _draw_shape(draw, rng, shape, cx, cy, r, _named_colour(rng, colour))
     image, noise = _finish(rng, canvas)
-    return image, {"shape": shape, "colour": colour, "background": tone, "size": _size_word(r, 6.0, 12.5),
+    return image, {"shape": shape, "colour": colour, "background": tone, "size": _size_word(r, r_min, 12.5),
                    "noise": noise}
+
+
+def _sample_shape(rng: np.random.Generator, label: int) -> tuple[Image.Image, dict]:
+    return _single_shape(rng, SHAPES[label], str(rng.choice(list(COLOURS))), 6.0)
 
 
 def _sample_colour(rng: np.random.Generator, label: int) -> tuple[Image.Image, dict]:
-    colour, shape = list(COLOURS)[label], str(rng.choice(SHAPES))
-    bg, tone = _background(rng)
-    r = rng.uniform(5.0, 12.5)
-    cx, cy = rng.uniform(r + 1, IMAGE_SIZE - r - 1, size=2)
-    canvas, draw = _new_canvas(bg)
-    _draw_shape(draw, rng, shape, cx, cy, r, _named_colour(rng, colour))
-    image, noise = _finish(rng, canvas)
-    return image, {"shape": shape, "colour": colour, "background": tone, "size": _size_word(r, 5.0, 12.5),
-                   "noise": noise}
+    return _single_shape(rng, str(rng.choice(SHAPES)), list(COLOURS)[label], 5.0)
 
 
 def _sample_pattern(rng: np.random.Generator, label: int) -> tuple[Image.Image, dict]:
@@ -246,7 +242,7 @@ def _sample_position(rng: np.random.Generator, label: int) -> tuple[Image.Image,
     bg, tone = _background(rng)
     r = rng.uniform(3.5, 6.0)
     fx, fy = POSITIONS[position]
-    cx, cy = fx * IMAGE_SIZE + rng.uniform(-2.5, 2.5), fy * IMAGE_SIZE + rng.uniform(-2.5, 2.5)
+    cx, cy = fx * IMAGE_SIZE + rng.uniform(-4.0, 4.0), fy * IMAGE_SIZE + rng.uniform(-4.0, 4.0)
     canvas, draw = _new_canvas(bg)
     _draw_shape(draw, rng, shape, cx, cy, r, _named_colour(rng, colour))
     image, noise = _finish(rng, canvas)
@@ -270,11 +266,12 @@ def _digit_split_indices(seed: int, n_train: int, n_test: int) -> dict[str, np.n
 
 
 def _render_digit(rng: np.random.Generator, scan: np.ndarray) -> tuple[Image.Image, dict]:
-    """Upscale one 8x8 scan (ink 0..16) to a random size, tint ink and paper, place it and add noise."""
-    side = int(rng.integers(20, 31))
+    """Upscale one 8x8 scan (ink 0..16) to a random size, tint ink and paper, place it near the centre, add noise."""
+    side = int(rng.integers(22, 31))
     ink_level = Image.fromarray(np.uint8(np.clip(scan / 16.0, 0, 1) * 255), "L").resize((side, side), Image.BICUBIC)
     alpha = np.zeros((IMAGE_SIZE, IMAGE_SIZE))
-    x0, y0 = (int(v) for v in rng.integers(0, IMAGE_SIZE - side + 1, size=2))
+    centre = (IMAGE_SIZE - side) // 2
+    x0, y0 = (int(np.clip(centre + v, 0, IMAGE_SIZE - side)) for v in rng.integers(-3, 4, size=2))
     alpha[y0:y0 + side, x0:x0 + side] = np.asarray(ink_level, dtype=np.float64) / 255.0
     bg, tone = _background(rng)
     colour = str(rng.choice(list(COLOURS))) if rng.random() < 0.5 else ("white" if tone == "dark" else "black")
@@ -300,20 +297,20 @@ def _name_key(name: str) -> int:
 # ------------------------------------------------------------------------------------------------- writing
 
 
-def _synthetic(sampler: Sampler, n_classes: int) -> Callable[[np.random.Generator, int, int, str], list[Triple]]:
-    """Return a split maker drawing ``n`` images with balanced, shuffled labels from a per-label sampler."""
+def _synthetic(sampler: Sampler) -> Callable[[WorldDataset, np.random.Generator, int, str], list[Triple]]:
+    """Return a split maker drawing images with balanced, shuffled labels from a per-label sampler."""
 
-    def make_split(rng: np.random.Generator, n: int, seed: int, split: str) -> list[Triple]:
-        labels = rng.permutation(np.arange(n) % n_classes)
+    def make_split(spec: WorldDataset, rng: np.random.Generator, seed: int, split: str) -> list[Triple]:
+        n = spec.n_train if split == "train" else spec.n_test
+        labels = rng.permutation(np.arange(n) % len(spec.classnames))
         return [(image, int(label), attrs) for label in labels for image, attrs in [sampler(rng, int(label))]]
 
     return make_split
 
 
-def _digit_split(rng: np.random.Generator, n: int, seed: int, split: str) -> list[Triple]:
+def _digit_split(spec: WorldDataset, rng: np.random.Generator, seed: int, split: str) -> list[Triple]:
     """Render the digit scans of one index-disjoint split."""
     images, target = _sklearn_digits()
-    spec = WORLD_DATASETS["world-digits"]
     out = []
     for i in _digit_split_indices(seed, spec.n_train, spec.n_test)[split]:
         image, attrs = _render_digit(rng, images[i])
@@ -326,32 +323,31 @@ WORLD_DATASETS: dict[str, WorldDataset] = {
     for d in (
         WorldDataset("world-shapes", SHAPES,
                      ("a photo of a {c}.", "a {c} shape.", "a drawing of a {c}.", "a {c} on a plain background."),
-                     _synthetic(_sample_shape, len(SHAPES))),
+                     _synthetic(_sample_shape)),
         WorldDataset("world-colours", tuple(COLOURS),
                      ("a {c} shape.", "a photo of a {c} object.", "something {c}.", "the colour {c}."),
-                     _synthetic(_sample_colour, len(COLOURS))),
+                     _synthetic(_sample_colour)),
         WorldDataset("world-patterns", PATTERNS,
                      ("a pattern of {c}.", "a texture with {c}.", "a photo of {c}.", "{c}."),
-                     _synthetic(_sample_pattern, len(PATTERNS))),
+                     _synthetic(_sample_pattern)),
         WorldDataset("world-counts", tuple(f"{w} {'shape' if w == 'one' else 'shapes'}" for w in COUNT_WORDS),
                      ("a photo of {c}.", "an image with {c}.", "{c} on a background.", "a picture of {c}."),
-                     _synthetic(_sample_count, len(COUNT_WORDS))),
+                     _synthetic(_sample_count)),
         WorldDataset("world-positions", tuple(POSITIONS),
                      ("a shape in the {c}.", "an object in the {c} of the image.", "something at the {c}.",
                       "a photo of a shape in the {c}."),
-                     _synthetic(_sample_position, len(POSITIONS))),
+                     _synthetic(_sample_position)),
         WorldDataset("world-digits", DIGITS,
                      ("the number {c}.", "a handwritten {c}.", "a photo of the digit {c}.", "the digit {c}."),
-                     _digit_split),
+                     _digit_split, n_train=1000),
     )
 }
 
 
 def _split_images(spec: WorldDataset, seed: int, split: str) -> list[Triple]:
     """Return the ``(image, label, attributes)`` triples of one split (its own generator per dataset and split)."""
-    n = spec.n_train if split == "train" else spec.n_test
     rng = np.random.default_rng([seed, _name_key(spec.name), 0 if split == "train" else 1])
-    return spec.make_split(rng, n, seed, split)
+    return spec.make_split(spec, rng, seed, split)
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -432,6 +428,8 @@ def ensure_world(root: Path, seed: int = 0) -> Path:
     world = Path(root) / "world"
     world.mkdir(parents=True, exist_ok=True)
     with FileLock(str(world / ".lock")):
+        for leftover in world.glob(".world-*"):  # temporary folders of a generator that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
         for spec in WORLD_DATASETS.values():
             if _is_complete(world / spec.name, spec, seed):
                 continue

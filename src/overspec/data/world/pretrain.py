@@ -61,13 +61,13 @@ class TrainingRecipe:
     """Optimisation settings of one tiny CLIP (kept beside the code: they are part of what the weights mean)."""
 
     steps: int
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup: int = 40
 
 
-RECIPES = {"tiny-s": TrainingRecipe(steps=500), "tiny-m": TrainingRecipe(steps=500, lr=1.5e-3)}
+RECIPES = {"tiny-s": TrainingRecipe(steps=1000), "tiny-m": TrainingRecipe(steps=1000)}
 
 
 def tiny_clip_config(size: str) -> dict:
@@ -248,6 +248,8 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
     with FileLock(str(final.parent / f".{size}.lock")):
         if _is_trained(final):
             return final
+        for leftover in final.parent.glob(f".{size}-*"):  # temporary folders of a run that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
         register_tiny_configs()
         started = time.perf_counter()
         data = _load_pairs(Path(world_root), size, seed)

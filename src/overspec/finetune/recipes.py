@@ -1,0 +1,192 @@
+"""Fine-tuning recipes: the typed :class:`FinetuneConfig` and the shipped YAML recipes (``recipes/*.yaml``).
+
+A recipe file holds the published hyper-parameters at its top level and named ``profiles`` (e.g. ``world``: the
+embedded-world scale) whose keys override them. ``--set key.sub=value`` overrides any field; unknown keys are
+rejected with the nearest valid key suggested (:func:`overspec.config.typed.from_dict`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from overspec.config.typed import ConfigError, from_dict, load_yaml
+from overspec.data.base import content_fingerprint
+from overspec.finetune.heads import BINARY_LOSSES, MARGIN_KINDS
+from overspec.registry import nearest_names
+
+__all__ = ["LoraSettings", "HeadSettings", "OptimSettings", "ScheduleSettings", "FinetuneConfig", "RECIPE_DIR",
+           "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+TASKS = ("fr", "mad", "pad")
+SCHEDULES = ("constant", "cosine", "cosine_restarts", "step")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the visual tower (passed to :class:`overspec.models.lora.LoraConfig`)."""
+
+    rank: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q", "v")
+    rslora: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rank < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora needs rank >= 1, alpha > 0, 0 <= dropout < 1; got {self}")
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    """``cosface`` / ``arcface`` (FR, scale ``s`` and margin ``m``) or ``binary`` (MAD / PAD, ``loss``)."""
+
+    kind: str = "cosface"
+    scale: float = 64.0
+    margin: float = 0.3
+    loss: str = "bce"
+
+    def __post_init__(self) -> None:
+        if self.kind not in (*MARGIN_KINDS, "binary"):
+            raise ValueError(f"head.kind must be one of {(*MARGIN_KINDS, 'binary')}, got {self.kind!r}")
+        if self.loss not in BINARY_LOSSES:
+            raise ValueError(f"head.loss must be one of {BINARY_LOSSES}, got {self.loss!r}")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """AdamW with one learning rate for the adapter and one for the head; gradient norms clipped per group."""
+
+    lr_adapter: float = 1e-4
+    lr_head: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 5.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Learning-rate factor per step: linear warm-up from ``warmup_factor`` then the named decay.
+
+    ``cosine``: half cosine to ``min_lr``; ``cosine_restarts``: SGDR with period ``period`` × ``period_mult``^k
+    down to ``min_lr``; ``step``: × ``gamma`` every ``period`` steps; ``constant``: flat.
+    """
+
+    kind: str = "constant"
+    warmup_steps: int = 0
+    warmup_factor: float = 1.0
+    min_lr: float = 0.0
+    period: int = 0
+    period_mult: int = 1
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"schedule.kind must be one of {SCHEDULES}, got {self.kind!r}")
+        if self.kind in ("cosine_restarts", "step") and self.period < 1:
+            raise ValueError(f"schedule.kind {self.kind!r} needs schedule.period >= 1")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A complete fine-tuning run description (one recipe with its profile and overrides applied)."""
+
+    recipe: str
+    task: str
+    steps: int
+    batch_size: int
+    seed: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    hflip: bool = True
+    balanced: bool = False
+    bf16: bool = True
+    val_every: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+    num_workers: int = 0
+    eer_method: str = "bob"
+    dev_fraction: float = 0.2
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if (self.task == "fr") != (self.head.kind in MARGIN_KINDS):
+            raise ValueError(f"task {self.task!r} needs head.kind "
+                             f"{'cosface/arcface' if self.task == 'fr' else 'binary'}, got {self.head.kind!r}")
+
+    def to_dict(self) -> dict:
+        """Plain-data form (the resolved config saved beside a run)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def recipe_names() -> list[str]:
+    """Names of the shipped recipes."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _recipe_path(recipe: str | Path) -> Path:
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    if recipe not in recipe_names():
+        close = nearest_names(str(recipe), recipe_names())
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown recipe {recipe!r}{hint} (shipped: {', '.join(recipe_names())})")
+    return RECIPE_DIR / f"{recipe}.yaml"
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...], where: str = "--set") -> dict:
+    """Return ``data`` with ``key.sub=value`` overrides applied (values parsed as YAML scalars / lists)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{where}: expected key=value, got {item!r}")
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{where}: {key!r}: {part!r} is not a section")
+        target[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_recipe(recipe: str | Path, *, profile: str | None = None, overrides: tuple[str, ...] = ()
+                ) -> FinetuneConfig:
+    """Load a shipped recipe name or a recipe YAML, apply ``profile`` then ``overrides``, validate."""
+    path = _recipe_path(recipe)
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping")
+    profiles = data.pop("profiles", {}) or {}
+    data.setdefault("recipe", path.stem)
+    if profile:
+        if profile not in profiles:
+            raise ConfigError(f"{path}: no profile {profile!r}; profiles: {', '.join(profiles) or 'none'}")
+        data = _merge(data, profiles[profile])
+    data = apply_overrides(data, list(overrides))
+    return from_dict(FinetuneConfig, data, where=str(path) + (f" (profile {profile})" if profile else ""))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def config_hash(config: FinetuneConfig, *parts: object) -> str:
+    """Content key of a run: the resolved config plus anything else that changes the result."""
+    return content_fingerprint(json.dumps(config.to_dict(), sort_keys=True), *parts)

@@ -1,0 +1,442 @@
+"""The LoRA fine-tuning loop shared by the three recipes, with exact resume and optional DDP.
+
+What a step does (FRoundation / MADation / FoundPAD trainers, study.md §2–§5): the global batch of the step's
+batch plan (:mod:`overspec.finetune.data`) → the adapted image tower → the head's loss → AdamW on two parameter
+groups (adapter, head; own learning rates) after clipping each group's gradient norm separately. bf16 autocast is
+used on CUDA only. Under ``torchrun`` each rank takes its contiguous slice of the global batch and DDP averages the
+gradients (NCCL on GPU, gloo on CPU), so with equal slices a step equals the single-process step up to float
+summation order.
+
+Checkpoints (``<out>/checkpoints/step-NNNNNNN/``, written under a temporary name and renamed): ``trainable``
+(LoRA + head tensors), ``optimizer`` (AdamW state) and ``rng`` (torch CPU / CUDA generator states of every rank) as
+safetensors, and ``state.json`` (step, config hash, sampler and schedule position, NumPy and Python RNG states).
+Nothing is pickled. Batches depend on ``(seed, step)`` only, so restoring these gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from overspec import distributed, metrics
+from overspec.data.base import LabelledImages
+from overspec.data.formats.bin_pairs import BinPairs
+from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
+from overspec.finetune.heads import BinaryLinearHead, MarginHead
+from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
+from overspec.models.base import Encoder
+from overspec.protocols.verification import evaluate_verification
+
+__all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
+           "build_head", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def lr_factor(schedule: ScheduleSettings, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total``; see :class:`ScheduleSettings`."""
+    if step < schedule.warmup_steps:
+        start = schedule.warmup_factor
+        return start + (1.0 - start) * step / schedule.warmup_steps
+    t = step - schedule.warmup_steps
+    if schedule.kind == "constant":
+        return 1.0
+    if schedule.kind == "step":
+        return schedule.gamma ** (t // schedule.period)
+    if schedule.kind == "cosine":
+        span = max(1, total - schedule.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, span) / span))
+    period = schedule.period
+    while t >= period:  # SGDR: restart, period grows by period_mult
+        t -= period
+        period *= schedule.period_mult
+    return 0.5 * (1.0 + math.cos(math.pi * t / period))
+
+
+def _learning_rate(base: float, schedule: ScheduleSettings, step: int, total: int) -> float:
+    factor = lr_factor(schedule, step, total)
+    if schedule.kind in ("cosine", "cosine_restarts") and step >= schedule.warmup_steps:
+        return schedule.min_lr + (base - schedule.min_lr) * factor
+    return base * factor
+
+
+def build_head(config: FinetuneConfig, dim: int, num_classes: int) -> nn.Module:
+    """The recipe's head for embeddings of width ``dim``."""
+    if config.head.kind == "binary":
+        return BinaryLinearHead(dim, loss=config.head.loss)
+    return MarginHead(dim, num_classes, kind=config.head.kind, scale=config.head.scale, margin=config.head.margin)
+
+
+class _Objective(nn.Module):
+    """Image tower + head as one module (what DDP wraps): ``forward`` returns the batch loss."""
+
+    def __init__(self, backbone: nn.Module, image_fn: Callable[[torch.Tensor], torch.Tensor], head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self._image_fn = image_fn
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(self._image_fn(images), labels)
+
+
+@torch.no_grad()
+def embed(encoder: Encoder, images: LabelledImages, *, flip: bool = False, batch_size: int = 128,
+          device: str = "cpu") -> torch.Tensor:
+    """Raw (unnormalised) image embeddings of a split, optionally of its horizontally flipped images."""
+    dataset = TrainingImages(images, encoder.preprocess)
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        batch = torch.stack([dataset[(i, flip)][0] for i in range(start, min(start + batch_size, len(dataset)))])
+        out.append(encoder.encode_image(batch.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class VerificationValidator:
+    """insightface 10-fold verification accuracy on a pair set (image + flipped image embeddings summed)."""
+
+    pairs: BinPairs
+    batch_size: int = 128
+
+    def __call__(self, encoder: Encoder, head: nn.Module, device: str) -> dict:
+        images = self.pairs.images_as_dataset()
+        emb = embed(encoder, images, batch_size=self.batch_size, device=device).numpy()
+        emb_flip = embed(encoder, images, flip=True, batch_size=self.batch_size, device=device).numpy()
+        result = evaluate_verification(emb, emb_flip, self.pairs.issame)
+        return {"accuracy": result["accuracy"], "set": self.pairs.name}
+
+
+@dataclass
+class AttackValidator:
+    """EER of the model's own binary head on a labelled split (1 = bona fide)."""
+
+    split: LabelledImages
+    method: str = "bob"
+    batch_size: int = 128
+
+    @torch.no_grad()
+    def __call__(self, encoder: Encoder, head: nn.Module, device: str) -> dict:
+        scores = head.scores(embed(encoder, self.split, batch_size=self.batch_size, device=device).to(device))
+        scores = scores.float().cpu().numpy()
+        labels = self.split.labels
+        result = metrics.eer(scores[labels == 1], scores[labels == 0], method=self.method)
+        return {"eer": result.value, "method": self.method, "set": f"{self.split.dataset}/{self.split.split}"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced: the trained head module, the last validation and the per-step losses."""
+
+    head: nn.Module
+    validation: dict
+    losses: list[float]
+    seconds: float
+    resumed_from: int
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder under ``<out_dir>/checkpoints`` (None when there is none)."""
+    folder = Path(out_dir) / CHECKPOINTS
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file() and not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_snapshot() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    plain = {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+             "python": [version, list(internal), gauss_next]}
+    return tensors, plain
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], plain: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = plain["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _gather(obj: object) -> list:
+    if not distributed.is_distributed():
+        return [obj]
+    out = [None] * distributed.world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class _Logs:
+    """JSONL log (always) and TensorBoard (when the ``tensorboard`` package is importable), rank 0 only."""
+
+    def __init__(self, out_dir: Path, resume_step: int, enabled: bool) -> None:
+        self.path = out_dir / LOG_FILE
+        self.enabled = enabled
+        self.board = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(resume_step)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(out_dir / "tensorboard"))
+        except ImportError:
+            logger.info("tensorboard is not installed: TensorBoard logs skipped (JSONL log at %s)", self.path)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop entries after ``step`` (written by an interrupted run after the checkpoint it now resumes from)."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.board is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.board.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+
+
+class Trainer:
+    """LoRA + head fine-tuning of an encoder's image tower following a :class:`FinetuneConfig`.
+
+    ``encoder`` must already carry LoRA modules (``overspec.models.lora.inject_lora``); everything else in its
+    module is frozen here. ``validator`` (called every ``val_every`` steps and at the end, rank 0) returns a dict
+    of metrics. ``out_dir`` receives ``train_log.jsonl`` and ``checkpoints/``.
+    """
+
+    def __init__(self, config: FinetuneConfig, encoder: Encoder, train: LabelledImages, out_dir: Path, *,
+                 adapter_parameters: list[nn.Parameter], validator: Callable | None = None, device: str = "cpu",
+                 progress: bool = True, run_hash: str = "") -> None:
+        self.config, self.encoder, self.train_set = config, encoder, train
+        self.out_dir, self.device, self.progress = Path(out_dir), device, progress
+        self.validator, self.run_hash = validator, run_hash
+        num_classes = int(train.labels.max()) + 1
+        dim = int(embed(encoder, train.subset([0]), device=device).shape[1])
+        self.head = build_head(config, dim, num_classes).to(device)
+        for param in encoder.module.parameters():
+            param.requires_grad_(False)
+        self.adapter_parameters = list(adapter_parameters)
+        for param in self.adapter_parameters:
+            param.requires_grad_(True)
+        self.objective = _Objective(encoder.module, encoder.image_fn, self.head)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.adapter_parameters, "lr": config.optim.lr_adapter, "name": "adapter"},
+             {"params": list(self.head.parameters()), "lr": config.optim.lr_head, "name": "head"}],
+            betas=config.optim.betas, weight_decay=config.optim.weight_decay)
+        plan_cls = BalancedBatches if config.balanced else ShuffledBatches
+        self.plan = plan_cls(train.labels, config.batch_size, seed=config.seed, flip=config.hflip)
+        self.dataset = TrainingImages(train, encoder.preprocess)
+        world = distributed.world_size()
+        if config.batch_size % world:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"adapter.{i}": p.detach().contiguous().cpu() for i, p in enumerate(self.adapter_parameters)}
+        state.update({f"head.{k}": v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()})
+        return state
+
+    def _load_trainable(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for i, param in enumerate(self.adapter_parameters):
+                param.copy_(state[f"adapter.{i}"])
+        self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        """Write the full training state after ``step`` steps (rank 0 writes; every rank gives its RNG states)."""
+        rng_tensors, rng_plain = _rng_snapshot()
+        all_tensors, all_plain = _gather(rng_tensors), _gather(rng_plain)
+        if not distributed.is_main():
+            return None
+        final = self.out_dir / CHECKPOINTS / f"step-{step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = _optimizer_tensors(self.optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file({f"rank{r}.{k}": v.contiguous() for r, t in enumerate(all_tensors) for k, v in t.items()},
+                  str(tmp / "rng.safetensors"))
+        state = {"step": step, "run_hash": self.run_hash, "world_size": distributed.world_size(),
+                 "optimizer": opt_meta, "rng": all_plain,
+                 "sampler": {"kind": type(self.plan).__name__, "seed": self.config.seed, "next_step": step},
+                 "schedule": {"kind": self.config.schedule.kind, "next_step": step}}
+        (tmp / "state.json").write_text(json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+    def load_checkpoint(self, folder: Path) -> int:
+        """Restore everything :meth:`save_checkpoint` wrote; return the step to continue from."""
+        state = json.loads((folder / "state.json").read_text())
+        if self.run_hash and state.get("run_hash") not in ("", self.run_hash):
+            raise ValueError(f"{folder}: checkpoint of a different run (config hash {state.get('run_hash')}, "
+                             f"this run {self.run_hash}); use a new output folder")
+        if state["world_size"] != distributed.world_size():
+            raise ValueError(f"{folder}: saved with {state['world_size']} ranks, resumed with "
+                             f"{distributed.world_size()}: exact resume needs the same number")
+        self._load_trainable(load_file(str(folder / "trainable.safetensors")))
+        self.optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")),
+                                                        state["optimizer"]))
+        rank = distributed.rank()
+        rng = load_file(str(folder / "rng.safetensors"))
+        prefix = f"rank{rank}."
+        _restore_rng({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}, state["rng"][rank])
+        return int(state["step"])
+
+    # -------------------------------------------------------------------------------- training
+
+    def _local_keys(self, step: int) -> list[tuple[int, bool]]:
+        keys = self.plan.batch(step)
+        per = len(keys) // distributed.world_size()
+        rank = distributed.rank()
+        return keys[rank * per:(rank + 1) * per]
+
+    def _loader(self, start: int) -> torch.utils.data.DataLoader:
+        steps = [self._local_keys(step) for step in range(start, self.config.steps)]
+        # an own generator: creating the loader's iterator must not draw from the global RNG (exact resume)
+        generator = torch.Generator().manual_seed(self.config.seed + start)
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=steps, num_workers=self.config.num_workers,
+                                           generator=generator)
+
+    def _set_learning_rates(self, step: int) -> dict[str, float]:
+        bases = {"adapter": self.config.optim.lr_adapter, "head": self.config.optim.lr_head}
+        rates = {}
+        for group in self.optimizer.param_groups:
+            group["lr"] = _learning_rate(bases[group["name"]], self.config.schedule, step, self.config.steps)
+            rates[f"lr_{group['name']}"] = group["lr"]
+        return rates
+
+    def _autocast(self):
+        if self.config.bf16 and self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """One optimisation step on a local batch; returns the loss averaged over ranks."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = model(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+        loss.backward()
+        if self.config.optim.grad_clip > 0:
+            for group in self.optimizer.param_groups:
+                torch.nn.utils.clip_grad_norm_(group["params"], self.config.optim.grad_clip)
+        self.optimizer.step()
+        value = loss.detach().float()
+        if distributed.is_distributed():
+            dist.all_reduce(value)
+            value /= distributed.world_size()
+        return float(value)
+
+    def validate(self) -> dict:
+        """Run the validator on rank 0 (in eval mode, then back to train mode); empty without a validator."""
+        if self.validator is None or not distributed.is_main():
+            return {}
+        self.encoder.module.eval()
+        self.head.eval()
+        try:
+            return self.validator(self.encoder, self.head, self.device)
+        finally:
+            self.encoder.module.train()
+            self.head.train()
+
+    def fit(self, *, resume: bool = True) -> TrainResult:
+        """Train to ``config.steps`` (continuing from the newest checkpoint when ``resume``)."""
+        started = time.perf_counter()
+        start = 0
+        checkpoint = latest_checkpoint(self.out_dir) if resume else None
+        if checkpoint is not None:
+            start = self.load_checkpoint(checkpoint)
+            logger.info("resuming from %s (step %d)", checkpoint, start)
+        logs = _Logs(self.out_dir, start, distributed.is_main())
+        model: nn.Module = self.objective
+        if distributed.is_distributed():
+            model = nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[torch.device(self.device).index] if self.device.startswith("cuda")
+                else None)
+        self.encoder.module.train()
+        self.head.train()
+        losses, validation = [], {}
+        bar = tqdm(total=self.config.steps, initial=start, desc=f"finetune {self.config.recipe}",
+                   disable=not (self.progress and distributed.is_main()), dynamic_ncols=True)
+        for step, (images, labels) in enumerate(self._loader(start), start=start):
+            rates = self._set_learning_rates(step)
+            loss = self.train_step(model, images, labels)
+            losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            done = step + 1
+            if self.config.log_every and (done % self.config.log_every == 0 or done == self.config.steps):
+                logs.write({"step": done, "loss": loss, **rates, "seconds": time.perf_counter() - started})
+            if self.config.val_every and done % self.config.val_every == 0 and done != self.config.steps:
+                validation = self.validate()
+                logs.write({"step": done, "validation": validation})
+            if self.config.checkpoint_every and done % self.config.checkpoint_every == 0:
+                self.save_checkpoint(done)
+            distributed.barrier()
+        bar.close()
+        validation = self.validate()
+        if validation:
+            logs.write({"step": self.config.steps, "validation": validation})
+        logs.close()
+        self.encoder.module.eval()
+        self.head.eval()
+        return TrainResult(self.head, validation, losses, time.perf_counter() - started, start)

@@ -1,0 +1,362 @@
+"""Converters for the released FRoundation, MADation and FoundPAD checkpoints (study.md §6).
+
+The released backbone file is a whole OpenAI-CLIP state dict in which every visual attention is split into
+``q_proj`` / ``k_proj`` / ``v_proj`` / ``proj`` Linears, ``q_proj`` and ``v_proj`` carrying ``w_lora_A`` (r × W) and
+``w_lora_B`` (W × r). Alpha and the scaling rule are stored nowhere, so they come from a named preset
+(:data:`LORA_PRESETS`, each with its source) or explicit options; a checkpoint with LoRA tensors and no scaling is
+an error, never a silent default. Loading: merge ``W ← W + s·λ·B·A`` per projection, fuse q/k/v into
+``in_proj_weight`` and ``proj`` into ``out_proj`` (study.md §6.4), then load strictly into an open_clip model.
+The ``<epoch>_header.pth`` head (``linear.weight`` (2, D), ``linear.bias`` (2,)) becomes a :class:`BinaryHead`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+
+from overspec.models.base import Encoder, ModelLoadError
+from overspec.models.heads import BinaryHead, load_binary_head
+from overspec.models.preprocess import preprocess_fingerprint
+from overspec.models.spec import OPENAI_MEAN, OPENAI_STD, ModelSpec, PreprocessSpec
+from overspec.safeload import load_torch_checkpoint
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PublishedLora",
+    "LORA_PRESETS",
+    "PREPROCESS_PROFILES",
+    "ConversionInfo",
+    "read_published_checkpoint",
+    "infer_lora_rank",
+    "resolve_lora_scaling",
+    "convert_published_state_dict",
+    "load_published_backbone",
+    "load_published_head",
+    "load_published",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Per-model preprocessing of biometric inputs (study.md §7).
+PREPROCESS_PROFILES: dict[str, PreprocessSpec] = {
+    "openai-clip": PreprocessSpec(224, OPENAI_MEAN, OPENAI_STD, "bicubic", "shortest", "RGB"),
+    "froundation": PreprocessSpec(224, OPENAI_MEAN, OPENAI_STD, "bicubic", "squash", "RGB"),
+    "madation": PreprocessSpec(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", "squash", "BGR"),
+    "foundpad": PreprocessSpec(224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", "squash", "RGB"),
+}
+
+
+@dataclass(frozen=True)
+class PublishedLora:
+    """LoRA hyper-parameters a released checkpoint was trained with (not stored in the file), and their source."""
+
+    rank: int
+    alpha: float
+    rule: str
+    dropout: float
+    profile: str
+    source: str
+
+    @property
+    def scaling(self) -> float:
+        """``alpha/sqrt(rank)`` for rule ``rslora``, ``alpha/rank`` for ``standard``."""
+        return _scaling(self.alpha, self.rank, self.rule)
+
+
+#: study.md §6.5. rsLoRA since FRoundation commit e58de4e (2025-04-20) and in the MADation / FoundPAD copies.
+LORA_PRESETS: dict[str, PublishedLora] = {
+    "froundation": PublishedLora(
+        16, 32.0, "rslora", 0.25, "froundation",
+        "FRoundation README usage example (alpha 32 since Nov 2024), author's answer in FRoundation issue #1, "
+        "rsLoRA fix e58de4e; documented for CLIP ViT-B/16 WebFace4M, assumed for the other released sets"),
+    "froundation-pre-rslora-fix": PublishedLora(
+        16, 32.0, "standard", 0.25, "froundation",
+        "FRoundation public code before e58de4e applied alpha/r (s = 2); only for models trained with that code"),
+    "madation-b16": PublishedLora(2, 4.0, "rslora", 0.4, "madation", "MADation paper (WACV-W 2025) and train.sh"),
+    "madation-l14": PublishedLora(2, 8.0, "rslora", 0.2, "madation", "MADation paper (WACV-W 2025) and train.sh"),
+    "foundpad": PublishedLora(8, 8.0, "rslora", 0.4, "foundpad", "FoundPAD paper (WACV-W 2025) and code defaults"),
+}
+
+_OPTION_KEYS = ("lora_preset", "lora_alpha", "lora_rule", "lora_scaling", "lora_strength", "preprocess_profile")
+_SPLIT_KEY = re.compile(r"^(visual\.transformer\.resblocks\.\d+\.attn)\.(q_proj|k_proj|v_proj|proj)\."
+                        r"(weight|bias|w_lora_A|w_lora_B)$")
+_FUSED_ATTN = re.compile(r"^(visual\.transformer\.resblocks\.\d+\.attn)\.(in_proj_weight|in_proj_bias|"
+                         r"out_proj\.weight|out_proj\.bias)$")
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "proj")
+
+
+@dataclass(frozen=True)
+class ConversionInfo:
+    """What a conversion found and applied: LoRA rank, adapted projections, scaling and strength."""
+
+    rank: int | None
+    blocks: int
+    adapted: tuple[str, ...]
+    scaling: float | None
+    strength: float
+
+
+def _scaling(alpha: float, rank: int, rule: str) -> float:
+    if rule not in ("rslora", "standard"):
+        raise ModelLoadError(f"lora_rule must be 'rslora' (alpha/sqrt(r)) or 'standard' (alpha/r), got {rule!r}")
+    return float(alpha) / (math.sqrt(rank) if rule == "rslora" else rank)
+
+
+def read_published_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Load a released ``.pth`` safely (weights_only), strip a ``module.`` prefix, and check it holds tensors only."""
+    path = Path(path)
+    state = load_torch_checkpoint(path, map_location="cpu")
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: expected a state dict (a dict of tensors), got {type(state).__name__}")
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise ModelLoadError(f"{path}: entries that are not tensors: {not_tensors[:8]} (expected a flat state dict)")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def infer_lora_rank(state: dict[str, torch.Tensor]) -> int | None:
+    """The LoRA rank of a released state dict (``w_lora_A.shape[0]``), checked equal in every layer; None if absent."""
+    ranks: dict[int, list[str]] = {}
+    for key, value in state.items():
+        if key.endswith((".w_lora_A", ".w_lora_B")):
+            if value.ndim != 2:
+                raise ModelLoadError(f"LoRA tensor {key} has shape {tuple(value.shape)}; expected a matrix")
+            rank = value.shape[0] if key.endswith("_A") else value.shape[1]
+            ranks.setdefault(int(rank), []).append(key)
+    if len(ranks) > 1:
+        detail = "; ".join(f"rank {r}: {sorted(keys)[:3]}" for r, keys in sorted(ranks.items()))
+        raise ModelLoadError(f"inconsistent LoRA ranks across layers: {detail}")
+    return next(iter(ranks), None)
+
+
+def resolve_lora_scaling(options: dict, rank: int | None) -> tuple[float | None, str]:
+    """The scaling ``s`` from ``lora_preset``, ``lora_alpha`` (+ ``lora_rule``) or ``lora_scaling``, with its origin.
+
+    A preset's rank must match the checkpoint's, so a wrong preset is caught before it silently changes accuracy.
+    """
+    unknown = sorted(set(options) - set(_OPTION_KEYS))
+    if unknown:
+        raise ModelLoadError(f"unknown options {unknown} for source 'published' (known: {list(_OPTION_KEYS)})")
+    given = [k for k in ("lora_preset", "lora_alpha", "lora_scaling") if k in options]
+    if len(given) > 1:
+        raise ModelLoadError(f"options {given} conflict: give one of lora_preset, lora_alpha or lora_scaling")
+    if rank is None:
+        return None, "no LoRA tensors in the checkpoint"
+    if not given:
+        raise ModelLoadError("the checkpoint has LoRA tensors but alpha and scaling are not stored in it: set "
+                             f"options.lora_preset (one of {sorted(LORA_PRESETS)}), lora_alpha or lora_scaling")
+    if "lora_preset" in options:
+        name = options["lora_preset"]
+        if name not in LORA_PRESETS:
+            raise ModelLoadError(f"unknown lora_preset {name!r}; known: {sorted(LORA_PRESETS)}")
+        preset = LORA_PRESETS[name]
+        if preset.rank != rank:
+            raise ModelLoadError(f"lora_preset {name!r} is for rank {preset.rank}, but the checkpoint has rank {rank}")
+        return preset.scaling, f"preset {name} (alpha {preset.alpha}, {preset.rule}; {preset.source})"
+    if "lora_alpha" in options:
+        rule = options.get("lora_rule", "rslora")
+        return _scaling(float(options["lora_alpha"]), rank, rule), f"alpha {options['lora_alpha']}, {rule}"
+    return float(options["lora_scaling"]), "explicit lora_scaling"
+
+
+def _expected_released_keys(model_state: dict[str, torch.Tensor]) -> set[str]:
+    """Keys a released checkpoint must hold for ``model_state`` (fused visual attention spelt as split Linears)."""
+    keys = set()
+    for key in model_state:
+        match = _FUSED_ATTN.match(key)
+        if not match:
+            keys.add(key)
+            continue
+        prefix = match.group(1)
+        keys |= {f"{prefix}.{proj}.{part}" for proj in _PROJECTIONS for part in ("weight", "bias")}
+    return keys
+
+
+def _merged_weight(state: dict[str, torch.Tensor], base: str, scaling: float | None, strength: float) -> torch.Tensor:
+    """``weight + s·λ·B·A`` of one split projection (just ``weight`` when it carries no LoRA)."""
+    weight = state[f"{base}.weight"].float()
+    a, b = state.get(f"{base}.w_lora_A"), state.get(f"{base}.w_lora_B")
+    if a is None and b is None:
+        return weight
+    if a is None or b is None:
+        raise ModelLoadError(f"{base}: has {'w_lora_A' if a is not None else 'w_lora_B'} without its partner")
+    if a.shape[1] != weight.shape[1] or b.shape[0] != weight.shape[0] or a.shape[0] != b.shape[1]:
+        raise ModelLoadError(f"{base}: w_lora_A {tuple(a.shape)} and w_lora_B {tuple(b.shape)} do not fit "
+                             f"weight {tuple(weight.shape)}")
+    return weight + (b.double() @ a.double()).float() * (scaling * strength)
+
+
+def convert_published_state_dict(state: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], *,
+                                 scaling: float | None, strength: float = 1.0) -> tuple[dict, ConversionInfo]:
+    """Merge the LoRA tensors and fuse the split attention of ``state`` into the keys of ``model_state``.
+
+    Strict: missing and unexpected keys (in the released spelling) and shape mismatches are errors naming them.
+    """
+    rank = infer_lora_rank(state)
+    if rank is not None and scaling is None:
+        raise ModelLoadError("the checkpoint has LoRA tensors; a scaling is required to merge them")
+    expected = _expected_released_keys(model_state)
+    lora_keys = {k for k in state if k.endswith((".w_lora_A", ".w_lora_B")) and _SPLIT_KEY.match(k)}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected - lora_keys)
+    if missing or unexpected:
+        hint = (" (this looks like a fused open_clip/OpenAI checkpoint: use source open_clip)"
+                if any(_FUSED_ATTN.match(k) for k in unexpected) else "")
+        raise ModelLoadError(f"checkpoint does not match the architecture: missing keys {_listing(missing)}, "
+                             f"unexpected keys {_listing(unexpected)}{hint}")
+    converted: dict[str, torch.Tensor] = {}
+    for key in model_state:
+        match = _FUSED_ATTN.match(key)
+        if not match:
+            converted[key] = state[key]
+            continue
+        prefix, part = match.groups()
+        if part == "in_proj_weight":
+            converted[key] = torch.cat([_merged_weight(state, f"{prefix}.{p}", scaling, strength)
+                                        for p in ("q_proj", "k_proj", "v_proj")])
+        elif part == "in_proj_bias":
+            converted[key] = torch.cat([state[f"{prefix}.{p}.bias"] for p in ("q_proj", "k_proj", "v_proj")])
+        elif part == "out_proj.weight":
+            converted[key] = _merged_weight(state, f"{prefix}.proj", scaling, strength)
+        else:
+            converted[key] = state[f"{prefix}.proj.bias"]
+    adapted = {_SPLIT_KEY.match(k).group(2) for k in lora_keys}
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+                  for k, v in converted.items() if v.shape != model_state[k].shape]
+    if mismatched:
+        raise ModelLoadError(f"checkpoint shapes do not match the architecture: {_listing(mismatched)}")
+    blocks = len({m.group(1) for k in model_state if (m := _FUSED_ATTN.match(k))})
+    info = ConversionInfo(rank, blocks, tuple(sorted(adapted)), scaling, float(strength))
+    return converted, info
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{f', … ({len(items)} in all)' if len(items) > limit else ''}]"
+
+
+def load_published_backbone(model: torch.nn.Module, path: Path, *, scaling: float | None,
+                            strength: float = 1.0) -> ConversionInfo:
+    """Read a released backbone file and load it, merged and fused, into the open_clip ``model`` (in place)."""
+    return _load_state_into(model, read_published_checkpoint(path), path, scaling=scaling, strength=strength)
+
+
+def _load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, *,
+                     scaling: float | None, strength: float) -> ConversionInfo:
+    model_state = model.state_dict()
+    try:
+        converted, info = convert_published_state_dict(state, model_state, scaling=scaling, strength=strength)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    model.load_state_dict({k: v.to(model_state[k].dtype) for k, v in converted.items()}, strict=True)
+    return info
+
+
+def load_published_head(path: Path) -> BinaryHead:
+    """A ``<epoch>_header.pth`` (``linear.weight``, ``linear.bias``) or an overspec safetensors head → BinaryHead."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_binary_head(path)
+    state = read_published_checkpoint(path)
+    if set(state) != {"linear.weight", "linear.bias"}:
+        raise ModelLoadError(f"{path}: a released header has keys ['linear.bias', 'linear.weight'], "
+                             f"got {sorted(state)}")
+    try:
+        return BinaryHead(state["linear.weight"].float(), state["linear.bias"].float(), normalise_input=True)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+
+
+def _check_quick_gelu(spec: ModelSpec, architecture: str) -> None:
+    config = open_clip.get_model_config(architecture)
+    if config is None:
+        raise ModelLoadError(f"model {spec.name!r}: unknown open_clip architecture {architecture!r}")
+    if not (spec.quick_gelu or config.get("quick_gelu", False)):
+        raise ModelLoadError(f"model {spec.name!r}: the released checkpoints are OpenAI CLIP (QuickGELU); "
+                             f"architecture {architecture!r} uses GELU: use a -quickgelu config or quick_gelu: true")
+
+
+def _profile_for(spec: ModelSpec) -> PreprocessSpec:
+    """The spec's own preprocessing, else the named profile, else the LoRA preset's profile, else OpenAI CLIP."""
+    if spec.preprocess is not None:
+        return spec.preprocess
+    preset = LORA_PRESETS.get(spec.options.get("lora_preset", ""))
+    name = spec.options.get("preprocess_profile") or (preset.profile if preset else "openai-clip")
+    if name not in PREPROCESS_PROFILES:
+        raise ModelLoadError(f"model {spec.name!r}: unknown preprocess_profile {name!r}; "
+                             f"known: {sorted(PREPROCESS_PROFILES)}")
+    return PREPROCESS_PROFILES[name]
+
+
+def _architecture(spec: ModelSpec) -> str:
+    if spec.config_file:
+        config = Path(spec.config_file).expanduser()
+        if not config.is_file():
+            raise ModelLoadError(f"model {spec.name!r}: config_file not found: {config}")
+        open_clip.add_model_config(config)
+    architecture = spec.architecture or (Path(spec.config_file).stem if spec.config_file else "")
+    if not architecture:
+        raise ModelLoadError(f"model {spec.name!r}: 'architecture' is required for source published "
+                             "(e.g. ViT-B-16-quickgelu)")
+    return architecture
+
+
+def _weights_path(spec: ModelSpec) -> Path:
+    if not spec.weights:
+        raise ModelLoadError(f"model {spec.name!r}: 'weights' must name the released backbone .pth file")
+    path = Path(spec.weights).expanduser()
+    if not path.is_file():
+        where = f" (not bundled; obtain it as the preset says: {spec.reference})" if spec.reference else ""
+        raise ModelLoadError(f"model {spec.name!r}: weights file not found: {path}{where}")
+    return path
+
+
+def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
+    """Build an open_clip model with a released FRoundation / MADation / FoundPAD checkpoint merged into it.
+
+    ``spec.options``: ``lora_preset`` or ``lora_alpha`` (+ ``lora_rule``) or ``lora_scaling``; ``lora_strength``
+    (λ, default 1); ``preprocess_profile``. ``spec.head`` (a ``_header.pth`` or safetensors head) sets
+    ``encoder.head``.
+    """
+    from overspec.models.sources.open_clip import _as_encoder
+
+    architecture = _architecture(spec)
+    _check_quick_gelu(spec, architecture)
+    path = _weights_path(spec)
+    options = dict(spec.options)
+    try:
+        state = read_published_checkpoint(path)
+        scaling, origin = resolve_lora_scaling(options, infer_lora_rank(state))
+        model = open_clip.create_model(architecture, pretrained=None, force_quick_gelu=spec.quick_gelu)
+        info = _load_state_into(model, state, path, scaling=scaling,
+                                strength=float(options.get("lora_strength", 1.0)))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model {spec.name!r}: {exc}") from None
+    del state
+    model.to(device).eval()
+    preprocess = _profile_for(spec)
+    encoder = _as_encoder(spec, model, preprocess, open_clip.get_tokenizer(architecture))
+    encoder.info = {**encoder.info, "source": "published", "checkpoint": str(path), "lora": {
+        **asdict(info), "adapted": list(info.adapted), "scaling_from": origin}, "preprocess_fingerprint": preprocess_fingerprint(preprocess)}
+    if spec.head:
+        encoder.head = _head_for(spec, model)
+    logger.info("loaded %s from %s (LoRA rank %s, scaling %s)", spec.name, path, info.rank, info.scaling)
+    return encoder
+
+
+def _head_for(spec: ModelSpec, model: torch.nn.Module) -> BinaryHead:
+    head = load_published_head(Path(spec.head).expanduser())
+    width = int(getattr(model.visual, "output_dim", head.dim))
+    if head.dim != width:
+        raise ModelLoadError(f"model {spec.name!r}: head {spec.head} expects {head.dim}-d embeddings, "
+                             f"the image tower gives {width}")
+    return head

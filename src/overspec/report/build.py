@@ -1,0 +1,315 @@
+"""Build the trade-off report of a finished run from its stored results, and compare two runs.
+
+Nothing is re-evaluated: tables come from ``results.jsonl``, intervals and McNemar tests from the stored per-sample
+predictions, model relations from ``provenance.json``. Output goes to ``<run>/report/``: ``report.md``,
+``report.html`` (self-contained), ``tables/*.csv`` and ``tables/*.tex``, ``figures/*.png``, ``findings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from overspec.features._files import atomic_write_text
+from overspec.report import plots
+from overspec.report.findings import Finding, evaluate_findings
+from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, \
+    to_markdown
+from overspec.report.rundata import RunData, load_run
+from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
+from overspec.report.tables import SCORING_LABELS, BiometricTable, GeneralTable, biometric_table, general_protocols, \
+    general_table
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_report", "compare_runs", "report_blocks", "specialisation_gain"]
+
+FINDING_PROTOCOLS = ("zero_shot", "linear_probe")
+_OWN_TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _ci(interval: tuple[float, float] | None, scale: float = 100.0, digits: int = 2) -> str:
+    return "–" if interval is None else f"[{scale * interval[0]:.{digits}f}, {scale * interval[1]:.{digits}f}]"
+
+
+def _accuracy_table(table: GeneralTable) -> Table:
+    header = ["model", *table.datasets, "Avg", "GELO"]
+    rows, data = [], []
+    for model in table.models:
+        values = table.row(model)
+        gelo = table.gelo(model) if model in table.variants() else None
+        rows.append([model, *(_pct(v) for v in values), _pct(table.average(model)),
+                     "–" if gelo is None else f"{gelo:.3f}"])
+        data.append([model, *values, table.average(model), gelo])
+    notes = [f"{d} left out of Avg/GELO: no value for {', '.join(ms)}" for d, ms in table.excluded.items()]
+    notes.append("Avg = plain mean of unrounded per-dataset values; GELO = fine-tune Avg ÷ base Avg (same datasets).")
+    return Table(f"{table.protocol}_{table.metric}", f"{table.protocol.replace('_', ' ')}: {table.metric} (%)",
+                 header, rows, data, notes)
+
+
+def _summary_table(table: GeneralTable, boot: GeneralBootstrap | None) -> Table:
+    header = ["model", "base", "Avg (%)", "Avg 95% CI", "GELO", "GELO 95% CI"]
+    rows, data = [], []
+    for model in table.models:
+        avg_ci = boot.interval(boot.average(model, table.datasets)) if boot else None
+        base = table.bases.get(model, "") if model in table.variants() else ""
+        gelo = table.gelo(model) if base else None
+        gelo_ci = boot.interval(boot.gelo(model, base, table.datasets)) if boot and base else None
+        rows.append([model, base or "–", _pct(table.average(model)), _ci(avg_ci), "–" if gelo is None else
+                     f"{gelo:.3f}", _ci(gelo_ci, 1.0, 3)])
+        data.append([model, base, table.average(model), *(avg_ci or (None, None)), gelo, *(gelo_ci or (None, None))])
+    return Table(f"{table.protocol}_{table.metric}_summary", f"{table.protocol.replace('_', ' ')}: averages and "
+                 "GELO with paired bootstrap intervals", header, rows, data,
+                 [] if boot else ["no stored per-sample predictions: intervals unavailable"],
+                 ["model", "base", "avg", "avg_low", "avg_high", "gelo", "gelo_low", "gelo_high"])
+
+
+def _delta_table(run: RunData, table: GeneralTable, boot: GeneralBootstrap | None, method: str) -> Table:
+    header = ["variant", "dataset", "Δ (pp)", "95% CI", "b (only variant right)", "c (only base right)",
+              f"McNemar p ({method})"]
+    rows, data = [], []
+    for variant in table.variants():
+        base = table.bases[variant]
+        for dataset in table.datasets:
+            delta = table.delta(variant, dataset)
+            interval = boot.interval(boot.delta(variant, base, dataset)) if boot else None
+            test = _mcnemar_of(run, variant, base, dataset, table, method)
+            rows.append([variant, dataset, f"{100 * delta:+.2f}", _ci(interval),
+                         *(("–", "–", "–") if test is None else (str(test.b), str(test.c), f"{test.p_value:.3g}"))])
+            data.append([variant, dataset, delta, *(interval or (None, None)),
+                         *((None, None, None) if test is None else (test.b, test.c, test.p_value))])
+    return Table(f"{table.protocol}_{table.metric}_deltas", f"{table.protocol.replace('_', ' ')}: fine-tune − base "
+                 "per dataset, paired bootstrap interval and McNemar test", header, rows, data,
+                 [f"McNemar {method}: two-sided, on the images where exactly one model is right."],
+                 ["variant", "dataset", "delta", "delta_low", "delta_high", "b", "c", "p_value"])
+
+
+def _mcnemar_of(run: RunData, variant: str, base: str, dataset: str, table: GeneralTable, method: str):
+    if table.metric != "acc1":
+        return None
+    a, b = run.predictions(variant, dataset, table.protocol), run.predictions(base, dataset, table.protocol)
+    if a is None or b is None or "correct" not in a or "correct" not in b or a["correct"].shape != b["correct"].shape:
+        return None
+    return mcnemar(a["correct"], b["correct"], method=method)
+
+
+def _accuracy_interval_table(table: GeneralTable, boot: GeneralBootstrap) -> Table:
+    header = ["model", "dataset", "acc (%)", "95% CI"]
+    rows, data = [], []
+    for model in table.models:
+        for dataset in table.datasets:
+            interval = boot.interval(boot.accuracy(model, dataset))
+            rows.append([model, dataset, _pct(table.values[(model, dataset)]), _ci(interval)])
+            data.append([model, dataset, table.values[(model, dataset)], *(interval or (None, None))])
+    return Table(f"{table.protocol}_{table.metric}_intervals", f"{table.protocol.replace('_', ' ')}: per-dataset "
+                 f"{table.metric} with bootstrap intervals ({boot.n_boot} resamples of the images, seed {boot.seed})",
+                 header, rows, data, data_header=["model", "dataset", "value", "low", "high"])
+
+
+def _bio_table(bio: BiometricTable) -> Table:
+    header = ["model", *(f"{c.label} {'↑' if c.higher_is_better else '↓'}" for c in bio.columns)]
+    rows, data = [], []
+    for model in bio.models:
+        cells = [bio.cell(model, c) for c in bio.columns]
+        rows.append([model, *("–" if cell is None else _pct(cell.value) + (
+            f" [{SCORING_LABELS.get(cell.scoring, cell.scoring)}]" if cell.scoring else "") for cell in cells)])
+        data.append([model, *(None if cell is None else cell.value for cell in cells)])
+    notes = ["MAD/PAD cells name their scoring: [own head] = the fine-tune's trained head, [probe] = a binary "
+             "probe trained on frozen features, [zero-shot] = text prompts."] + bio.conventions
+    return Table("biometric", "biometric benchmarks (%)", header, rows, data, notes)
+
+
+def specialisation_gain(run: RunData, bio: BiometricTable, variant: str) -> float | None:
+    """Mean improvement (pp) of ``variant`` over its base on its own task's columns; None if not measured."""
+    info = run.models.get(variant)
+    if info is None or not info.base:
+        return None
+    gains = []
+    for column in bio.columns:
+        if column.kind not in _OWN_TASK_KINDS.get(info.specialisation, ()):
+            continue
+        mine, theirs = bio.cell(variant, column), bio.cell(info.base, column)
+        if mine is not None and theirs is not None:
+            sign = 1.0 if column.higher_is_better else -1.0
+            gains.append(100 * sign * (mine.value - theirs.value))
+    return float(np.mean(gains)) if gains else None
+
+
+def _figures(run: RunData, tables: dict[str, GeneralTable], boots: dict, bio: BiometricTable,
+             out: Path) -> list[Figure]:
+    if not plots.matplotlib_available():
+        logger.warning("matplotlib is not installed: the report has no figures")
+        return []
+    figures = []
+    bars = [plots.GeloBar(v, p, run.models[v].specialisation, t.gelo(v),
+                          boots[p].interval(boots[p].gelo(v, t.bases[v], t.datasets)) if boots.get(p) else None)
+            for p, t in tables.items() if p in FINDING_PROTOCOLS for v in t.variants()]
+    if bars:
+        figures.append(_figure_block("gelo_bars", "GELO per fine-tune and protocol", plots.gelo_bars(
+            bars, out / "figures" / "gelo_bars.png"), out))
+    points = []
+    for bar in bars:
+        gain = specialisation_gain(run, bio, bar.model)
+        if gain is not None:
+            points.append(plots.GainPoint(bar.model, bar.specialisation, gain, 100 * (1 - bar.gelo), bar.protocol))
+    if points:
+        figures.append(_figure_block("gain_vs_loss", "specialisation gain vs generalisation loss",
+                                     plots.gain_vs_loss(points, out / "figures" / "gain_vs_loss.png"), out))
+    for protocol, table in tables.items():
+        variants = table.variants()
+        if variants and protocol in FINDING_PROTOCOLS:
+            deltas = np.array([[100 * table.delta(v, d) for d in table.datasets] for v in variants])
+            path = plots.delta_heatmap(variants, table.datasets, deltas, out / "figures" / f"delta_{protocol}.png",
+                                       f"{protocol.replace('_', ' ')}: fine-tune − base (pp)")
+            figures.append(_figure_block(f"delta_{protocol}", f"per-dataset deltas, {protocol}", path, out))
+    return figures
+
+
+def _figure_block(name: str, caption: str, path: Path, out: Path) -> Figure:
+    return Figure(name, caption, path.read_bytes(), str(path.relative_to(out)))
+
+
+def _finding_blocks(findings: list[Finding]) -> list[Block]:
+    blocks: list[Block] = [Heading("Findings of the study, re-evaluated on this run")]
+    for number, finding in enumerate(findings, 1):
+        blocks.append(Heading(f"{number}. {finding.claim}: {finding.verdict.upper()}", 3))
+        items = [c.text() for c in finding.comparisons] + finding.notes
+        if items:
+            blocks.append(Bullets(tuple(items)))
+    return blocks
+
+
+def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                  size_order: Mapping[str, float] | None = None, mcnemar_method: str = "midp",
+                  out: Path | None = None) -> tuple[list[Block], list[Finding]]:
+    """Return the report document of ``run`` and its findings; figures are written under ``out`` when given."""
+    tables = {p: t for p in general_protocols(run.records) if (t := general_table(run, p, "acc1")) is not None}
+    boots = {p: _bootstrap_or_none(run, t, n_boot, seed, level) for p, t in tables.items()}
+    findings = evaluate_findings(run, {p: t for p, t in tables.items() if p in FINDING_PROTOCOLS}, boots,
+                                 size_order=size_order)
+    blocks: list[Block] = [Heading(f"overspec trade-off report: {run.name}", 1), Paragraph(_run_summary(run)),
+                           Paragraph(f"Intervals: {int(100 * level)}% percentile bootstrap over test images "
+                                     f"({n_boot} resamples, seed {seed}), paired across models on each dataset.")]
+    blocks += _finding_blocks(findings)
+    appendix: list[Block] = []
+    for protocol, table in tables.items():
+        blocks += [Heading(f"{protocol.replace('_', ' ')} (top-1 accuracy)"), _accuracy_table(table)]
+        blocks.append(_summary_table(table, boots[protocol]))
+        if table.variants():
+            blocks.append(_delta_table(run, table, boots[protocol], mcnemar_method))
+        if boots[protocol] is not None:
+            appendix.append(_accuracy_interval_table(table, boots[protocol]))
+    bio = biometric_table(run)
+    if bio.columns:
+        blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
+    if out is not None:
+        figures = _figures(run, tables, boots, bio, out)
+        if figures:
+            blocks += [Heading("Figures"), *figures]
+    if appendix:
+        blocks += [Heading("Appendix: accuracy intervals"), *appendix]
+    return blocks, findings
+
+
+def _bootstrap_or_none(run, table, n_boot, seed, level) -> GeneralBootstrap | None:
+    boot = general_bootstrap(run, table.protocol, table.metric, models=table.models, n_boot=n_boot, seed=seed,
+                             level=level)
+    return boot if boot.replicates else None
+
+
+def _run_summary(run: RunData) -> str:
+    parts = [f"Run '{run.name}' in {run.run_dir}", f"config hash {run.provenance.get('config_hash', '?')}"]
+    models = [f"{m} (fine-tune of {i.base}, {i.specialisation or '?'})" if i.base else f"{m} (base)"
+              for m, i in run.models.items()]
+    return "; ".join(parts) + ". Models: " + ", ".join(models) + "."
+
+
+def build_report(run_dir: Path | str, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 size_order: Mapping[str, float] | None = None, mcnemar_method: str = "midp") -> Path:
+    """Rebuild ``<run_dir>/report/`` (Markdown, HTML, CSV, LaTeX, figures, findings.json); return that folder."""
+    run = load_run(run_dir)
+    out = Path(run_dir) / "report"
+    blocks, findings = report_blocks(run, n_boot=n_boot, seed=seed, level=level, size_order=size_order,
+                                     mcnemar_method=mcnemar_method, out=out)
+    atomic_write_text(out / "report.md", to_markdown(blocks))
+    atomic_write_text(out / "report.html", to_html(blocks, f"overspec report: {run.name}"))
+    for block in blocks:
+        if isinstance(block, Table):
+            atomic_write_text(out / "tables" / f"{_file_name(block.name)}.csv", to_csv(block))
+            atomic_write_text(out / "tables" / f"{_file_name(block.name)}.tex", to_latex(block))
+    atomic_write_text(out / "findings.json", json.dumps([f.as_dict() for f in findings], indent=1))
+    logger.info("report of %s written to %s", run.name, out)
+    return out
+
+
+def _file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+
+
+# ---- comparing two runs -------------------------------------------------------------------------------------------
+
+def _record_map(run: RunData) -> dict[tuple, object]:
+    return {(r.model, r.dataset, r.split, r.protocol, r.metric): r for r in run.records}
+
+
+def _flatten(data, prefix: str = "") -> dict[str, object]:
+    if isinstance(data, dict):
+        flat: dict[str, object] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def _dict_changes(title: str, a: Mapping, b: Mapping) -> list[str]:
+    keys = sorted(set(a) | set(b))
+    lines = [f"- `{k}`: {a.get(k, '(absent)')!r} → {b.get(k, '(absent)')!r}" for k in keys if a.get(k) != b.get(k)]
+    return [f"## {title}", ""] + (lines or ["none"]) + [""]
+
+
+def compare_runs(run_a: Path | str, run_b: Path | str, *, tolerance: float = 1e-9) -> str:
+    """Markdown account of what changed from run A to run B: records, values beyond ``tolerance``, config, versions."""
+    a, b = load_run(run_a), load_run(run_b)
+    map_a, map_b = _record_map(a), _record_map(b)
+    added = sorted(set(map_b) - set(map_a))
+    removed = sorted(set(map_a) - set(map_b))
+    changed = [(k, map_a[k].value, map_b[k].value) for k in sorted(set(map_a) & set(map_b))
+               if not _close(map_a[k].value, map_b[k].value, tolerance)]
+    lines = [f"# Comparing runs: {a.name} ({a.run_dir}) → {b.name} ({b.run_dir})", "",
+             f"{len(map_a)} vs {len(map_b)} records: {len(added)} added, {len(removed)} removed, "
+             f"{len(changed)} changed beyond {tolerance:g}.", ""]
+    lines += _key_section("Records added", added) + _key_section("Records removed", removed)
+    lines += ["## Values changed", ""]
+    lines += [f"- {_key_text(k)}: {va:.6g} → {vb:.6g} (Δ {vb - va:+.6g})" for k, va, vb in changed] or ["none"]
+    lines.append("")
+    lines += _dict_changes("Model fingerprints", a.provenance.get("model_fingerprints", {}),
+                           b.provenance.get("model_fingerprints", {}))
+    lines += _dict_changes("Config", _flatten(yaml.safe_load(a.config_text) or {}),
+                           _flatten(yaml.safe_load(b.config_text) or {}))
+    lines += _dict_changes("Package versions", a.provenance.get("versions", {}), b.provenance.get("versions", {}))
+    lines += _dict_changes("Environment", a.provenance.get("environment", {}), b.provenance.get("environment", {}))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _close(x: float, y: float, tolerance: float) -> bool:
+    if np.isnan(x) and np.isnan(y):
+        return True
+    return abs(x - y) <= tolerance
+
+
+def _key_text(key: tuple) -> str:
+    model, dataset, split, protocol, metric = key
+    return f"{model} / {dataset}:{split} / {protocol} / {metric}"
+
+
+def _key_section(title: str, keys: list[tuple]) -> list[str]:
+    return [f"## {title}", ""] + ([f"- {_key_text(k)}" for k in keys] or ["none"]) + [""]

@@ -1,0 +1,214 @@
+"""The study's tables from stored records: general vision (average, GELO, per-dataset deltas) and biometrics.
+
+GELO (Chettaoui et al., IJCB 2025) = mean over datasets of the fine-tune's accuracy ÷ the same mean for its base
+under the same protocol: a ratio of averages, computed here from the unrounded per-dataset values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["BIO_SCORING_PREFERENCE", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
+           "gelo", "general_protocols", "general_table", "mean_of"]
+
+# the scoring shown when a model has several for one MAD/PAD benchmark (its own head first)
+BIO_SCORING_PREFERENCE = ("own_head", "probe", "zero_shot")
+SCORING_LABELS = {"own_head": "own head", "probe": "probe", "zero_shot": "zero-shot"}
+
+
+def mean_of(values: Sequence[float]) -> float:
+    """Plain mean of unrounded values (the study's "Avg")."""
+    if len(values) == 0:
+        raise ValueError("mean of no values")
+    return float(np.mean(np.asarray(values, dtype=float)))
+
+
+def gelo(variant_values: Sequence[float], base_values: Sequence[float]) -> float:
+    """GELO = mean(variant) ÷ mean(base) over the same datasets (ratio of averages, not average of ratios).
+
+    >>> round(gelo([0.5, 0.7], [0.8, 0.8]), 3)
+    0.75
+    """
+    if len(variant_values) != len(base_values):
+        raise ValueError(f"GELO needs the same datasets: {len(variant_values)} variant vs {len(base_values)} base")
+    base_mean = mean_of(base_values)
+    if base_mean == 0:
+        raise ValueError("GELO is undefined when the base average is 0")
+    return mean_of(variant_values) / base_mean
+
+
+def general_protocols(records) -> list[str]:
+    """General-vision protocols present in ``records``: zero_shot, linear_probe, then k-shot probes by k."""
+    found = {r.protocol for r in records if r.protocol in ("zero_shot", "linear_probe")
+             or (r.protocol.startswith("linear_probe_") and r.protocol.endswith("shot"))}
+
+    def order(p: str) -> tuple:
+        if p == "zero_shot":
+            return (0, 0)
+        if p == "linear_probe":
+            return (1, 0)
+        digits = p[len("linear_probe_"):-len("shot")]
+        return (2, int(digits) if digits.isdigit() else 0)
+
+    return sorted(found, key=order)
+
+
+@dataclass
+class GeneralTable:
+    """One general protocol × metric: unrounded fractions per (model, dataset) and the datasets all models share."""
+
+    protocol: str
+    metric: str
+    models: list[str]
+    datasets: list[str]
+    values: dict[tuple[str, str], float]
+    bases: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+
+    def row(self, model: str) -> list[float]:
+        """``model``'s values over the shared datasets, in column order."""
+        return [self.values[(model, d)] for d in self.datasets]
+
+    def average(self, model: str) -> float:
+        """Mean over the shared datasets (the table's "Avg")."""
+        return mean_of(self.row(model))
+
+    def variants(self) -> list[str]:
+        """Models of the table that are fine-tunes of another model of the table."""
+        return [m for m in self.models if self.bases.get(m) in self.models]
+
+    def gelo(self, variant: str) -> float:
+        """GELO of ``variant`` against its base over the shared datasets."""
+        return gelo(self.row(variant), self.row(self.bases[variant]))
+
+    def delta(self, variant: str, dataset: str) -> float:
+        """Variant − base value on ``dataset`` (a fraction; ×100 for percentage points)."""
+        return self.values[(variant, dataset)] - self.values[(self.bases[variant], dataset)]
+
+
+def general_table(run, protocol: str, metric: str = "acc1") -> GeneralTable | None:
+    """Build the table of ``protocol``/``metric`` from ``run`` (a RunData); None when it has no such records.
+
+    Averages and GELO use only the datasets every model of the table has; the others are listed in ``excluded``
+    with the models that lack them, so a missing cell can never shift an average silently.
+    """
+    values = {(r.model, r.dataset): r.value for r in run.records if r.protocol == protocol and r.metric == metric}
+    if not values:
+        return None
+    present = {m for m, _ in values}
+    models = [m for m in run.model_names() if m in present]
+    all_datasets = list(dict.fromkeys(d for _, d in values))
+    shared = [d for d in all_datasets if all((m, d) in values for m in models)]
+    excluded = {d: [m for m in models if (m, d) not in values] for d in all_datasets if d not in shared}
+    bases = {name: info.base for name, info in run.models.items() if info.base}
+    return GeneralTable(protocol, metric, models, shared, values, bases, excluded)
+
+
+@dataclass(frozen=True)
+class BioColumn:
+    """One column of the biometric table: benchmark, task kind, metric and direction."""
+
+    dataset: str
+    kind: str
+    metric: str
+    label: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class BioCell:
+    """One biometric value (a fraction) and, for MAD/PAD, the scoring method that produced it."""
+
+    value: float
+    scoring: str = ""
+
+
+@dataclass
+class BiometricTable:
+    """The study's Table C layout: FR verification, IJB, PAD and MAD columns; MAD/PAD cells carry their scoring."""
+
+    models: list[str]
+    columns: list[BioColumn]
+    cells: dict[tuple[str, int], BioCell]
+    conventions: list[str] = field(default_factory=list)
+
+    def cell(self, model: str, column: BioColumn) -> BioCell | None:
+        """The cell of ``model`` in ``column`` (None when not measured)."""
+        return self.cells.get((model, self.columns.index(column)))
+
+
+# per task: candidate metric names (first present wins), column label, higher is better
+_VERIFICATION = [(("accuracy",), "acc", True)]
+_IJB = [(("tar_at_far_0.0001",), "TAR@FAR=1e-4", True)]
+_PAD = [(("hter_test_eer",), "HTER", False), (("auc",), "AUC", True)]
+_MAD = [(("d_eer",), "D-EER", False)] + [
+    ((f"apcer@bpcer{p}_nearest", f"apcer@bpcer{p}"), f"APCER@BPCER{p}%", False) for p in (1, 10, 20)] + [
+    ((f"bpcer@apcer{p}_nearest", f"bpcer@apcer{p}"), f"BPCER@APCER{p}%", False) for p in (1, 10, 20)]
+_KIND_ORDER = ("verification", "ijb", "pad", "mad")
+
+
+def _task_of(protocol: str) -> tuple[str, str]:
+    kind, _, scoring = protocol.partition("/")
+    return kind, scoring
+
+
+def biometric_table(run) -> BiometricTable:
+    """Build the biometric table of ``run`` (a RunData): one cell per model and column, best scoring preferred.
+
+    For MAD/PAD a model's cell comes from its own head when it has one, else a probe on frozen features, else
+    zero-shot prompts, and is labelled with that scoring (the study's cross-task cells are otherwise ambiguous).
+    """
+    by_key: dict[tuple[str, str, str, str, str], float] = {}
+    datasets: dict[str, list[str]] = {k: [] for k in _KIND_ORDER}
+    for r in run.records:
+        kind, scoring = _task_of(r.protocol)
+        if kind not in datasets:
+            continue
+        by_key[(r.model, r.dataset, kind, scoring, r.metric)] = r.value
+        if r.dataset not in datasets[kind]:
+            datasets[kind].append(r.dataset)
+    specs = {"verification": _VERIFICATION, "ijb": _IJB, "pad": _PAD, "mad": _MAD}
+    columns = []
+    for kind in _KIND_ORDER:
+        for dataset in datasets[kind]:
+            for names, label, higher in specs[kind]:
+                metric = next((n for n in names if any(k[1] == dataset and k[2] == kind and k[4] == n
+                                                       for k in by_key)), None)
+                if metric is not None:
+                    columns.append(BioColumn(dataset, kind, metric, f"{dataset} {label}", higher))
+    models = [m for m in run.model_names() if any(k[0] == m for k in by_key)]
+    cells = {}
+    for index, column in enumerate(columns):
+        for model in models:
+            cell = _pick_cell(by_key, model, column)
+            if cell is not None:
+                cells[(model, index)] = cell
+    return BiometricTable(models, columns, cells, _conventions(run, columns))
+
+
+def _pick_cell(by_key: dict, model: str, column: BioColumn) -> BioCell | None:
+    if column.kind in ("verification", "ijb"):
+        value = by_key.get((model, column.dataset, column.kind, "", column.metric))
+        return None if value is None else BioCell(value)
+    for scoring in BIO_SCORING_PREFERENCE:
+        value = by_key.get((model, column.dataset, column.kind, scoring, column.metric))
+        if value is not None:
+            return BioCell(value, scoring)
+    return None
+
+
+def _conventions(run, columns: list[BioColumn]) -> list[str]:
+    notes = []
+    for column in columns:
+        for r in run.records:
+            if r.dataset == column.dataset and r.metric == column.metric and r.protocol.startswith(column.kind):
+                convention = (r.extra or {}).get("convention")
+                if convention:
+                    text = f"{column.label}: {convention}"
+                    if text not in notes:
+                        notes.append(text)
+                    break
+    return notes
