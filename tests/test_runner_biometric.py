@@ -87,3 +87,33 @@ def test_own_head_scoring_uses_the_models_binary_head(tmp_path, small_biometric_
                         output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False)
     assert run_study(no_head).skipped == [("plain__world-mad__mad-own_head",
                                            "plain has no binary head: own-head attack scoring not applicable")]
+
+
+def test_run_fine_tunes_variants_and_evaluates_them_beside_their_base(tmp_path, small_biometric_world,
+                                                                      micro_checkpoint, micro_config_file):
+    import json
+
+    from overspec.config.run import FinetuneRunConfig
+
+    mad_list = small_biometric_world / "world" / "biometric" / "mad" / "protocol.csv"
+    config = RunConfig(
+        name="ft", models=(ModelSpec(name="micro", config_file=str(micro_config_file), weights=str(micro_checkpoint)),),
+        biometrics=("world-mad",), attack_scoring=("own_head", "probe"), data_root=str(small_biometric_world),
+        output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False,
+        finetune=FinetuneRunConfig(recipes=("madation",), profile="world", data={"madation": str(mad_list)},
+                                   overrides=("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0",
+                                              "dev_fraction=0.5")),
+    )
+    result = run_study(config)
+    models = {r.model for r in result.records}
+    assert models == {"micro", "micro-mad"}
+    own = [r for r in result.records if r.protocol == "mad/own_head"]
+    assert {r.model for r in own} == {"micro-mad"}
+    provenance = json.loads((tmp_path / "runs" / "ft" / "provenance.json").read_text())
+    assert provenance["models"]["micro-mad"]["base"] == "micro"
+    assert provenance["models"]["micro-mad"]["specialisation"] == "mad"
+    assert provenance["models"]["micro"]["parameters"] > 0
+    fingerprints = provenance["model_fingerprints"]
+    assert fingerprints["micro-mad"] != fingerprints["micro"]
+    again = run_study(config)
+    assert again.computed == []

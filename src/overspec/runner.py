@@ -29,7 +29,7 @@ from overspec.results import Record, config_hash, environment, package_versions,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROTOCOLS", "PreflightError", "RunResult", "run_study", "Unit"]
+__all__ = ["PROTOCOLS", "PreflightError", "RunResult", "plan_study", "run_study", "Unit"]
 
 
 class PreflightError(ValueError):
@@ -110,6 +110,7 @@ def run_study(config: RunConfig) -> RunResult:
     context = _Context(config, data_root, store)
     specs = [resolve_spec(m) for m in config.models]
     _preflight(context, specs, datasets, benchmarks)
+    specs = _with_finetuned_variants(config, specs)
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [])
     units = [(spec, ds, proto) for spec in specs for ds in datasets for proto in _protocols(config)]
@@ -164,10 +165,7 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
 
     problems = []
     for spec in specs:
-        for path in (spec.weights, spec.adapter, spec.config_file):
-            if path and ("/" in path or path.endswith((".pt", ".pth", ".bin", ".safetensors"))) \
-                    and not path.startswith(("local-dir:", "world:")) and not Path(path).expanduser().exists():
-                problems.append(f"model {spec.name!r}: file not found: {path}")
+        problems += [f"model {spec.name!r}: {p}" for p in _model_problems(spec, context.config.cache_path)]
     for name in datasets:
         entry = dataset_registry().get(name)
         for role in ("train", "val", "test"):
@@ -186,6 +184,91 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
             problems.append(f"biometric benchmark {name!r}: {detail}")
     if problems:
         raise PreflightError(f"{len(problems)} problem(s) before running:\n  - " + "\n  - ".join(problems))
+
+
+def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
+    """Missing files (weights, adapter, head, config) or unavailable weights of a model spec."""
+    from overspec.models.sources.open_clip import weights_problem
+
+    problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
+                if path and not Path(path).expanduser().exists()]
+    if spec.source in ("open_clip", "published"):
+        problem = weights_problem(spec, cache_dir)
+        problems += [problem] if problem else []
+    elif spec.weights and not Path(spec.weights).expanduser().exists():
+        problems.append(f"weights not found: {spec.weights}")
+    return problems
+
+
+def plan_study(config: RunConfig) -> tuple[str, list[str]]:
+    """Describe what ``run_study(config)`` would do without computing; return the text and the problems found."""
+    from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
+    from overspec.data.catalog import dataset_registry, dataset_status
+
+    if config.world:
+        data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
+        datasets = list(config.datasets) or [n for n in dataset_registry().names()
+                                              if dataset_registry().get(n).root.startswith("world/")]
+        benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
+                                                 if biometric_registry().get(n).root.startswith("world/")]
+    else:
+        data_root, datasets, benchmarks = Path(config.data_root).expanduser(), list(config.datasets), \
+            list(config.biometrics)
+    specs = [resolve_spec(m) for m in config.models]
+    lines = [f"plan for run {config.name!r} -> {config.run_dir}", f"data root: {data_root}"]
+    problems = [f"model {s.name!r}: {p}" for s in specs for p in _model_problems(s, config.cache_path)]
+    if not (config.world and not data_root.exists()):
+        problems += [f"dataset {n!r}: {d}" for n in datasets
+                     for ok, d in [dataset_status(dataset_registry().get(n), data_root)] if not ok]
+        problems += [f"biometric benchmark {n!r}: {d}" for n in benchmarks
+                     for ok, d in [benchmark_status(biometric_registry().get(n), data_root)] if not ok]
+    else:
+        lines.append("the embedded world will be generated first")
+    lines.append(f"problems ({len(problems)}):" if problems else "problems: none")
+    lines += [f"  - {p}" for p in problems]
+    bases = [s for s in specs if not s.base]
+    for recipe in config.finetune.recipes:
+        for spec in bases:
+            folder = config.cache_path / "finetune" / spec.name / f"{recipe}-{config.finetune.profile or 'default'}"
+            state = "cached" if (folder / "model.yaml").is_file() else "to train"
+            lines.append(f"fine-tune {spec.name} with {recipe}: {state} ({folder})")
+    n_models = len(specs) + len(bases) * len(config.finetune.recipes)
+    n_general = len(datasets) * len(_protocols(config))
+    n_bio = sum(len(_biometric_protocols(config, biometric_registry().get(b).kind)) for b in benchmarks)
+    done = len(list((config.run_dir / "units").glob("*.json"))) if (config.run_dir / "units").is_dir() else 0
+    lines.append(f"units: {n_models} models x ({n_general} general + {n_bio} biometric) = "
+                 f"{n_models * (n_general + n_bio)} (at most; {done} unit files already present and reused if "
+                 "their keys still match)")
+    lines.append(f"models: {', '.join(s.name for s in specs)}"
+                 + (f" + {len(bases) * len(config.finetune.recipes)} fine-tunes" if config.finetune.recipes else ""))
+    return "\n".join(lines), problems
+
+
+def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
+    if not config.finetune.recipes:
+        return specs
+    from overspec.config.typed import from_dict, load_yaml
+    from overspec.finetune.recipes import load_recipe
+    from overspec.finetune.run import finetune
+
+    out = []
+    for spec in specs:
+        out.append(spec)
+        if spec.base:
+            continue
+        for recipe in config.finetune.recipes:
+            recipe_config = load_recipe(recipe, profile=config.finetune.profile or None,
+                                        overrides=config.finetune.overrides)
+            data = config.finetune.data.get(recipe, "world" if config.world else None)
+            if data is None:
+                raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
+            folder = config.cache_path / "finetune" / spec.name / f"{recipe}-{config.finetune.profile or 'default'}"
+            logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
+            path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,
+                            progress=config.progress)
+            out.append(from_dict(ModelSpec, load_yaml(path), where=str(path)))
+    return out
 
 
 def _register_user_dataset(path: Path) -> None:

@@ -45,3 +45,27 @@ def test_unknown_model_and_missing_data_root_are_clear(tmp_path, capsys):
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err
     assert "cifar10" in err and "nowhere" in err
+
+
+def test_study_config_dry_run_lists_everything_missing_and_exits_1(tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "ijcb2025.yaml"
+    assert main(["run", str(config), "--data-root", str(tmp_path), "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    for name in ("froundation-vit-l-14-webface4m", "madation-vit-b-16", "food101", "imagenetv2", "lfw", "ijbc",
+                 "mad-synmad2022", "pad-OCM-to-CA"):
+        assert f"'{name}'" in out
+    assert "units: 8 models" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_study_config_run_refuses_before_computing(tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "ijcb2025.yaml"
+    assert main(["run", str(config), "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"),
+                 "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "problem(s) before running" in err and "pad-OCM-to-CA" in err
+    assert not (tmp_path / "cache" / "features").exists()

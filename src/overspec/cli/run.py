@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(flag, dest=name, type=kind, default=None, help=f"config field {name}")
     for name, text in _LIST_FIELDS.items():
         parser.add_argument("--" + name, dest=name, default=None, help=f"config field {name} ({text})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check that every file is present and print the plan (fine-tunes, units), compute nothing")
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="skip building the trade-off report (tables, plots, HTML) after the run")
     parser.set_defaults(handler=handler)
@@ -52,10 +54,14 @@ def config_overrides(args: argparse.Namespace) -> dict:
 def handler(args: argparse.Namespace) -> int:
     """Load the config, run the study, print the summary table and where the results are."""
     from overspec.config.run import default_config, load_run_config
-    from overspec.runner import run_study
+    from overspec.runner import plan_study, run_study
 
     overrides = config_overrides(args)
     config = load_run_config(args.config, **overrides) if args.config else default_config(**overrides)
+    if args.dry_run:
+        text, problems = plan_study(config)
+        print(text)
+        return 1 if problems else 0
     result = run_study(config)
     print((result.run_dir / "summary.md").read_text())
     if args.report:

@@ -13,7 +13,7 @@ from pathlib import Path
 from overspec.config.typed import ConfigError, from_dict, load_yaml
 from overspec.models.spec import ModelSpec
 
-__all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "load_run_config", "default_config",
+__all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "FinetuneRunConfig", "load_run_config", "default_config",
            "default_cache_dir", "resolved_dict"]
 
 KSHOT_CHOICES = (1, 2, 4, 8, 16)
@@ -48,6 +48,20 @@ class LinearProbeConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneRunConfig:
+    """Fine-tunes made before evaluation: every recipe on every base model of the run (cached by content).
+
+    ``data`` maps a recipe to its training data (a path); recipes not named there use the embedded world.
+    ``profile`` selects a recipe profile (``world`` = the small settings for the embedded world).
+    """
+
+    recipes: tuple[str, ...] = ()
+    profile: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world."""
 
@@ -68,6 +82,7 @@ class RunConfig:
     progress: bool = True
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -100,7 +115,8 @@ def default_cache_dir() -> Path:
 
 def default_config(**overrides) -> RunConfig:
     """The embedded-world study: both tiny CLIPs on every world dataset and world biometric benchmark."""
-    base = RunConfig(name="default", models=("tiny-s", "tiny-m"), world=True)
+    base = RunConfig(name="default", models=("tiny-s", "tiny-m"), world=True,
+                     finetune=FinetuneRunConfig(recipes=("froundation", "madation", "foundpad"), profile="world"))
     return from_dict(RunConfig, {**_shallow(base), **overrides}, where="default config")
 
 

@@ -4,7 +4,8 @@ The classifier is multinomial logistic regression with the objective of scikit-l
 (scikit-learn >= 1.9, ``sklearn/linear_model/_logistic.py``): ``C * sum_i CE_i + 1/2 ||W||^2``, intercept not
 penalised, binary problems as one binomial model. We minimise the same function scaled by ``1/(C n)``, i.e.
 ``mean_i CE_i + ||W||^2 / (2 C n)``, whose gradient is the one scikit-learn's ``tol`` is compared with, by full-batch
-``torch.optim.LBFGS`` with a strong-Wolfe line search on CPU or GPU.
+``torch.optim.LBFGS`` with a strong-Wolfe line search on CPU or GPU. By default L-BFGS runs in the eigenbasis of the
+feature covariance, rescaled per C (an exact change of variables; 3-5x fewer iterations on anisotropic features).
 
 Regularisation follows Radford et al. 2021 (appendix A.3): C on a log grid from 1e-6 to 1e6, coarse decades first,
 then a binary refinement around the best down to 8 steps per decade, each fit warm-started from the nearest fitted
@@ -488,7 +489,9 @@ def linear_probe(
     """Return the CLIP-protocol probe result: test ``acc1``/``acc5``/``mean_per_class_recall``, chosen ``C``, ...
 
     C is chosen on a stratified ``val_fraction`` split of train (``seed``), then the probe is refitted on all of
-    train and scored on test. Also returned: ``val_acc1``, ``val_scores`` (C -> accuracy), ``n_fits``,
+    train and scored on test. ``tol`` defaults to 1e-6, not scikit-learn's 1e-4: at weak regularisation 1e-4 stops
+    far from the optimum (and a warm start may already satisfy it), which changes which C wins.
+    Also returned: ``val_acc1``, ``val_scores`` (C -> accuracy), ``n_fits``,
     ``split_fingerprint`` and per-sample test ``predictions`` (``pred`` labels, ``correct``, ``correct5``).
     """
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)

@@ -17,7 +17,7 @@ import torch
 
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
 
-__all__ = ["build_classifier", "evaluate_zero_shot", "prompt_set_fingerprint", "zero_shot_logits"]
+__all__ = ["build_classifier", "evaluate_zero_shot", "fill_templates", "prompt_set_fingerprint", "zero_shot_logits"]
 
 logger = logging.getLogger(__name__)
 

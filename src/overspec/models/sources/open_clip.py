@@ -22,7 +22,7 @@ from overspec.models.spec import PreprocessSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_open_clip"]
+__all__ = ["load_open_clip", "weights_problem"]
 
 
 def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
@@ -82,6 +82,18 @@ def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, st
             "Point 'weights' at a local checkpoint file instead."
         )
     return architecture, weights
+
+
+def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
+    """Why ``spec``'s weights cannot be had right now (missing file, uncached tag while offline), or ''."""
+    weights = spec.weights or ""
+    if weights.startswith(("world:", "local-dir:")) or not weights:
+        return ""
+    if _looks_like_path(weights):
+        return "" if Path(weights).expanduser().is_file() else f"weights file not found: {weights}"
+    if _offline() and spec.architecture and not _tag_is_cached(spec.architecture, weights, cache_dir / "open_clip"):
+        return f"pretrained tag {weights!r} of {spec.architecture!r} is not cached and downloads are off"
+    return ""
 
 
 def _offline() -> bool:
