@@ -1,7 +1,8 @@
 """Second run of the same evaluation ÷ first run (goal ≤ 0.02), on the embedded-world default study.
 
-The world and the tiny CLIPs are generated once beforehand (they are not part of "the evaluation"); the first
-timed run then starts with empty feature and result caches, the second reuses everything.
+The world, the tiny CLIPs and their fine-tunes are made once beforehand in the shared cache (they are not part of
+"the evaluation"); the first timed run then starts with empty feature and result caches, the second reuses
+everything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def main() -> None:
         cache.mkdir()
         warm = default_config(cache_dir=str(shared), output_dir=str(Path(tmp) / "prep"), progress=False)
         run_study(warm)  # ensures the world and tiny models exist in the shared cache
-        for name in ("world-data", "world-models"):
+        for name in ("world-data", "world-models", "finetune"):
             os.symlink(shared / name, cache / name)
         config = default_config(cache_dir=str(cache), output_dir=str(Path(tmp) / "runs"), progress=False)
         start = time.perf_counter()

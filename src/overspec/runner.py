@@ -57,6 +57,7 @@ class RunResult:
     run_dir: Path
     records: list[Record]
     computed: list[str] = field(default_factory=list)
+    unit_seconds: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -140,8 +141,8 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
         from overspec.data.world import ensure_world
         from overspec.data.world.biometric import ensure_biometric_world
 
-        data_root = ensure_world(Path(config.data_root).expanduser() if config.data_root
-                                 else config.cache_path / "world-data", seed=config.seed)
+        data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
+        ensure_world(data_root, seed=config.seed)  # writes <data_root>/world/<dataset>, the catalog's roots
         ensure_biometric_world(data_root / "world" / "biometric", seed=config.seed)
         names = list(config.datasets) or [n for n in dataset_registry().names()
                                            if dataset_registry().get(n).root.startswith("world/")]
@@ -228,8 +229,11 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     lines += [f"  - {p}" for p in problems]
     bases = [s for s in specs if not s.base]
     for recipe in config.finetune.recipes:
+        from overspec.finetune.recipes import load_recipe
+
+        recipe_config = load_recipe(recipe, profile=config.finetune.profile or None, overrides=config.finetune.overrides)
         for spec in bases:
-            folder = config.cache_path / "finetune" / spec.name / f"{recipe}-{config.finetune.profile or 'default'}"
+            folder = _finetune_folder(config, spec, recipe, recipe_config)
             state = "cached" if (folder / "model.yaml").is_file() else "to train"
             lines.append(f"fine-tune {spec.name} with {recipe}: {state} ({folder})")
     n_models = len(specs) + len(bases) * len(config.finetune.recipes)
@@ -242,6 +246,14 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     lines.append(f"models: {', '.join(s.name for s in specs)}"
                  + (f" + {len(bases) * len(config.finetune.recipes)} fine-tunes" if config.finetune.recipes else ""))
     return "\n".join(lines), problems
+
+
+def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_config) -> Path:
+    """Cache folder of one fine-tune, keyed by the recipe's config hash so a changed recipe never meets old state."""
+    from overspec.finetune.recipes import config_hash as recipe_hash
+
+    profile = config.finetune.profile or "default"
+    return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{recipe_hash(recipe_config)[:12]}"
 
 
 def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec]) -> list[ModelSpec]:
@@ -263,7 +275,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec]) -> list[
             data = config.finetune.data.get(recipe, "world" if config.world else None)
             if data is None:
                 raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
-            folder = config.cache_path / "finetune" / spec.name / f"{recipe}-{config.finetune.profile or 'default'}"
+            folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
             path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,
                             progress=config.progress)
@@ -347,6 +359,7 @@ def _run_unit(context: _Context, unit: Unit, spec: ModelSpec, chash: str, result
             result.reused.append(unit.slug)
             return [Record(**{**r, "run": context.config.name, "config_hash": chash}) for r in stored["records"]]
     protocol = _protocol_entry(unit.protocol)
+    started = time.perf_counter()
     rows, predictions = PROTOCOLS.get(protocol)(context, spec, unit)
     encoder = context.model(spec)
     records = [Record(run=context.config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
@@ -355,6 +368,7 @@ def _run_unit(context: _Context, unit: Unit, spec: ModelSpec, chash: str, result
         _save_predictions(context.config.run_dir / "predictions" / f"{unit.slug}.npz", predictions)
     atomic_write_text(path, json.dumps({"unit_key": key, "records": [asdict(r) for r in records]}, sort_keys=True))
     result.computed.append(unit.slug)
+    result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
     return records
 
 
@@ -393,7 +407,7 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
                   "units": {"computed": result.computed, "reused": result.reused,
                             "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
-                  "timings": {"seconds": round(result.seconds, 3)}}
+                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds}}
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

@@ -45,9 +45,10 @@ def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, st
     """Return (open_clip model name, pretrained argument), registering custom configs and tiny world models."""
     weights = spec.weights
     if weights and weights.startswith("world:"):
-        from overspec.data.world import ensure_tiny_clips
+        from overspec.data.world import ensure_tiny_clips, ensure_world
 
-        folders = ensure_tiny_clips(cache_dir / "world-models")
+        world = ensure_world(cache_dir / "world-data")  # the same world the default run evaluates on
+        folders = ensure_tiny_clips(cache_dir / "world-models", world_root=world)
         key = weights.split(":", 1)[1]
         if key not in folders:
             raise ModelLoadError(f"model {spec.name!r}: unknown world model {key!r}; known: {sorted(folders)}")

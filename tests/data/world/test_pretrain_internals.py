@@ -1,0 +1,76 @@
+"""Training-loop details of the tiny CLIPs: the compact vocabulary, the vectorised shift and the cache key."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from overspec.data.world import pretrain
+
+
+def test_shift_matches_a_per_image_crop_of_the_padded_batch() -> None:
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    shifted = pretrain._shift(images, torch.Generator().manual_seed(3))
+    offsets = torch.randint(0, 2 * pretrain._MAX_SHIFT + 1, (6, 2), generator=torch.Generator().manual_seed(3))
+    padded = F.pad(images.float(), (pretrain._MAX_SHIFT,) * 4, mode="replicate")
+    expected = torch.stack([padded[i, :, y:y + 32, x:x + 32] for i, (y, x) in enumerate(offsets.tolist())])
+    assert torch.equal(shifted, expected)
+
+
+def test_compact_vocabulary_trains_only_used_rows_and_keeps_text_pooling() -> None:
+    pretrain.register_tiny_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-s", pretrained=None).eval()
+    tokens = open_clip.get_tokenizer("tiny-s")(["a red star", "the number 7", "two blue circles"])
+    before = model.token_embedding.weight.detach().clone()
+    with torch.no_grad():
+        reference = model.encode_text(tokens)
+    with pretrain._compact_vocabulary(model, tokens) as compact_tokens:
+        assert model.token_embedding.num_embeddings == len(torch.unique(tokens))
+        with torch.no_grad():
+            assert torch.allclose(model.encode_text(compact_tokens), reference, atol=1e-6)
+            model.token_embedding.weight.add_(1.0)
+    after = model.token_embedding.weight
+    used = torch.zeros(after.shape[0], dtype=torch.bool)
+    used[torch.unique(tokens)] = True
+    assert after.shape == before.shape
+    assert torch.equal(after[~used], before[~used])
+    assert torch.allclose(after[used], before[used] + 1.0)
+
+
+def test_stale_models_are_retrained_not_reused(general_world: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    first = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=2, batch_size=8)
+    key = json.loads((first / "training.json").read_text())["key"]
+    assert pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=2, batch_size=8) == first
+    monkeypatch.setitem(pretrain.RECIPES, "tiny-s", replace(pretrain.RECIPES["tiny-s"], lr=1e-4))
+    again = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=2, batch_size=8)
+    assert again == first and json.loads((again / "training.json").read_text())["key"] != key
+
+
+def test_training_key_depends_on_config_recipe_seed_and_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = pretrain.RECIPES["tiny-s"]
+    base = pretrain.training_key("tiny-s", recipe, 0, "abc")
+    assert base == pretrain.training_key("tiny-s", recipe, 0, "abc")
+    assert len({base, pretrain.training_key("tiny-s", recipe, 1, "abc"),
+                pretrain.training_key("tiny-s", recipe, 0, "abd"),
+                pretrain.training_key("tiny-s", replace(recipe, steps=recipe.steps + 1), 0, "abc"),
+                pretrain.training_key("tiny-m", recipe, 0, "abc")}) == 5
+    config = pretrain.tiny_clip_config("tiny-s")
+    config["vision_cfg"]["width"] += 8
+    monkeypatch.setattr(pretrain, "tiny_clip_config", lambda size: config)
+    assert pretrain.training_key("tiny-s", recipe, 0, "abc") != base
+
+
+def test_deterministic_context_restores_the_uninitialised_memory_fill() -> None:
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    with pretrain._deterministic(0):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory == before
