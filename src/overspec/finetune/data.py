@@ -153,8 +153,9 @@ def _read_index(rec: Path, idx: Path | None) -> dict[int, int]:
         while position < size:
             offsets[key] = position
             handle.seek(position)
-            while _read_part(handle, rec, position)[0] not in (0, 3):
-                pass
+            flag = None
+            while flag not in (0, 3):  # a record ends with a whole (0) or a last (3) part
+                flag = _read_part(handle, rec, position)[0]
             position, key = handle.tell(), key + 1
     return offsets
 

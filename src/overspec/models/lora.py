@@ -127,14 +127,14 @@ class LoraDelta(nn.Module):
 
 
 class _LoraHost:
-    """Merge bookkeeping shared by adapted modules; ``_lora_slots`` names each adapter and the weight it edits."""
+    """Merge bookkeeping shared by adapted modules.
+
+    Each subclass defines ``_lora_slots() -> Iterator[(name, LoraDelta, weight tensor it edits)]``.
+    """
 
     lora: nn.ModuleDict
     merged: bool
     _merge_record: dict
-
-    def _lora_slots(self) -> Iterator[tuple[str, LoraDelta, torch.Tensor]]:
-        raise NotImplementedError
 
     def _init_lora(self) -> None:
         self.merged = False
