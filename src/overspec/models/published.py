@@ -298,16 +298,9 @@ def _profile_for(spec: ModelSpec) -> PreprocessSpec:
 
 
 def _architecture(spec: ModelSpec) -> str:
-    if spec.config_file:
-        config = Path(spec.config_file).expanduser()
-        if not config.is_file():
-            raise ModelLoadError(f"model {spec.name!r}: config_file not found: {config}")
-        open_clip.add_model_config(config)
-    architecture = spec.architecture or (Path(spec.config_file).stem if spec.config_file else "")
-    if not architecture:
-        raise ModelLoadError(f"model {spec.name!r}: 'architecture' is required for source published "
-                             "(e.g. ViT-B-16-quickgelu)")
-    return architecture
+    from overspec.models.sources.open_clip import resolve_architecture
+
+    return resolve_architecture(spec)
 
 
 def _weights_path(spec: ModelSpec) -> Path:

@@ -39,6 +39,7 @@ from overspec.data.biometric.attack_list import AttackProtocol, AttackSample, wr
 from overspec.data.formats.bin_pairs import write_bin
 from overspec.data.formats.ijb import IJBFace, write_ijb_meta
 from overspec.data.world import faces as F
+from overspec.data.world.general import folder_hash
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
            "MANIFEST"]
@@ -266,21 +267,13 @@ def _write_fr_train(root: Path, seed: int, sizes: WorldSizes) -> dict[str, objec
 # ---------------------------------------------------------------- build, check, read
 
 
-def _folder_hash(folder: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def _is_complete(root: Path, seed: int, sizes: WorldSizes) -> bool:
     try:
         marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return False
     return (marker.get("seed") == seed and marker.get("version") == GENERATOR_VERSION
-            and marker.get("sizes") == _sizes_json(sizes) and marker.get("content_hash") == _folder_hash(root))
+            and marker.get("sizes") == _sizes_json(sizes) and marker.get("content_hash") == folder_hash(root))
 
 
 def _sizes_json(sizes: WorldSizes) -> dict:
@@ -298,7 +291,7 @@ def _build(folder: Path, seed: int, sizes: WorldSizes) -> None:
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     marker = {"seed": seed, "version": GENERATOR_VERSION, "sizes": _sizes_json(sizes),
-              "content_hash": _folder_hash(folder)}
+              "content_hash": folder_hash(folder)}
     (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 

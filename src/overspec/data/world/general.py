@@ -377,8 +377,8 @@ def _write_dataset(spec: WorldDataset, folder: Path, seed: int) -> None:
                                              encoding="utf-8")
 
 
-def _folder_hash(folder: Path) -> str:
-    """Return the sha256 of every file under ``folder`` except the marker (relative paths and bytes)."""
+def folder_hash(folder: Path) -> str:
+    """Return the sha256 of every file under ``folder`` except the completion marker (relative paths and bytes)."""
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
@@ -400,7 +400,7 @@ def _is_complete(folder: Path, spec: WorldDataset, seed: int) -> bool:
         return False
     expected = _marker(spec, seed)
     return (all(marker.get(k) == v for k, v in expected.items())
-            and marker.get("content_hash") == _folder_hash(folder))
+            and marker.get("content_hash") == folder_hash(folder))
 
 
 def _build_dataset(spec: WorldDataset, world: Path, seed: int) -> None:
@@ -409,7 +409,7 @@ def _build_dataset(spec: WorldDataset, world: Path, seed: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=world))
     try:
         _write_dataset(spec, tmp, seed)
-        marker = {**_marker(spec, seed), "content_hash": _folder_hash(tmp)}
+        marker = {**_marker(spec, seed), "content_hash": folder_hash(tmp)}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)

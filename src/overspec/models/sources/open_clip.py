@@ -22,7 +22,7 @@ from overspec.models.spec import PreprocessSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_open_clip", "weights_problem"]
+__all__ = ["load_open_clip", "resolve_architecture", "weights_problem"]
 
 
 def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
@@ -61,14 +61,7 @@ def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, st
                 "(expected open_clip_config.json with 'model_cfg' and a weights file such as open_clip_model.safetensors)"
             )
         return f"local-dir:{folder}", None
-    if spec.config_file:
-        config = Path(spec.config_file).expanduser()
-        if not config.is_file():
-            raise ModelLoadError(f"model {spec.name!r}: config_file not found: {config}")
-        open_clip.add_model_config(config)
-    architecture = spec.architecture or (Path(spec.config_file).stem if spec.config_file else "")
-    if not architecture:
-        raise ModelLoadError(f"model {spec.name!r}: 'architecture' is required for source open_clip")
+    architecture = resolve_architecture(spec)
     if open_clip.get_model_config(architecture) is None:
         raise ModelLoadError(f"model {spec.name!r}: unknown open_clip architecture {architecture!r}")
     if weights and _looks_like_path(weights):
@@ -114,6 +107,20 @@ def _tag_is_cached(architecture: str, tag: str, cache_dir: Path) -> bool:
         return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names)
     url = cfg.get("url", "")
     return bool(url) and (cache_dir / os.path.basename(url)).is_file()
+
+
+def resolve_architecture(spec: ModelSpec) -> str:
+    """Return the open_clip architecture name of ``spec``, registering its custom JSON config first if it has one."""
+    if spec.config_file:
+        config = Path(spec.config_file).expanduser()
+        if not config.is_file():
+            raise ModelLoadError(f"model {spec.name!r}: config_file not found: {config}")
+        open_clip.add_model_config(config)
+    architecture = spec.architecture or (Path(spec.config_file).stem if spec.config_file else "")
+    if not architecture:
+        raise ModelLoadError(f"model {spec.name!r}: 'architecture' is required for source {spec.source} "
+                             "(e.g. ViT-B-16-quickgelu)")
+    return architecture
 
 
 def _looks_like_path(weights: str) -> bool:
