@@ -123,3 +123,18 @@ def _worker(rank, world, init_file, config_file, checkpoint, out_dir):
     from tests.finetune._ddp_worker import train
 
     train(rank, world, init_file, config_file, checkpoint, out_dir)
+
+
+def test_training_writes_jsonl_and_tensorboard_logs_with_the_same_losses(tmp_path, micro_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    losses, _ = train_toy_fr(str(micro_checkpoint), tmp_path / "logs", steps=4)
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "train_log.jsonl").read_text().splitlines()]
+    board = EventAccumulator(str(tmp_path / "logs" / "tensorboard"))
+    board.Reload()
+    assert "loss" in board.Tags()["scalars"]
+    events = {e.step: e.value for e in board.Scalars("loss")}
+    for record in logged:
+        if "loss" in record:
+            assert events[record["step"]] == pytest.approx(record["loss"], rel=1e-6)
+    assert len(events) >= 1 and len(losses) == 4

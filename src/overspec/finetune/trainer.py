@@ -211,7 +211,7 @@ def _gather(obj: object) -> list:
 
 
 class _Logs:
-    """JSONL log (always) and TensorBoard (when the ``tensorboard`` package is importable), rank 0 only."""
+    """JSONL log and TensorBoard event files (``<out>/tensorboard``), written by rank 0 only."""
 
     def __init__(self, out_dir: Path, resume_step: int, enabled: bool) -> None:
         self.path = out_dir / LOG_FILE
@@ -221,12 +221,9 @@ class _Logs:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
         self._truncate_after(resume_step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.board = SummaryWriter(str(out_dir / "tensorboard"))
-        except ImportError:
-            logger.info("tensorboard is not installed: TensorBoard logs skipped (JSONL log at %s)", self.path)
+        self.board = SummaryWriter(str(out_dir / "tensorboard"))
 
     def _truncate_after(self, step: int) -> None:
         """Drop entries after ``step`` (written by an interrupted run after the checkpoint it now resumes from)."""
