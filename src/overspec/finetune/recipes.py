@@ -17,29 +17,15 @@ import yaml
 from overspec.config.typed import ConfigError, from_dict, load_yaml
 from overspec.data.base import content_fingerprint
 from overspec.finetune.heads import BINARY_LOSSES, MARGIN_KINDS
+from overspec.models.lora import LoraConfig
 from overspec.registry import nearest_names
 
-__all__ = ["LoraSettings", "HeadSettings", "OptimSettings", "ScheduleSettings", "FinetuneConfig", "RECIPE_DIR",
+__all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "FinetuneConfig", "RECIPE_DIR",
            "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TASKS = ("fr", "mad", "pad")
 SCHEDULES = ("constant", "cosine", "cosine_restarts", "step")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA on the visual tower (passed to :class:`overspec.models.lora.LoraConfig`)."""
-
-    rank: int = 8
-    alpha: float = 8.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q", "v")
-    rslora: bool = True
-
-    def __post_init__(self) -> None:
-        if self.rank < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora needs rank >= 1, alpha > 0, 0 <= dropout < 1; got {self}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +87,7 @@ class FinetuneConfig:
     steps: int
     batch_size: int
     seed: int = 0
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(rslora=True))
     head: HeadSettings = field(default_factory=HeadSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)

@@ -163,7 +163,7 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     Deterministic for a seed (on CPU); an ``out_dir`` that already holds the result of the same config, base and
     data is reused; an interrupted run continues from its newest checkpoint when ``resume``.
     """
-    from overspec.models.lora import LoraConfig, inject_lora, lora_parameters, save_lora_adapter
+    from overspec.models.lora import inject_lora, lora_parameters, save_lora_adapter
 
     config, out_dir, cache_dir = recipe_config, Path(out_dir), Path(cache_dir)
     base = resolve_base_spec(base_spec)
@@ -178,8 +178,7 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     encoder = load_model(base, cache_dir=cache_dir, device=device)
-    lora = LoraConfig(rank=config.lora.rank, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                      targets=config.lora.targets, rslora=config.lora.rslora)
+    lora = config.lora
     inject_lora(encoder.module, lora)
     trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=lora_parameters(encoder.module),
                       validator=data.validator, device=device, progress=progress, run_hash=run_hash)
