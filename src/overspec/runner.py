@@ -7,9 +7,12 @@ and a changed model or setting recomputes exactly what it touches. Models are lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,7 +110,8 @@ def run_study(config: RunConfig) -> RunResult:
     run_dir = config.run_dir
     (run_dir / "units").mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
-                         num_workers=config.num_workers, device=config.device, progress=config.progress)
+                         num_workers=config.num_workers, device=config.device, progress=config.progress,
+                         on_bad_image=config.on_bad_image)
     context = _Context(config, data_root, store)
     specs = [resolve_spec(m) for m in config.models]
     _preflight(context, specs, datasets, benchmarks)
@@ -351,25 +355,69 @@ def _unit_key(context: _Context, spec: ModelSpec, unit: Unit) -> str:
 
 
 def _run_unit(context: _Context, unit: Unit, spec: ModelSpec, chash: str, result: RunResult) -> list[Record]:
-    path = context.config.run_dir / "units" / f"{unit.slug}.json"
+    run_dir = context.config.run_dir
+    path = run_dir / "units" / f"{unit.slug}.json"
+    predictions_path = run_dir / "predictions" / f"{unit.slug}.npz"
     key = _unit_key(context, spec, unit)
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("unit_key") == key:
-            result.reused.append(unit.slug)
-            return [Record(**{**r, "run": context.config.name, "config_hash": chash}) for r in stored["records"]]
+    stored = _stored_records(path, key, predictions_path)
+    if stored is not None:
+        result.reused.append(unit.slug)
+        return [Record(**{**r, "run": context.config.name, "config_hash": chash}) for r in stored]
     protocol = _protocol_entry(unit.protocol)
     started = time.perf_counter()
     rows, predictions = PROTOCOLS.get(protocol)(context, spec, unit)
     encoder = context.model(spec)
     records = [Record(run=context.config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
                       dataset=unit.dataset, protocol=unit.protocol, config_hash=chash, **row) for row in rows]
-    if predictions:
-        _save_predictions(context.config.run_dir / "predictions" / f"{unit.slug}.npz", predictions)
-    atomic_write_text(path, json.dumps({"unit_key": key, "records": [asdict(r) for r in records]}, sort_keys=True))
+    predictions_sha = _save_predictions(predictions_path, predictions) if predictions else ""
+    atomic_write_text(path, _unit_file_text(key, [asdict(r) for r in records], predictions_sha))
     result.computed.append(unit.slug)
     result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
     return records
+
+
+def _unit_checksum(key: str, records: list[dict], predictions_sha: str) -> str:
+    payload = json.dumps({"unit_key": key, "records": records, "predictions_sha256": predictions_sha}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _unit_file_text(key: str, records: list[dict], predictions_sha: str) -> str:
+    """A finished unit: its key, records, the checksum of its predictions file, and a checksum over all three."""
+    return json.dumps({"unit_key": key, "records": records, "predictions_sha256": predictions_sha,
+                       "sha256": _unit_checksum(key, records, predictions_sha)}, sort_keys=True)
+
+
+def _stored_records(path: Path, key: str, predictions_path: Path) -> list[dict] | None:
+    """Records of a finished unit stored under ``key``; None when absent, stale, or corrupt (reported, recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        records, predictions_sha = stored["records"], stored["predictions_sha256"]
+        intact = stored["sha256"] == _unit_checksum(stored["unit_key"], records, predictions_sha)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        logger.warning("%s: unreadable unit file (%s); recomputing the unit", path, exc)
+        return None
+    if not intact:
+        logger.warning("%s: checksum mismatch (file altered); recomputing the unit", path)
+        return None
+    if stored["unit_key"] != key:
+        return None
+    if predictions_sha and _file_sha256(predictions_path) != predictions_sha:
+        logger.warning("%s: missing or altered predictions file; recomputing the unit", predictions_path)
+        return None
+    return records
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes ('' when it does not exist)."""
+    if not path.is_file():
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _protocol_entry(protocol: str) -> str:
@@ -381,12 +429,21 @@ def _protocol_entry(protocol: str) -> str:
     return protocol
 
 
-def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write ``arrays`` as an ``.npz`` atomically and byte-reproducibly (fixed zip dates); return its sha256.
+
+    ``np.savez`` stamps each member with the current time, so two identical runs would differ; members are written
+    here with a constant date, in sorted order, without pickles.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
+    os.replace(tmp, path)
+    return _file_sha256(path)
 
 
 def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],

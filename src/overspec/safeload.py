@@ -27,6 +27,7 @@ __all__ = [
     "restricted_loads",
     "restricted_load_file",
     "load_torch_checkpoint",
+    "torch_load_error",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,12 +133,20 @@ def load_torch_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Any
         return _load_safetensors(path, map_location)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "GLOBAL" in str(exc):
-            raise UnsafeFileError(str(path), _refused_torch_global(str(exc)), "torch.load weights_only") from exc
-        raise UnreadableFileError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UnreadableFileError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise torch_load_error(path, exc) from exc
+
+
+def torch_load_error(path: str | Path, exc: BaseException) -> SafeLoadError:
+    """The one-line error naming ``path`` for an exception of ``torch.load(path, weights_only=True)``.
+
+    A refused global becomes :class:`UnsafeFileError`; anything else (truncated zip, not a checkpoint) becomes
+    :class:`UnreadableFileError`. Loaders that call ``torch.load`` through a library (open_clip) use it too.
+    """
+    text = " ".join(str(exc).split())
+    if isinstance(exc, pickle.UnpicklingError) and ("weights_only" in text or "GLOBAL" in text):
+        return UnsafeFileError(str(path), _refused_torch_global(text), "torch.load weights_only")
+    return UnreadableFileError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {text[:300]})")
 
 
 def _load_safetensors(path: Path, device: str) -> dict[str, Any]:

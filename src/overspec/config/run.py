@@ -18,6 +18,7 @@ __all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "FinetuneRunConfi
 
 KSHOT_CHOICES = (1, 2, 4, 8, 16)
 ATTACK_SCORING = ("own_head", "probe", "zero_shot")
+BAD_IMAGE_POLICIES = ("fail", "skip")  # what a corrupt or truncated image does: stop the run, or leave it out and count it
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class RunConfig:
     batch_size: int = 128
     num_workers: int = 0
     progress: bool = True
+    on_bad_image: str = "fail"
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
@@ -96,6 +98,8 @@ class RunConfig:
             raise ValueError(f"attack_scoring values must be among {ATTACK_SCORING}, got {bad}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
 
     @property
     def cache_path(self) -> Path:

@@ -64,13 +64,13 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for option in (a for a in args if a is not type(None)):
             try:
                 return _convert(option, value, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
+                errors[option] = str(exc)
+        return _raise_union_error(errors, value, where)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
     if origin in (list, tuple):
@@ -84,6 +84,25 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     return _convert_scalar(hint, value, where)
+
+
+def _raise_union_error(errors: dict[Any, str], value: Any, where: str) -> typing.NoReturn:
+    """Raise the error of the one union member shaped like ``value`` (a mapping → the dataclass), else list them."""
+    shaped = [message for option, message in errors.items() if _same_shape(option, value)]
+    if len(shaped) == 1:
+        raise ConfigError(shaped[0])
+    names = " or ".join(getattr(option, "__name__", str(option)) for option in errors)
+    raise ConfigError(f"{where}: expected {names}, got {value!r}")
+
+
+def _same_shape(hint: Any, value: Any) -> bool:
+    """Whether ``value`` has the container shape ``hint`` asks for (mapping, list or scalar)."""
+    origin = typing.get_origin(hint)
+    if isinstance(value, dict):
+        return dataclasses.is_dataclass(hint) or hint is dict or origin in (dict, collections.abc.Mapping)
+    if isinstance(value, (list, tuple)):
+        return origin in (list, tuple)
+    return not (dataclasses.is_dataclass(hint) or origin in (list, tuple, dict, collections.abc.Mapping))
 
 
 def _convert_scalar(hint: Any, value: Any, where: str) -> Any:

@@ -7,6 +7,7 @@ Loaders (``overspec.data.formats``) turn a folder on disk into :class:`LabelledI
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,17 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
-__all__ = ["LabelledImages", "DatasetLayoutError", "content_fingerprint"]
+__all__ = ["LabelledImages", "CheckedImages", "DatasetLayoutError", "BadImageError", "content_fingerprint",
+           "DECODE_ERRORS"]
+
+#: What a decoder raises for a corrupt, truncated, empty or missing image file (PIL raises OSError subclasses
+#: for most; some plugins raise SyntaxError, ValueError, EOFError or struct.error on damaged headers).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError,
+)
+
+#: Side of the black stand-in image passed through the transform in place of an undecodable one.
+_PLACEHOLDER_SIZE = 64
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -27,6 +38,20 @@ class DatasetLayoutError(FileNotFoundError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class BadImageError(ValueError):
+    """An image of a split could not be decoded; the one-line message names the dataset, split, file and why."""
+
+    def __init__(self, dataset: str, split: str, location: str, problem: str) -> None:
+        self.dataset, self.split, self.location, self.problem = dataset, split, location, problem
+        super().__init__(f"dataset {dataset!r} split {split!r}: unreadable image {location}: {problem} "
+                         "(fix the file, or leave bad images out with on_bad_image: skip / --on-bad-image skip)")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The decoder's complaint as one line: exception type and message with whitespace collapsed."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def content_fingerprint(*parts: object) -> str:
@@ -47,7 +72,8 @@ class LabelledImages(torch.utils.data.Dataset):
 
     ``read`` loads image ``i``; ``identity`` is any stable description of the sample list (relative paths and
     labels, or file checksums) from which :attr:`fingerprint` is derived, so caches notice a changed split.
-    ``transform``, when set, is applied to each image (e.g. a model's preprocessing).
+    ``transform``, when set, is applied to each image (e.g. a model's preprocessing). ``locate``, when set,
+    says where item ``i`` lives (a file path, or a file and member) so that errors can name it.
     """
 
     dataset: str
@@ -59,6 +85,7 @@ class LabelledImages(torch.utils.data.Dataset):
     templates: Sequence[str] = ()
     transform: Callable[[Image.Image], object] | None = None
     info: dict = field(default_factory=dict)
+    locate: Callable[[int], str] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -67,12 +94,38 @@ class LabelledImages(torch.utils.data.Dataset):
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[object, int]:
-        image = self.read(index)
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = self.decoded(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])
+
+    def decoded(self, index: int) -> Image.Image:
+        """Return image ``index`` fully decoded as RGB (so a damaged file fails here, not in the transform)."""
+        image = self.read(index)
+        image.load()
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def decode_problem(self, index: int) -> str:
+        """Return why image ``index`` cannot be decoded, or ``""`` when it decodes."""
+        try:
+            self.decoded(index)
+        except DECODE_ERRORS as exc:
+            return _one_line(exc)
+        return ""
+
+    def location(self, index: int) -> str:
+        """Where item ``index`` lives: ``locate(index)`` or, for in-memory sources, ``<dataset>/<split> item <i>``."""
+        if self.locate is not None:
+            return self.locate(index)
+        return f"{self.dataset}/{self.split} item {index}"
+
+    def bad_image_error(self, index: int, problem: str) -> BadImageError:
+        """Return the error naming this split, the location of item ``index`` and the decoder's complaint."""
+        return BadImageError(self.dataset, self.split, self.location(index), problem)
+
+    def checked(self) -> CheckedImages:
+        """Return a view of this split whose items also report decoding problems instead of raising them."""
+        return CheckedImages(self)
 
     @property
     def fingerprint(self) -> str:
@@ -88,20 +141,48 @@ class LabelledImages(torch.utils.data.Dataset):
         """Return a copy of this split whose items pass through ``transform``."""
         return LabelledImages(
             self.dataset, self.split, self.labels, self.read, self.identity,
-            self.classnames, self.templates, transform, dict(self.info),
+            self.classnames, self.templates, transform, dict(self.info), self.locate,
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> LabelledImages:
         """Return the samples at ``indices`` as a new split (used for carved, sharded and k-shot splits).
 
-        Per-sample arrays in ``info`` (NumPy arrays with one row per sample) are sliced alongside the labels.
+        Per-sample arrays in ``info`` (NumPy arrays with one row per sample) are sliced alongside the labels, and
+        locations keep naming the parent's items (``subset([5]).location(0) == parent.location(5)``).
         """
         idx = np.asarray(indices, dtype=np.int64)
-        parent = self.read
+        parent, parent_location = self.read, self.location
         n = len(self)
         info = {k: v[idx] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v
                 for k, v in self.info.items()}
         return LabelledImages(
             self.dataset, split or self.split, self.labels[idx], lambda i: parent(int(idx[i])),
             (self.identity, idx.tobytes()), self.classnames, self.templates, self.transform, info,
+            lambda i: parent_location(int(idx[i])),
         )
+
+
+class CheckedImages(torch.utils.data.Dataset):
+    """Items ``(image, label, problem)`` of a split: a damaged image becomes a black stand-in and ``problem`` says
+    why (``""`` when it decoded).
+
+    Decoding errors are caught here, inside the item (and so inside a DataLoader worker), so that the caller
+    decides in the main process whether to stop or to skip, instead of receiving a worker's wrapped traceback.
+    """
+
+    def __init__(self, split: LabelledImages) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[object, int, str]:
+        split = self.split
+        try:
+            image, problem = split.decoded(index), ""
+        except DECODE_ERRORS as exc:
+            image = Image.new("RGB", (_PLACEHOLDER_SIZE, _PLACEHOLDER_SIZE))
+            problem = _one_line(exc)
+        if split.transform is not None:
+            image = split.transform(image)
+        return image, int(split.labels[index]), problem

@@ -16,7 +16,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_array", "read_array", "atomic_write_text", "CorruptCacheError"]
+__all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "CorruptCacheError"]
 
 
 class CorruptCacheError(RuntimeError):
@@ -58,6 +58,13 @@ def write_array(path: Path, array: np.ndarray, meta: dict) -> None:
 
 def read_array(path: Path, *, verify: bool = True) -> np.ndarray | None:
     """Return the memory-mapped array at ``path``, ``None`` if absent, or raise :class:`CorruptCacheError`."""
+    entry = read_entry(path, verify=verify)
+    return None if entry is None else entry[0]
+
+
+def read_entry(path: Path, *, verify: bool = True) -> tuple[np.ndarray, dict] | None:
+    """Return the memory-mapped array at ``path`` and its JSON header, ``None`` if absent, or raise
+    :class:`CorruptCacheError`."""
     header_path = path.with_suffix(".json")
     if not header_path.is_file() or not path.is_file():
         return None
@@ -66,11 +73,13 @@ def read_array(path: Path, *, verify: bool = True) -> np.ndarray | None:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise CorruptCacheError(f"{path}: unreadable cache entry ({exc})") from None
+    if not isinstance(header, dict):
+        raise CorruptCacheError(f"{path}: its header is not a JSON object")
     if list(array.shape) != header.get("shape") or str(array.dtype) != header.get("dtype"):
         raise CorruptCacheError(f"{path}: shape/dtype {array.shape}/{array.dtype} differ from its header")
     if verify and _sha256(array) != header.get("sha256"):
         raise CorruptCacheError(f"{path}: checksum mismatch (file altered or truncated)")
-    return array
+    return array, header
 
 
 def discard(path: Path) -> None:

@@ -20,38 +20,69 @@ from tqdm.auto import tqdm
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
-from overspec.features._files import CorruptCacheError, discard, read_array, write_array
+from overspec.features._files import CorruptCacheError, discard, read_entry, write_array
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureStore", "Features"]
+__all__ = ["FeatureStore", "Features", "NonFiniteFeaturesError", "BAD_IMAGE_POLICIES"]
 
 VIEWS = ("plain", "flip")
+#: What an undecodable image does: ``fail`` stops with :class:`~overspec.data.base.BadImageError`; ``skip``
+#: zeroes its feature row, marks it invalid and records it (index, location, problem) in the cache entry's header.
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
+class NonFiniteFeaturesError(ValueError):
+    """A model produced NaN or infinite embeddings; the one-line message names the model, the data and the rows."""
 
 
 @dataclass(frozen=True)
 class Features:
-    """Features of one split: ``x`` is ``(N, D)`` for the plain view, ``(N, 2, D)`` for ``flip`` (image, mirrored)."""
+    """Features of one split: ``x`` is ``(N, D)`` for the plain view, ``(N, 2, D)`` for ``flip`` (image, mirrored).
+
+    ``valid[i]`` is False for an image that could not be decoded (skipped under ``on_bad_image="skip"``; its row
+    of ``x`` is zero and must not be used); all True when nothing was skipped.
+    """
 
     x: np.ndarray
     labels: np.ndarray
     key: str
     cached: bool
+    valid: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        valid = np.ones(len(self.labels), bool) if self.valid is None else np.asarray(self.valid, bool)
+        if valid.shape != (len(self.labels),):
+            raise ValueError(f"valid mask of shape {valid.shape} does not match {len(self.labels)} labels")
+        object.__setattr__(self, "valid", valid)
+
+    @property
+    def n_skipped(self) -> int:
+        """Number of rows left out because their image could not be decoded."""
+        return int(np.count_nonzero(~self.valid))
 
 
 class FeatureStore:
-    """Extracts and caches image features and zero-shot text classifiers under ``root``."""
+    """Extracts and caches image features and zero-shot text classifiers under ``root``.
+
+    ``on_bad_image`` (one of :data:`BAD_IMAGE_POLICIES`) decides what an undecodable image does; a cache entry
+    written under ``skip`` that has bad rows still raises under ``fail``, so the cache never turns a failing run
+    into a passing one.
+    """
 
     def __init__(self, root: Path, *, batch_size: int = 128, num_workers: int = 0, device: str = "cpu",
-                 progress: bool = True, verify: bool = True) -> None:
+                 progress: bool = True, verify: bool = True, on_bad_image: str = "fail") -> None:
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.root = Path(root)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.device = device
         self.progress = progress
         self.verify = verify
+        self.on_bad_image = on_bad_image
 
     def image_key(self, encoder: Encoder, split: LabelledImages, view: str = "plain") -> str:
         """Return the cache key of ``encoder``'s features of ``split`` in ``view``."""
@@ -60,29 +91,38 @@ class FeatureStore:
         return combine("image-features-v1", encoder.fingerprint, split.fingerprint, view)
 
     def image_features(self, encoder: Encoder, split: LabelledImages, *, view: str = "plain") -> Features:
-        """Return cached features of ``split``, extracting (and storing) them first if needed."""
+        """Return cached features of ``split``, extracting (and storing) them first if needed.
+
+        Raises :class:`~overspec.data.base.BadImageError` for an undecodable image under ``on_bad_image="fail"``
+        and :class:`NonFiniteFeaturesError` for NaN / infinite embeddings; in both cases nothing is cached.
+        """
         key = self.image_key(encoder, split, view)
         path = self.root / "image" / key[:2] / f"{key}.npy"
         meta = {"model": encoder.name, "dataset": split.dataset, "split": split.split, "view": view,
                 "model_fingerprint": encoder.fingerprint, "split_fingerprint": split.fingerprint}
-        cached = self._read(path)
+        cached = self._cached_features(path, split, key)
         if cached is not None:
-            return Features(cached, split.labels, key, True)
+            return cached
         if distributed.is_distributed():
-            array = self._extract(encoder, split, view)
+            array, bad = self._extract(encoder, split, view)
             if distributed.is_main():
-                write_array(path, array, meta)
+                write_array(path, array, {**meta, "bad_images": bad})
             distributed.barrier()
-            return Features(self._read(path), split.labels, key, False)
+            return self._stored_features(path, split, key)
         with FileLock(str(path.with_suffix(".lock"))):
-            cached = self._read(path)
+            cached = self._cached_features(path, split, key)
             if cached is not None:
-                return Features(cached, split.labels, key, True)
-            write_array(path, self._extract(encoder, split, view), meta)
-        return Features(self._read(path), split.labels, key, False)
+                return cached
+            array, bad = self._extract(encoder, split, view)
+            write_array(path, array, {**meta, "bad_images": bad})
+        return self._stored_features(path, split, key)
 
-    def text_classifier(self, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-        """Return the ``(D, C)`` zero-shot classifier, cached by text-tower and prompt-set fingerprints."""
+    def text_classifier(self, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *,
+                        dataset: str = "") -> np.ndarray:
+        """Return the ``(D, C)`` zero-shot classifier, cached by text-tower and prompt-set fingerprints.
+
+        ``dataset`` (e.g. ``"cifar10/test"``) only names the data in the error raised for non-finite embeddings.
+        """
         from overspec.protocols.zero_shot import build_classifier, prompt_set_fingerprint
 
         if not encoder.has_text:
@@ -91,47 +131,106 @@ class FeatureStore:
         path = self.root / "text" / key[:2] / f"{key}.npy"
         cached = self._read(path)
         if cached is not None:
-            return cached
+            return cached[0]
         with FileLock(str(path.with_suffix(".lock"))):
             cached = self._read(path)
             if cached is None:
                 with torch.inference_mode(), self._autocast():
                     classifier = build_classifier(encoder.encode_text, list(classnames), list(templates))
-                write_array(path, classifier.float().cpu().numpy(), {"model": encoder.name, "classes": len(classnames)})
+                classifier = classifier.float().cpu().numpy()
+                _check_finite_classifier(classifier, encoder.name, classnames, dataset)
+                write_array(path, classifier, {"model": encoder.name, "classes": len(classnames)})
                 cached = self._read(path)
-        return cached
+        return cached[0]
 
-    def _read(self, path: Path) -> np.ndarray | None:
+    def _read(self, path: Path) -> tuple[np.ndarray, dict] | None:
         try:
-            return read_array(path, verify=self.verify)
+            return read_entry(path, verify=self.verify)
         except CorruptCacheError as exc:
             logger.warning("discarding corrupt cache entry and recomputing: %s", exc)
             discard(path)
             return None
+
+    def _cached_features(self, path: Path, split: LabelledImages, key: str) -> Features | None:
+        """Return the stored features of ``split``, or ``None`` when absent or when a recorded bad image now decodes.
+
+        Recorded bad images are decoded again (only those), so a repaired file leads to a fresh extraction
+        instead of a stale zero row; under ``fail`` a bad image still present raises.
+        """
+        entry = self._read(path)
+        if entry is None:
+            return None
+        for record in entry[1].get("bad_images", []):
+            problem = split.decode_problem(int(record["index"]))
+            if not problem:
+                logger.info("%s: image %s decodes now; extracting %s/%s again", path.name,
+                            split.location(int(record["index"])), split.dataset, split.split)
+                discard(path)
+                return None
+            if self.on_bad_image == "fail":
+                raise split.bad_image_error(int(record["index"]), problem)
+        return self._features(entry, split, key, cached=True)
+
+    def _stored_features(self, path: Path, split: LabelledImages, key: str) -> Features:
+        """Read back what was just written (memory-mapped, checksum-verified)."""
+        entry = self._read(path)
+        if entry is None:
+            raise CorruptCacheError(f"{path}: cache entry missing or unreadable right after it was written")
+        return self._features(entry, split, key, cached=False)
+
+    @staticmethod
+    def _features(entry: tuple[np.ndarray, dict], split: LabelledImages, key: str, cached: bool) -> Features:
+        array, header = entry
+        bad = [int(record["index"]) for record in header.get("bad_images", [])]
+        valid = np.ones(len(split), bool)
+        valid[bad] = False
+        if bad:
+            logger.warning("%s/%s: %d unreadable image(s) left out (first: %s)", split.dataset, split.split,
+                           len(bad), header["bad_images"][0]["location"])
+        return Features(array, split.labels, key, cached, valid)
 
     def _autocast(self):
         if torch.device(self.device).type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
-    def _extract(self, encoder: Encoder, split: LabelledImages, view: str) -> np.ndarray:
-        """Encode this rank's shard of ``split`` (all of it when not distributed) and gather the full array."""
+    def _extract(self, encoder: Encoder, split: LabelledImages, view: str) -> tuple[np.ndarray, list[dict]]:
+        """Encode this rank's shard of ``split`` (all of it when not distributed) and gather the full array.
+
+        Returns the features (zero rows for undecodable images) and the bad images as ``{index, location,
+        problem}`` records; raises for a bad image under ``fail`` and for non-finite features.
+        """
         start, stop = distributed.shard_bounds(len(split))
         shard = split.subset(np.arange(start, stop)).with_transform(encoder.preprocess)
         loader = torch.utils.data.DataLoader(
-            shard, batch_size=self.batch_size, shuffle=False,
+            shard.checked(), batch_size=self.batch_size, shuffle=False,
             num_workers=self.num_workers, pin_memory=torch.device(self.device).type == "cuda",
         )
-        chunks = []
+        chunks: list[np.ndarray] = []
+        bad: list[dict] = []
+        fail_fast = self.on_bad_image == "fail" and not distributed.is_distributed()
         bar = tqdm(total=len(shard), desc=f"{encoder.name} {split.dataset}/{split.split}", unit="img",
                    disable=not self.progress or not distributed.is_main(), leave=False)
+        offset = start
         with torch.inference_mode(), self._autocast():
-            for images, _ in loader:
-                chunks.append(self._encode_batch(encoder, images.to(self.device, non_blocking=True), view))
-                bar.update(images.shape[0])
+            for images, _, problems in loader:
+                batch = self._encode_batch(encoder, images.to(self.device, non_blocking=True), view)
+                for row in (k for k, problem in enumerate(problems) if problem):
+                    batch[row] = 0.0
+                    bad.append({"index": offset + row, "location": split.location(offset + row),
+                                "problem": problems[row]})
+                    if fail_fast:
+                        raise split.bad_image_error(offset + row, problems[row])
+                chunks.append(batch)
+                offset += batch.shape[0]
+                bar.update(batch.shape[0])
         bar.close()
         local = np.concatenate(chunks) if chunks else self._empty(encoder, view)
-        return distributed.gather_rows(local, len(split))
+        array, bad = distributed.gather_rows(local, len(split)), _gathered_records(bad)
+        if bad and self.on_bad_image == "fail":
+            raise split.bad_image_error(bad[0]["index"], bad[0]["problem"])
+        _check_finite_rows(array, [record["index"] for record in bad], encoder.name, split)
+        return array, bad
 
     def _empty(self, encoder: Encoder, view: str) -> np.ndarray:
         """A zero-row array of the right width, for a rank whose shard is empty."""
@@ -148,3 +247,38 @@ class FeatureStore:
             return plain.cpu().numpy()
         mirrored = encoder.encode_image(torch.flip(images, dims=[3])).float()
         return torch.stack([plain, mirrored], dim=1).cpu().numpy()
+
+
+def _gathered_records(local: list[dict]) -> list[dict]:
+    """Every rank's bad-image records, sorted by index (this rank's alone when not distributed)."""
+    if not distributed.is_distributed():
+        return local
+    parts: list[list[dict]] = [[] for _ in range(distributed.world_size())]
+    torch.distributed.all_gather_object(parts, local)
+    return sorted((record for part in parts for record in part), key=lambda record: record["index"])
+
+
+def _check_finite_rows(array: np.ndarray, skipped: Sequence[int], model: str, split: LabelledImages) -> None:
+    """Raise :class:`NonFiniteFeaturesError` when a row of a decoded image holds NaN or infinity."""
+    broken = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+    broken[list(skipped)] = False
+    if broken.any():
+        first = int(np.flatnonzero(broken)[0])
+        raise NonFiniteFeaturesError(
+            f"model {model!r} produced NaN or infinite image features for {int(broken.sum())} of {len(broken)} "
+            f"images of {split.dataset}/{split.split} (first: index {first}, {split.location(first)}); "
+            "nothing was cached"
+        )
+
+
+def _check_finite_classifier(classifier: np.ndarray, model: str, classnames: Sequence[str], dataset: str) -> None:
+    """Raise :class:`NonFiniteFeaturesError` when a class column of a zero-shot classifier is not finite."""
+    broken = ~np.isfinite(classifier).all(axis=0)
+    if broken.any():
+        first = int(np.flatnonzero(broken)[0])
+        where = f" for {dataset}" if dataset else ""
+        raise NonFiniteFeaturesError(
+            f"model {model!r} produced NaN or infinite text embeddings{where}: {int(broken.sum())} of "
+            f"{len(broken)} zero-shot classes affected (first: index {first}, {classnames[first]!r}); "
+            "nothing was cached"
+        )

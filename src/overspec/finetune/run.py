@@ -3,8 +3,14 @@
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
 ``model.yaml`` (a :class:`~overspec.models.spec.ModelSpec` preset: the base's source, architecture, weights and
 preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
-``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing). A second call
-with the same config hash returns the existing ``model.yaml`` at once.
+``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing, and the sha256 and
+size of ``model.yaml``, ``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
+returns the existing ``model.yaml`` at once when those files still match their checksums, and retrains otherwise
+(from the valid checkpoints left, with the same result).
+
+Reliability: every output is written to a process-unique temporary name in its folder and renamed, with
+``finetune.json`` last, so it marks a complete result; ``<out_dir>/.lock`` (a :class:`filelock.FileLock`)
+serialises processes fine-tuning into the same folder (see :func:`finetune` for torch.distributed).
 
 Data: ``"world"`` (or None) is the embedded biometric world (FR: ``fr_train/`` with ``verification/lfw.bin``
 for validation; MAD: ``mad/protocol.csv``, train split with 20 % of its subjects held out as dev; PAD: train and
@@ -18,18 +24,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import yaml
+from filelock import FileLock, Timeout
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
+from overspec.features._files import atomic_write_text
 from overspec.finetune.data import carve_dev, identity_folders, read_record_file, read_wds_shards
 from overspec.finetune.recipes import FinetuneConfig, config_hash
-from overspec.finetune.trainer import AttackValidator, Trainer, VerificationValidator
+from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
+                                       file_problem, file_record, from_main)
+from overspec.models.base import Encoder
 from overspec.models.heads import save_binary_head
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
 from overspec.models.spec import ModelSpec
@@ -42,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.yaml"
 RUN_FILE = "finetune.json"
+ADAPTER_FILE = "adapter.safetensors"
+HEAD_FILE = "head.safetensors"
+LOCK_FILE = ".lock"
 WORLD_PAD_TARGET = "M"
 
 
@@ -140,19 +156,120 @@ def model_preset_dict(base: ModelSpec, name: str, task: str, adapter: Path, head
     return {k: v for k, v in data.items() if k == "name" or v != defaults[k]}
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _result_files(task: str) -> tuple[str, ...]:
+    """The outputs whose checksums ``finetune.json`` records (no head for face recognition)."""
+    return (MODEL_FILE, ADAPTER_FILE) if task == "fr" else (MODEL_FILE, ADAPTER_FILE, HEAD_FILE)
 
 
-def _existing_result(out_dir: Path, run_hash: str) -> Path | None:
+def _existing_result(out_dir: Path, run_hash: str, files: tuple[str, ...], *, warn: bool = True) -> Path | None:
+    """``model.yaml`` when ``out_dir`` holds a finished run of ``run_hash`` whose ``files`` match their recorded
+    checksums; otherwise None (with a warning naming the damaged file when ``warn``)."""
+    report = logger.warning if warn else logger.debug
     try:
         record = json.loads((out_dir / RUN_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except FileNotFoundError:
         return None
-    model = out_dir / MODEL_FILE
-    return model if record.get("config_hash") == run_hash and model.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report("%s is unreadable (%s); retraining", out_dir / RUN_FILE, exc)
+        return None
+    if not isinstance(record, dict) or record.get("config_hash") != run_hash:
+        return None
+    recorded = record.get("files") if isinstance(record.get("files"), dict) else {}
+    for name in files:
+        problem = file_problem(out_dir / name, recorded.get(name))
+        if problem:
+            report("%s: %s; retraining (resuming from the valid checkpoints left)", out_dir, problem)
+            return None
+    return out_dir / MODEL_FILE
+
+
+def _agreed_existing_result(out_dir: Path, run_hash: str, files: tuple[str, ...], *, warn: bool) -> Path | None:
+    """:func:`_existing_result` as rank 0 sees it, on every rank (ranks must agree on whether to train)."""
+    return from_main(_existing_result(out_dir, run_hash, files, warn=warn) if distributed.is_main() else None)
+
+
+@contextmanager
+def _out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``<out_dir>/.lock`` on rank 0 (other ranks hold nothing: see :func:`finetune`)."""
+    if not distributed.is_main():
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("another process is fine-tuning into %s; waiting for it to finish", out_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete temporary files and checkpoint folders left by killed runs (safe: the caller holds the lock)."""
+    for path in out_dir.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    for path in (out_dir / CHECKPOINTS).glob("*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Flush ``tmp`` to disk and rename it to ``final``."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+
+
+def _save_weights(out_dir: Path, encoder: Encoder, config: FinetuneConfig,
+                  result: TrainResult) -> tuple[Path, Path | None]:
+    """Write the LoRA adapter (and the binary head for MAD / PAD) atomically; return their paths."""
+    from overspec.models.lora import lora_base_fingerprint, save_lora_adapter
+
+    adapter = out_dir / ADAPTER_FILE
+    tmp = _temporary(adapter)
+    _publish(save_lora_adapter(tmp, encoder, encoder.module, config.lora), adapter)
+    if config.task == "fr":
+        return adapter, None
+    head = out_dir / HEAD_FILE
+    tmp = _temporary(head)
+    _publish(save_binary_head(tmp, result.head.to_binary_head(), base_fingerprint=lora_base_fingerprint(encoder)),
+             head)
+    return adapter, head
+
+
+def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir: Path, run_hash: str, *,
+           cache_dir: Path, device: str, name: str | None, progress: bool, resume: bool) -> Path:
+    """Train (every rank) and write the outputs, ``finetune.json`` last (rank 0); return the ``model.yaml`` path."""
+    from overspec.models.lora import inject_lora, lora_parameters
+
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    encoder = load_model(base, cache_dir=cache_dir, device=device)
+    inject_lora(encoder.module, config.lora)
+    trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=lora_parameters(encoder.module),
+                      validator=data.validator, device=device, progress=progress, run_hash=run_hash)
+    result = trainer.fit(resume=resume)
+    model_path = out_dir / MODEL_FILE
+    if not distributed.is_main():
+        return model_path
+    (out_dir / RUN_FILE).unlink(missing_ok=True)  # the record marks a complete result: gone while outputs change
+    adapter, head = _save_weights(out_dir, encoder, config, result)
+    preset = model_preset_dict(base, name or f"{base.name}-{config.task}", config.task, adapter, head,
+                               f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps)")
+    atomic_write_text(model_path, yaml.safe_dump(preset, sort_keys=False))
+    record = {"config_hash": run_hash, "config": config.to_dict(), "base": base.name,
+              "data": data.identity, "validation": result.validation, "seconds": time.perf_counter() - started,
+              "train_seconds": result.seconds, "resumed_from": result.resumed_from, "steps": config.steps,
+              "final_loss": result.final_loss, "device": device,
+              "files": {n: file_record(out_dir / n) for n in _result_files(config.task)}}
+    atomic_write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str) + "\n")
+    return model_path
 
 
 def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, data: str | Path | TrainingData | None,
@@ -160,45 +277,38 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
              name: str | None = None, progress: bool = False, resume: bool = True) -> Path:
     """Fine-tune ``base_spec`` with ``recipe_config`` on ``data`` into ``out_dir``; return the ``model.yaml`` path.
 
-    Deterministic for a seed (on CPU); an ``out_dir`` that already holds the result of the same config, base and
-    data is reused; an interrupted run continues from its newest checkpoint when ``resume``.
-    """
-    from overspec.models.lora import inject_lora, lora_parameters, save_lora_adapter
+    Deterministic for a seed (on CPU); an ``out_dir`` that already holds the verified result of the same config,
+    base and data is reused; an interrupted or damaged run continues from its newest valid checkpoint when
+    ``resume``.
 
+    Concurrency: processes of different jobs fine-tuning into one ``out_dir`` are serialised by a
+    :class:`~filelock.FileLock` on ``<out_dir>/.lock``, held until the outputs are written; after acquiring it the
+    result is looked for again, so a waiting process reuses the result of the one before it. Under
+    torch.distributed (the ranks of ONE job) only rank 0 takes the lock: were every rank to take it, rank 1 would
+    block on the lock rank 0 holds while rank 0 blocks in the first collective waiting for rank 1. The other ranks
+    are held back instead by collectives: rank 0 broadcasts whether a result exists (before and after acquiring
+    the lock), so they wait in that broadcast while rank 0 waits for the lock, and rank 0 releases the lock only
+    after the closing barrier. A lock wait longer than the process group's timeout therefore fails the job (raise
+    ``timeout`` in ``init_process_group`` when jobs queue on one folder).
+    """
     config, out_dir, cache_dir = recipe_config, Path(out_dir), Path(cache_dir)
     base = resolve_base_spec(base_spec)
     if not isinstance(data, TrainingData):
         data = training_data(config.task, data, cache_dir=cache_dir, config=config, val=val)
     run_hash = config_hash(config, json.dumps(asdict(base), sort_keys=True, default=str), data.identity)
-    existing = _existing_result(out_dir, run_hash)
+    files = _result_files(config.task)
+    existing = _agreed_existing_result(out_dir, run_hash, files, warn=False)
     if existing is not None:
         logger.info("%s already holds this fine-tune (config hash %s)", out_dir, run_hash)
         return existing
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    encoder = load_model(base, cache_dir=cache_dir, device=device)
-    lora = config.lora
-    inject_lora(encoder.module, lora)
-    trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=lora_parameters(encoder.module),
-                      validator=data.validator, device=device, progress=progress, run_hash=run_hash)
-    result = trainer.fit(resume=resume)
-    model_path = out_dir / MODEL_FILE
-    if distributed.is_main():
-        adapter = save_lora_adapter(out_dir / "adapter.safetensors", encoder, encoder.module, lora)
-        head = None
-        if config.task != "fr":
-            from overspec.models.lora import lora_base_fingerprint
-
-            head = save_binary_head(out_dir / "head.safetensors", result.head.to_binary_head(),
-                                    base_fingerprint=lora_base_fingerprint(encoder))
-        preset = model_preset_dict(base, name or f"{base.name}-{config.task}", config.task, adapter, head,
-                                   f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps)")
-        _write_text(model_path, yaml.safe_dump(preset, sort_keys=False))
-        record = {"config_hash": run_hash, "config": config.to_dict(), "base": base.name,
-                  "data": data.identity, "validation": result.validation, "seconds": time.perf_counter() - started,
-                  "train_seconds": result.seconds, "resumed_from": result.resumed_from, "steps": config.steps,
-                  "final_loss": result.losses[-1] if result.losses else None, "device": device}
-        _write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str) + "\n")
-    distributed.barrier()
+    with _out_dir_lock(out_dir):
+        existing = _agreed_existing_result(out_dir, run_hash, files, warn=True)
+        if existing is not None:
+            logger.info("%s now holds this fine-tune (config hash %s), written by another process", out_dir, run_hash)
+            return existing
+        if distributed.is_main():
+            _remove_stale_temporaries(out_dir)
+        model_path = _train(config, base, data, out_dir, run_hash, cache_dir=cache_dir, device=device, name=name,
+                            progress=progress, resume=resume)
+        distributed.barrier()
     return model_path

@@ -7,19 +7,25 @@ used on CUDA only. Under ``torchrun`` each rank takes its contiguous slice of th
 gradients (NCCL on GPU, gloo on CPU), so with equal slices a step equals the single-process step up to float
 summation order.
 
-Checkpoints (``<out>/checkpoints/step-NNNNNNN/``, written under a temporary name and renamed): ``trainable``
-(LoRA + head tensors), ``optimizer`` (AdamW state) and ``rng`` (torch CPU / CUDA generator states of every rank) as
-safetensors, and ``state.json`` (step, config hash, sampler and schedule position, NumPy and Python RNG states).
-Nothing is pickled. Batches depend on ``(seed, step)`` only, so restoring these gives bit-identical weights.
+Checkpoints (``<out>/checkpoints/step-NNNNNNN/``): ``trainable`` (LoRA + head tensors), ``optimizer`` (AdamW
+state) and ``rng`` (torch CPU / CUDA generator states of every rank) as safetensors, and ``state.json`` (step,
+config hash, sampler and schedule position, NumPy and Python RNG states, last loss, and the sha256 and size of each
+safetensors file). Nothing is pickled. Batches depend on ``(seed, step)`` only, so restoring these gives
+bit-identical weights. A checkpoint is written into a process-unique temporary folder (files fsynced, ``state.json``
+last) that is then renamed, so a kill leaves either the whole checkpoint or none. Loading verifies it first
+(:func:`checkpoint_problem`); resuming skips and removes a corrupt newest checkpoint with a warning and falls back
+to the next older valid one (from scratch when none is left).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -39,17 +46,26 @@ from overspec.data.base import LabelledImages
 from overspec.data.formats.bin_pairs import BinPairs
 from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
+from overspec.features._files import atomic_write_text
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 
 __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
-           "build_head", "latest_checkpoint"]
+           "build_head", "latest_checkpoint", "checkpoint_problem", "CheckpointError", "file_record", "file_problem",
+           "from_main"]
 
 logger = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.json"
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
+_CHECKPOINT_NAME = re.compile(r"step-(\d{7})")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is incomplete, truncated, altered or unreadable."""
 
 
 def lr_factor(schedule: ScheduleSettings, step: int, total: int) -> float:
@@ -151,13 +167,91 @@ class TrainResult:
     losses: list[float]
     seconds: float
     resumed_from: int
+    final_loss: float | None = None
+
+
+def file_record(path: Path) -> dict:
+    """The sha256 and size of a file, as recorded beside it to detect truncation and alteration later."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"sha256": digest, "size": Path(path).stat().st_size}
+
+
+def file_problem(path: Path, record: object) -> str | None:
+    """Why ``path`` does not match its :func:`file_record` ``record`` (missing, truncated, altered); None if it does."""
+    path = Path(path)
+    if not isinstance(record, dict) or not {"sha256", "size"} <= record.keys():
+        return f"no checksum recorded for {path.name}"
+    if not path.is_file():
+        return f"{path.name} is missing (incomplete)"
+    size = path.stat().st_size
+    if size != record["size"]:
+        return f"{path.name} has {size} bytes where {record['size']} were written (truncated or altered)"
+    if file_record(path)["sha256"] != record["sha256"]:
+        return f"{path.name} does not match its recorded sha256 (altered)"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        return f"{path.name} has a broken safetensors header ({exc})"
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a usable checkpoint (unreadable state.json, missing, truncated, altered or unparsable
+    files), or None when every file matches the checksums in its ``state.json``."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return f"{STATE_FILE} is missing (incomplete)"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"unreadable {STATE_FILE} ({exc})"
+    if not isinstance(state, dict) or not isinstance(state.get("files"), dict):
+        return f"{STATE_FILE} records no file checksums"
+    match = _CHECKPOINT_NAME.fullmatch(folder.name)
+    if match and state.get("step") != int(match.group(1)):
+        return f"{STATE_FILE} says step {state.get('step')!r}, the folder name step {int(match.group(1))}"
+    for name in CHECKPOINT_FILES:
+        problem = file_problem(folder / name, state["files"].get(name)) or _safetensors_problem(folder / name)
+        if problem:
+            return problem
+    return None
+
+
+def _checkpoint_folders(out_dir: Path) -> list[Path]:
+    """Checkpoint folders (temporary ones excluded), newest first."""
+    found = [p for p in (Path(out_dir) / CHECKPOINTS).glob("step-*") if _CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder under ``<out_dir>/checkpoints`` (None when there is none)."""
-    folder = Path(out_dir) / CHECKPOINTS
-    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file() and not p.name.endswith(".tmp"))
-    return done[-1] if done else None
+    """The newest valid checkpoint under ``<out_dir>/checkpoints`` (None when there is none).
+
+    Newer corrupt checkpoints are reported with a warning naming the folder and the problem, and removed; call it
+    on one process only (rank 0 under torch.distributed).
+    """
+    for folder in _checkpoint_folders(out_dir):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning("checkpoint %s is unusable: %s; removing it and falling back to an older one", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _save_synced(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path))
+    _fsync(path)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -210,29 +304,46 @@ def _gather(obj: object) -> list:
     return out
 
 
+def from_main(value: object) -> object:
+    """``value`` as rank 0 computed it, on every rank (a collective: every rank must call it; no-op alone)."""
+    if not distributed.is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class _Logs:
     """JSONL log and TensorBoard event files (``<out>/tensorboard``), written by rank 0 only."""
 
-    def __init__(self, out_dir: Path, resume_step: int, enabled: bool) -> None:
+    def __init__(self, out_dir: Path, resume_step: int, final_step: int, enabled: bool) -> None:
         self.path = out_dir / LOG_FILE
         self.enabled = enabled
         self.board = None
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(resume_step)
+        self._truncate_after(resume_step, final_step)
         from torch.utils.tensorboard import SummaryWriter
 
         self.board = SummaryWriter(str(out_dir / "tensorboard"))
 
-    def _truncate_after(self, step: int) -> None:
-        """Drop entries after ``step`` (written by an interrupted run after the checkpoint it now resumes from)."""
+    def _truncate_after(self, step: int, final_step: int) -> None:
+        """Drop entries after ``step`` (written by an interrupted run after the checkpoint it now resumes from), the
+        final validation when resuming at the last step (it runs again) and a line cut short by a kill."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        kept = []
+        for line in filter(None, self.path.read_text().splitlines()):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: dropping an unreadable line (cut short by an interruption?)", self.path)
+                continue
+            rerun = record["step"] == final_step and "validation" in record
+            if record["step"] < step or (record["step"] == step and not rerun):
+                kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -263,6 +374,7 @@ class Trainer:
         self.config, self.encoder, self.train_set = config, encoder, train
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
         self.validator, self.run_hash = validator, run_hash
+        self.last_loss: float | None = None
         num_classes = int(train.labels.max()) + 1
         dim = int(embed(encoder, train.subset([0]), device=device).shape[1])
         self.head = build_head(config, dim, num_classes).to(device)
@@ -297,33 +409,46 @@ class Trainer:
         self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
 
     def save_checkpoint(self, step: int) -> Path | None:
-        """Write the full training state after ``step`` steps (rank 0 writes; every rank gives its RNG states)."""
+        """Write the full training state after ``step`` steps (rank 0 writes; every rank gives its RNG states).
+
+        The files go to ``step-NNNNNNN.<pid>.tmp`` (fsynced, ``state.json`` with their checksums last), which is
+        then renamed: readers never see a partial checkpoint and concurrent writers never share a temporary name.
+        """
         rng_tensors, rng_plain = _rng_snapshot()
         all_tensors, all_plain = _gather(rng_tensors), _gather(rng_plain)
         if not distributed.is_main():
             return None
         final = self.out_dir / CHECKPOINTS / f"step-{step:07d}"
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
         opt_tensors, opt_meta = _optimizer_tensors(self.optimizer)
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file({f"rank{r}.{k}": v.contiguous() for r, t in enumerate(all_tensors) for k, v in t.items()},
-                  str(tmp / "rng.safetensors"))
+        contents = {"trainable.safetensors": self._trainable_state(), "optimizer.safetensors": opt_tensors,
+                    "rng.safetensors": {f"rank{r}.{k}": v.contiguous()
+                                        for r, t in enumerate(all_tensors) for k, v in t.items()}}
+        for name, tensors in contents.items():
+            _save_synced(tensors, tmp / name)
         state = {"step": step, "run_hash": self.run_hash, "world_size": distributed.world_size(),
-                 "optimizer": opt_meta, "rng": all_plain,
+                 "optimizer": opt_meta, "rng": all_plain, "last_loss": self.last_loss,
                  "sampler": {"kind": type(self.plan).__name__, "seed": self.config.seed, "next_step": step},
-                 "schedule": {"kind": self.config.schedule.kind, "next_step": step}}
-        (tmp / "state.json").write_text(json.dumps(state))
+                 "schedule": {"kind": self.config.schedule.kind, "next_step": step},
+                 "files": {name: file_record(tmp / name) for name in contents}}
+        atomic_write_text(tmp / STATE_FILE, json.dumps(state))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         return final
 
     def load_checkpoint(self, folder: Path) -> int:
-        """Restore everything :meth:`save_checkpoint` wrote; return the step to continue from."""
-        state = json.loads((folder / "state.json").read_text())
+        """Verify, then restore everything :meth:`save_checkpoint` wrote; return the step to continue from.
+
+        Raises :class:`CheckpointError` (nothing restored) when the folder fails :func:`checkpoint_problem`.
+        """
+        folder = Path(folder)
+        problem = checkpoint_problem(folder)
+        if problem:
+            raise CheckpointError(f"checkpoint {folder}: {problem}")
+        state = json.loads((folder / STATE_FILE).read_text())
         if self.run_hash and state.get("run_hash") not in ("", self.run_hash):
             raise ValueError(f"{folder}: checkpoint of a different run (config hash {state.get('run_hash')}, "
                              f"this run {self.run_hash}); use a new output folder")
@@ -337,7 +462,19 @@ class Trainer:
         rng = load_file(str(folder / "rng.safetensors"))
         prefix = f"rank{rank}."
         _restore_rng({k[len(prefix):]: v for k, v in rng.items() if k.startswith(prefix)}, state["rng"][rank])
+        self.last_loss = state.get("last_loss")
         return int(state["step"])
+
+    def _resume_step(self, resume: bool) -> int:
+        """Restore the newest valid checkpoint (chosen, and corrupt ones pruned, by rank 0); the step to start at."""
+        if not resume:
+            return 0
+        folder = from_main(latest_checkpoint(self.out_dir) if distributed.is_main() else None)
+        if folder is None:
+            return 0
+        step = self.load_checkpoint(folder)
+        logger.info("resuming from %s (step %d)", folder, step)
+        return step
 
     # -------------------------------------------------------------------------------- training
 
@@ -398,12 +535,8 @@ class Trainer:
     def fit(self, *, resume: bool = True) -> TrainResult:
         """Train to ``config.steps`` (continuing from the newest checkpoint when ``resume``)."""
         started = time.perf_counter()
-        start = 0
-        checkpoint = latest_checkpoint(self.out_dir) if resume else None
-        if checkpoint is not None:
-            start = self.load_checkpoint(checkpoint)
-            logger.info("resuming from %s (step %d)", checkpoint, start)
-        logs = _Logs(self.out_dir, start, distributed.is_main())
+        start = self._resume_step(resume)
+        logs = _Logs(self.out_dir, start, self.config.steps, distributed.is_main())
         model: nn.Module = self.objective
         if distributed.is_distributed():
             model = nn.parallel.DistributedDataParallel(
@@ -418,6 +551,7 @@ class Trainer:
             rates = self._set_learning_rates(step)
             loss = self.train_step(model, images, labels)
             losses.append(loss)
+            self.last_loss = loss
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             done = step + 1
@@ -436,4 +570,4 @@ class Trainer:
         logs.close()
         self.encoder.module.eval()
         self.head.eval()
-        return TrainResult(self.head, validation, losses, time.perf_counter() - started, start)
+        return TrainResult(self.head, validation, losses, time.perf_counter() - started, start, self.last_loss)

@@ -143,4 +143,8 @@ def verification_kfold(
     if not np.all(np.isfinite(distances)):
         bad = "embeddings1" if not np.all(np.isfinite(first)) else "embeddings2"
         raise ValueError(f"{bad} contains NaN or infinite values (or rows too large to normalise)")
-    return kfold_from_distances(distances, labels.astype(bool), n_folds)
+    same = labels.astype(bool)
+    if same.all() or not same.any():
+        empty = "different (impostor)" if same.all() else "same (genuine)"
+        raise ValueError(f"issame has no {empty} pairs: accuracy needs both genuine and impostor pairs")
+    return kfold_from_distances(distances, same, n_folds)

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.spec import ModelSpec
-from overspec.registry import Registry
+from overspec.registry import Registry, RegistryError
 
 __all__ = ["ADAPTERS", "apply_adapter", "image_weights_fingerprint", "save_weights_adapter"]
 
@@ -47,9 +47,7 @@ def apply_adapter(encoder: Encoder, spec: ModelSpec, path: Path) -> Encoder:
     """Load the adapter at ``path`` onto ``encoder`` after checking its base fingerprint; refresh the fingerprint."""
     if not path.is_file():
         raise ModelLoadError(f"model {spec.name!r}: adapter file not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    metadata, tensors = _read_adapter_file(spec, path)
     expected = metadata.get("base_fingerprint")
     actual = image_weights_fingerprint(encoder)
     if expected != actual:
@@ -58,11 +56,24 @@ def apply_adapter(encoder: Encoder, spec: ModelSpec, path: Path) -> Encoder:
             f"but {spec.architecture or spec.weights!r} has {actual}"
         )
     kind = metadata.get("kind", "")
-    ADAPTERS.get(kind)(encoder, tensors, metadata)
+    try:
+        ADAPTERS.get(kind)(encoder, tensors, metadata)
+    except (ModelLoadError, ValueError, RegistryError) as exc:  # LoraError is a ValueError
+        raise ModelLoadError(f"model {spec.name!r}: adapter {path}: {exc}") from None
     weights_fp = tensors_fingerprint(sorted(encoder.image_state().items()))
     encoder.fingerprint = combine(weights_fp, (encoder.info or {}).get("preprocess_fingerprint", ""))
     encoder.info = {**(encoder.info or {}), "adapter": str(path), "adapter_kind": kind}
     return encoder
+
+
+def _read_adapter_file(spec: ModelSpec, path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Return the metadata and tensors of an adapter file; a malformed file is an error naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        detail = " ".join(str(exc).split())
+        raise ModelLoadError(f"model {spec.name!r}: adapter {path} is not a readable safetensors file ({detail})") from None
 
 
 def _apply_weights(encoder: Encoder, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

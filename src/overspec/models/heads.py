@@ -80,4 +80,7 @@ def load_binary_head(path: Path) -> BinaryHead:
     if set(tensors) != {"weight", "bias"} or metadata.get("kind") != "binary_head":
         raise ModelLoadError(f"{path}: expected a binary head (tensors 'weight', 'bias'; kind binary_head), "
                              f"got tensors {sorted(tensors)} and kind {metadata.get('kind')!r}")
-    return BinaryHead(tensors["weight"], tensors["bias"], metadata.get("normalise_input", "true") == "true")
+    try:
+        return BinaryHead(tensors["weight"], tensors["bias"], metadata.get("normalise_input", "true") == "true")
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None

@@ -74,3 +74,29 @@ def test_deterministic_context_restores_the_uninitialised_memory_fill() -> None:
     with pretrain._deterministic(0):
         assert torch.are_deterministic_algorithms_enabled()
     assert torch.utils.deterministic.fill_uninitialized_memory == before
+
+
+def test_altered_weights_are_reported_and_retrained(general_world: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    folder = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=2, batch_size=8)
+    weights = folder / "open_clip_model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-64] + bytes(64))  # same size, last 64 bytes of the last tensor zeroed
+    again = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=2, batch_size=8)
+    assert "do not match the checksum" in caplog.text and str(weights) in caplog.text
+    assert (again / "open_clip_model.safetensors").read_bytes() == original
+
+
+def test_parallel_pretraining_gives_the_weights_of_sequential_pretraining(general_world: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pretrain.os, "cpu_count", lambda: 2)
+    short = {size: pretrain.TrainingRecipe(steps=3, batch_size=8, warmup=1) for size in pretrain.TINY_CLIPS}
+    torch.set_num_threads(2)  # the caller's thread count must not matter: training always uses one thread
+    parallel = pretrain.ensure_tiny_clips(tmp_path / "a", world_root=general_world, recipes=short, progress=False)
+    assert torch.get_num_threads() == 2
+    for size in pretrain.TINY_CLIPS:
+        sequential = pretrain.pretrain_tiny_clip(size, general_world, tmp_path / "b", seed=0, recipe=short[size])
+        assert (parallel[size] / "open_clip_model.safetensors").read_bytes() == \
+            (sequential / "open_clip_model.safetensors").read_bytes()
+        metadata = json.loads((parallel[size] / "training.json").read_text())
+        assert metadata["recipe"]["steps"] == 3

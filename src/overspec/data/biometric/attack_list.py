@@ -130,6 +130,7 @@ class AttackProtocol:
         return LabelledImages(
             dataset=self.name, split=name, labels=np.array([int(s.is_bona_fide) for s in samples]), read=read,
             identity=identity, classnames=CLASSNAMES[self.task], templates=TEMPLATES, info=info,
+            locate=lambda i: str(root / paths[i]),
         )
 
 

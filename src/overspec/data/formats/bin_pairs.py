@@ -44,7 +44,8 @@ class BinPairs:
     """A verification pair set: ``2 × num_pairs`` images, image ``2k`` and ``2k + 1`` forming pair ``k``.
 
     ``read(i)`` returns image ``i`` as an RGB PIL image, decoded as stored (no resizing); ``identity`` is a stable
-    description of the content from which dataset fingerprints are derived.
+    description of the content from which dataset fingerprints are derived; ``locate(i)`` says where image ``i``
+    is stored (for error messages).
     """
 
     name: str
@@ -52,6 +53,7 @@ class BinPairs:
     issame: np.ndarray
     read: Callable[[int], Image.Image] = field(repr=False)
     identity: object = field(repr=False)
+    locate: Callable[[int], str] | None = field(default=None, repr=False)
 
     @property
     def num_pairs(self) -> int:
@@ -68,7 +70,7 @@ class BinPairs:
         labels = np.repeat(np.arange(self.num_pairs, dtype=np.int64), 2)
         return LabelledImages(
             dataset=name or self.name, split="pairs", labels=labels, read=self.read, identity=self.identity,
-            info={"source": str(self.source), "issame": self.issame.copy()},
+            info={"source": str(self.source), "issame": self.issame.copy()}, locate=self.locate,
         )
 
 
@@ -87,6 +89,7 @@ def read_bin(path: str | Path, name: str | None = None) -> BinPairs:
     return BinPairs(
         name=name or path.stem, source=path, issame=issame,
         read=lambda i: _decode_image(buffers[i], path, i), identity=("bin", hashlib.sha256(raw).hexdigest()),
+        locate=lambda i: f"{path} image {i}",
     )
 
 
@@ -200,7 +203,7 @@ def read_pairs_csv(csv_path: str | Path, image_root: str | Path | None = None, n
     identity = ("pairs_csv", tuple(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths),
                 tuple(p.stat().st_size for p in paths), issame.tobytes())
     return BinPairs(name=name or csv_path.stem, source=csv_path, issame=issame,
-                    read=lambda i: _open_rgb(paths[i]), identity=identity)
+                    read=lambda i: _open_rgb(paths[i]), identity=identity, locate=lambda i: str(paths[i]))
 
 
 def _parse_pairs_csv(csv_path: Path, root: Path) -> tuple[list[Path], np.ndarray]:

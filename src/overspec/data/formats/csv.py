@@ -42,6 +42,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         classnames=tuple(classnames),
         templates=tuple(templates),
         info={"table": table.name, "native_classes": tuple(classnames)},
+        locate=lambda i: str(root / rel_paths[i]),
     )
 
 

@@ -104,6 +104,7 @@ class IJBMeta:
             dataset=name or self.prefix.upper(), split="faces", labels=np.arange(self.num_faces), read=read,
             identity=identity,
             info={"scores": self.scores, "template_ids": self.template_ids, "media_ids": self.media_ids},
+            locate=lambda i: str(crops / names[i]),
         )
 
 

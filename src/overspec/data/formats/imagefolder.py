@@ -76,4 +76,5 @@ def _read_folder(request: SplitRequest, root: Path, base: Path, classes: list[st
         identity=tuple(names),
         classnames=tuple(classes),
         info={"native_classes": tuple(classes), "root": str(root)},
+        locate=lambda i: str(paths[i]),
     )

@@ -53,6 +53,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         read=lambda i: open_rgb(paths[i]),
         identity=tuple(relative_names(paths, root)),
         info={"folder": base.name},
+        locate=lambda i: str(paths[i]),
     )
 
 

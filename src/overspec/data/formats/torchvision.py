@@ -134,6 +134,7 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         identity=(type(dataset).__name__.removesuffix("WithoutChecksums"), config, samples),
         classnames=native,
         info=info,
+        locate=None if paths is None else (lambda i: str(paths[int(order[i])])),
     )
 
 

@@ -59,6 +59,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         classnames=classnames,
         templates=tuple(_optional_lines(root / TEMPLATES_FILE)),
         info=info,
+        locate=lambda i: str(split_dir / keys[i]),
     )
 
 

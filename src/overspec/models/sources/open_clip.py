@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import open_clip
@@ -19,10 +20,14 @@ from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.models.spec import PreprocessSpec, ModelSpec
+from overspec.safeload import torch_load_error
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["load_open_clip", "resolve_architecture", "weights_problem"]
+
+#: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
+_MAX_DETAIL = 600
 
 
 def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
@@ -33,6 +38,8 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
             name, pretrained=pretrained, force_quick_gelu=spec.quick_gelu, device=device,
             cache_dir=str(cache_dir / "open_clip"), weights_only=True, require_pretrained=spec.weights is not None,
         )
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a global of a local checkpoint
+        raise torch_load_error(pretrained or str(spec.weights), exc) from exc
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
         raise ModelLoadError(_explain_failure(spec, exc)) from exc
     model.eval()
@@ -128,13 +135,15 @@ def _looks_like_path(weights: str) -> bool:
 
 
 def _explain_failure(spec: ModelSpec, exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """One line saying which model and weights failed and why (torch's key listings collapsed onto that line)."""
+    text = " ".join(str(exc).split())[:_MAX_DETAIL] or type(exc).__name__
     if spec.weights and not _looks_like_path(spec.weights) and ":" not in spec.weights:
         return (
             f"model {spec.name!r}: pretrained tag {spec.weights!r} of {spec.architecture!r} could not be loaded "
             f"(not in the local cache and no network?): {text}. Point 'weights' at a local checkpoint file instead."
         )
-    return f"model {spec.name!r}: {text}"
+    where = f" {Path(spec.weights).expanduser()}:" if spec.weights and _looks_like_path(spec.weights) else ""
+    return f"model {spec.name!r}:{where} {text}"
 
 
 def _preprocess_from_model(model: torch.nn.Module) -> PreprocessSpec:

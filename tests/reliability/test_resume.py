@@ -1,0 +1,135 @@
+"""Fault injection and concurrency: studies killed with SIGKILL at random moments, or run two at a time on one
+cache, end exactly like a clean run.
+
+The study is the default pipeline (world generation, tiny-CLIP pretraining, three fine-tunes, evaluation, report)
+at miniature sizes, run in subprocesses by ``_small_study.py``. The kill times are drawn from a seeded generator
+(``OVERSPEC_FAULT_SEED`` picks another draw). Result files must be equal byte for byte (``provenance.json`` aside:
+it holds timings), fine-tuned adapters and pretrained weights tensor for tensor.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from safetensors import safe_open
+
+from overspec.features._files import read_array
+
+DRIVER = Path(__file__).with_name("_small_study.py")
+CONFIG = """\
+name: default
+models: [tiny-s]
+world: true
+datasets: [world-shapes, world-digits]
+biometrics: [world-lfw, world-ijbc, world-mad, world-pad-OCI-to-M]
+cache_dir: ../cache
+output_dir: runs
+progress: false
+linear_probe: {max_iter: 30, kshot: []}
+finetune:
+  recipes: [froundation, madation, foundpad]
+  profile: world
+  overrides: ["steps=6", "checkpoint_every=2", "batch_size=8", "val_every=0"]
+"""
+STARTUP_SECONDS = 4.0  # interpreter, torch and open_clip imports before a study does any work
+TIMINGS = "provenance.json"  # the one run file that differs by design: timings and which units were reused
+
+
+def start_study(folder: Path) -> subprocess.Popen:
+    """Start the miniature study in ``folder`` (cache in ``folder/../cache``), in its own process group."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "study.yaml").write_text(CONFIG)
+    return subprocess.Popen([sys.executable, str(DRIVER), "study.yaml"], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(*processes: subprocess.Popen) -> None:
+    """Wait for ``processes`` and check that each one succeeded."""
+    for process in processes:
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+
+
+def kill_at(process: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL ``process`` and its children after ``seconds``; return whether it was still running then."""
+    try:
+        process.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def produced_files(folder: Path) -> dict[str, object]:
+    """What a study in ``folder`` leaves that must not depend on kills or company: run outputs, adapters, weights."""
+    cache = folder.parent / "cache"
+    run = folder / "runs" / "default"
+    files = {f"run/{p.relative_to(run)}": p for p in run.rglob("*") if p.is_file() and p.name != TIMINGS}
+    files.update({f"cache/{p.relative_to(cache)}": p for pattern in (
+        "finetune/*/*/*.safetensors", "finetune/*/*/model.yaml", "world-models/tiny-clips/*/*/*.safetensors")
+        for p in cache.glob(pattern)})
+    return {name: comparable_content(path, cache) for name, path in files.items()}
+
+
+def comparable_content(path: Path, cache: Path) -> object:
+    """A file's bytes; for safetensors its tensors and metadata (the writer orders metadata keys at random), and
+    for model.yaml its text with the cache folder replaced (it names its adapter by absolute path)."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata(), {k: handle.get_tensor(k).numpy().tobytes() for k in sorted(handle.keys())}
+    if path.name == "model.yaml":
+        return path.read_text().replace(str(cache), "<cache>")
+    return path.read_bytes()
+
+
+def stage_reached(folder: Path) -> str:
+    """Which stage a killed study was in, judged from what it had finished (for the failure message)."""
+    cache = folder.parent / "cache"
+    if len(list(cache.glob("world-models/tiny-clips/*/*/training.json"))) < 2:
+        return "world/pretraining"
+    if len(list(cache.glob("finetune/*/*/finetune.json"))) < 3:
+        return "fine-tuning"
+    return f"evaluation ({len(list((folder / 'runs' / 'default' / 'units').glob('*.json')))} units done)"
+
+
+def litter(folder: Path) -> list[str]:
+    """Temporary files or folders left behind under ``folder``."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if ".tmp" in p.name)
+
+
+def test_two_studies_on_one_cache_then_sigkills_and_resume_all_match(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    pair = [start_study(tmp_path / "shared" / name) for name in ("a", "b")]
+    finish(*pair)
+    pair_seconds = time.perf_counter() - started
+    first, second = (produced_files(tmp_path / "shared" / name) for name in ("a", "b"))
+    assert sum(name.endswith("adapter.safetensors") for name in first) == 3
+    assert first.keys() == second.keys() and [k for k in first if first[k] != second[k]] == []
+    for entry in (tmp_path / "shared" / "cache" / "features").rglob("*.npy"):
+        read_array(entry)  # raises if a concurrent write left a corrupt entry
+    assert litter(tmp_path / "shared") == []
+
+    rng = random.Random(int(os.environ.get("OVERSPEC_FAULT_SEED", "20261124")))
+    study = tmp_path / "solo" / "a"
+    kills = []
+    remaining = pair_seconds / 2  # rough time of one study alone; each kill spends part of it
+    for _ in range(5):
+        moment = rng.uniform(1.0, STARTUP_SECONDS + max(1.0, remaining))
+        if kill_at(start_study(study), moment):
+            kills.append((round(moment, 1), stage_reached(study)))
+            remaining -= max(0.0, moment - STARTUP_SECONDS)
+    finish(start_study(study))
+    print("kills (seconds after start, stage reached):", kills)
+    assert len(kills) >= 3, f"only {len(kills)} kills landed before the study finished: {kills}"
+    faulted = produced_files(study)
+    assert sorted(faulted) == sorted(first), sorted(set(faulted) ^ set(first))
+    differing = [name for name in first if faulted[name] != first[name]]
+    assert not differing, f"kills at {kills} (seconds, stage) changed {differing[:10]}"
+    assert litter(study / "runs") == []
