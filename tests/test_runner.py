@@ -91,3 +91,37 @@ def test_changed_probe_setting_recomputes_only_probe_units(tmp_path, csv_dataset
                               linear_probe=LinearProbeConfig(val_fraction=0.3)))
     assert sorted(again.computed) == ["micro-img__test-colours__linear_probe", "micro__test-colours__linear_probe"]
     assert again.reused == ["micro__test-colours__zero_shot"]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _alter_value(path):
+    stored = json.loads(path.read_text())
+    stored["records"][0]["value"] = 0.123  # still valid JSON: only the checksum can tell
+    path.write_text(json.dumps(stored))
+
+
+def _flip_prediction(path):
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("damage", "target"), [(_truncate, "units"), (_alter_value, "units"),
+                                                (_flip_prediction, "predictions")])
+def test_damaged_unit_files_are_reported_and_recomputed(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                        caplog, damage, target):
+    data_root, entry = csv_dataset
+    first = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    run_dir = tmp_path / "runs" / "t"
+    originals = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "provenance.json"}
+    suffix = ".json" if target == "units" else ".npz"
+    damaged = run_dir / target / f"micro__test-colours__zero_shot{suffix}"
+    damage(damaged)
+    again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert again.computed == ["micro__test-colours__zero_shot"] and str(damaged) in caplog.text
+    assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "provenance.json"} \
+        == originals
+    np.testing.assert_array_equal([r.value for r in again.records], [r.value for r in first.records])

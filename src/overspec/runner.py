@@ -107,15 +107,15 @@ def run_study(config: RunConfig) -> RunResult:
     """Run every unit of ``config`` (reusing finished ones) and write results, provenance and a summary."""
     start = time.perf_counter()
     data_root, datasets, benchmarks = _prepare_data(config)
-    run_dir = config.run_dir
-    (run_dir / "units").mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
                          num_workers=config.num_workers, device=config.device, progress=config.progress,
                          on_bad_image=config.on_bad_image)
     context = _Context(config, data_root, store)
     specs = [resolve_spec(m) for m in config.models]
     _preflight(context, specs, datasets, benchmarks)
-    specs = _with_finetuned_variants(config, specs)
+    run_dir = config.run_dir
+    (run_dir / "units").mkdir(parents=True, exist_ok=True)
+    specs = _with_finetuned_variants(config, specs, data_root)
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [])
     units = [(spec, ds, proto) for spec in specs for ds in datasets for proto in _protocols(config)]
@@ -188,7 +188,8 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
         if not present:
             problems.append(f"biometric benchmark {name!r}: {detail}")
     if problems:
-        raise PreflightError(f"{len(problems)} problem(s) before running:\n  - " + "\n  - ".join(problems))
+        listed = "; ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1))
+        raise PreflightError(f"{len(problems)} problem(s) before running: {listed}")
 
 
 def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
@@ -260,13 +261,13 @@ def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_con
     return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{recipe_hash(recipe_config)[:12]}"
 
 
-def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec]) -> list[ModelSpec]:
+def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
     """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
     if not config.finetune.recipes:
         return specs
     from overspec.config.typed import from_dict, load_yaml
     from overspec.finetune.recipes import load_recipe
-    from overspec.finetune.run import finetune
+    from overspec.finetune.run import finetune, world_training_data
 
     out = []
     for spec in specs:
@@ -279,6 +280,9 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec]) -> list[
             data = config.finetune.data.get(recipe, "world" if config.world else None)
             if data is None:
                 raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
+            if data == "world" and config.world:  # the biometric world this run evaluates on, wherever it lies
+                data = world_training_data(recipe_config.task, config.cache_path, recipe_config,
+                                           world_root=data_root / "world" / "biometric")
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
             path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,

@@ -44,3 +44,17 @@ def test_default_config_is_the_embedded_world():
     assert isinstance(config, RunConfig)
     with pytest.raises(ConfigError, match="kshot values must be among"):
         default_config(linear_probe={"kshot": [3]})
+
+
+@pytest.mark.parametrize(("finetune", "message"), [
+    ('{recipes: [madation], profile: world, overrides: ["lora.rank=0"]}', r"'madation'.*lora rank must be"),
+    ('{recipes: [madation], overrides: ["lora.rnak=2"]}', r"unknown key 'rnak'; did you mean 'rank'"),
+    ("{recipes: [madatoin]}", r"unknown recipe 'madatoin'; did you mean 'madation'"),
+    ("{recipes: [foundpad], profile: wrld}", r"'foundpad' \(profile 'wrld'.*no profile 'wrld'"),
+])
+def test_fine_tune_settings_are_checked_when_the_config_loads(tmp_path, finetune, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"world: true\nfinetune: {finetune}\n")
+    with pytest.raises(ConfigError, match=r"s.yaml.finetune: recipe .*" + message) as info:
+        load_run_config(path)
+    assert "\n" not in str(info.value)

@@ -121,3 +121,19 @@ def test_training_images_flip_and_carve_dev():
     train, dev = carve_dev(split, 0.34, seed=0)
     assert len(train) + len(dev) == 4 and dev.split == "dev"
     assert not set(train.info["subject_id"]) & set(dev.info["subject_id"])
+
+
+def test_an_attack_validation_split_without_attacks_is_refused_before_training():
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from overspec.data.base import LabelledImages
+    from overspec.finetune.trainer import AttackValidator
+
+    def split(labels):
+        return LabelledImages("mad-list", "dev", np.array(labels), lambda i: Image.new("RGB", (4, 4)), identity="d")
+
+    assert AttackValidator(split([1, 0, 1])).split.dataset == "mad-list"
+    with pytest.raises(ValueError, match=r"validation split mad-list/dev has 2 bona fide and 0 attack samples"):
+        AttackValidator(split([1, 1]))

@@ -29,3 +29,20 @@ def test_bad_heads_are_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(ModelLoadError, match="junk.safetensors: not a readable safetensors head"):
         load_binary_head(tmp_path / "junk.safetensors")
+
+
+def test_a_head_of_the_wrong_width_is_refused_when_the_model_loads(tmp_path, micro_checkpoint, micro_config_file):
+    import pytest
+
+    from overspec.models import ModelSpec, load_model
+    from overspec.models.base import ModelLoadError
+
+    def spec(width: int) -> ModelSpec:
+        head = BinaryHead(torch.ones(2, width), torch.zeros(2))
+        path = save_binary_head(tmp_path / f"head{width}.safetensors", head)
+        return ModelSpec(name="m", config_file=str(micro_config_file), weights=str(micro_checkpoint), head=str(path))
+
+    assert load_model(spec(16), cache_dir=tmp_path).head.dim == 16  # micro-clip embeds into 16 dimensions
+    with pytest.raises(ModelLoadError, match=r"model 'm': head .*head12.safetensors takes embeddings of width 12, "
+                                             r"but the model's are 16 wide"):
+        load_model(spec(12), cache_dir=tmp_path)

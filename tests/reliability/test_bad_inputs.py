@@ -1,8 +1,7 @@
 """The bad-input catalogue of issue 6: each bad input is a one-line error naming the file or key at fault.
 
 Where the input reaches the command line, ``overspec`` must also exit with status 2, print exactly one line on
-stderr and leave no ``results.jsonl`` or other output file behind. Cases that still fail because of code outside
-this suite's remit are marked ``xfail(strict=True)`` with the module at fault, so fixing it turns them red.
+stderr and leave no ``results.jsonl`` or other output file behind.
 """
 
 from __future__ import annotations
@@ -34,10 +33,6 @@ from overspec.models.heads import load_binary_head
 from overspec.models.lora import LoraConfig, inject_lora, save_lora_adapter
 from tests.models._reference_clip import split_state
 
-MULTILINE_LAYOUT_ERROR = pytest.mark.xfail(
-    strict=True, reason="DatasetLayoutError (data/base.py) puts 'expected layout there' on a second line")
-MULTILINE_PREFLIGHT = pytest.mark.xfail(
-    strict=True, reason="runner.PreflightError lists the problems on separate lines")
 
 
 def assert_one_line(error: BaseException, *named: str) -> str:
@@ -137,7 +132,6 @@ def test_missing_split_file_names_the_file(tmp_path):
     assert_names(info.value, str(tmp_path / "data" / "nosplit" / "test.csv"))
 
 
-@MULTILINE_LAYOUT_ERROR
 def test_dataset_layout_errors_are_one_line(tmp_path):
     entry = entry_of(make_csv_dataset(tmp_path / "data", "gone1"))
     with pytest.raises(DatasetLayoutError) as info:
@@ -171,7 +165,6 @@ def test_dataset_problems_exit_2_without_results(tmp_path, capsys, case):
     assert_cli_refuses(capsys, tmp_path, ["run", str(config)], name, one_line=False)
 
 
-@MULTILINE_PREFLIGHT
 def test_dataset_problem_is_one_stderr_line(tmp_path, capsys):
     name = f"cli-one-line-{abs(hash(str(tmp_path))) % 10**8}"
     config = _dataset_cli_case(tmp_path, name, split_file=False)
@@ -429,7 +422,6 @@ def test_ijb_gallery_naming_unknown_templates(tmp_path):
     assert_names(info.value, str(meta / "ijbc_1N_gallery_G1.csv"), "42")
 
 
-@MULTILINE_LAYOUT_ERROR
 def test_ijb_meta_error_is_one_line(tmp_path):
     write_ijb_meta_files(tmp_path / "ijb", "1 77 1\n")
     with pytest.raises(DatasetLayoutError) as info:

@@ -26,6 +26,7 @@ CONFIG = """\
 name: default
 models: [tiny-s]
 world: true
+data_root: data
 datasets: [world-shapes, world-digits]
 biometrics: [world-lfw, world-ijbc, world-mad, world-pad-OCI-to-M]
 cache_dir: ../cache
@@ -42,7 +43,8 @@ TIMINGS = "provenance.json"  # the one run file that differs by design: timings 
 
 
 def start_study(folder: Path) -> subprocess.Popen:
-    """Start the miniature study in ``folder`` (cache in ``folder/../cache``), in its own process group."""
+    """Start the miniature study in ``folder`` (world in ``folder/data``, cache in ``folder/../cache``), in its own
+    process group."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.yaml").write_text(CONFIG)
     return subprocess.Popen([sys.executable, str(DRIVER), "study.yaml"], cwd=folder, stdout=subprocess.DEVNULL,
@@ -115,6 +117,7 @@ def test_two_studies_on_one_cache_then_sigkills_and_resume_all_match(tmp_path: P
     for entry in (tmp_path / "shared" / "cache" / "features").rglob("*.npy"):
         read_array(entry)  # raises if a concurrent write left a corrupt entry
     assert litter(tmp_path / "shared") == []
+    assert not (tmp_path / "shared" / "cache" / "world-data" / "world" / "biometric").exists()  # fine-tunes used data/
 
     rng = random.Random(int(os.environ.get("OVERSPEC_FAULT_SEED", "20261124")))
     study = tmp_path / "solo" / "a"

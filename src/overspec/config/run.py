@@ -61,6 +61,16 @@ class FinetuneRunConfig:
     data: dict[str, str] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        from overspec.finetune.recipes import load_recipe
+
+        for recipe in self.recipes:  # a bad override fails here, at load time, not hours later when training starts
+            try:
+                load_recipe(recipe, profile=self.profile or None, overrides=self.overrides)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                raise ValueError(f"recipe {recipe!r} (profile {self.profile or 'default'!r}, overrides "
+                                 f"{list(self.overrides)}): {exc}") from None
+
 
 @dataclass(frozen=True)
 class RunConfig:

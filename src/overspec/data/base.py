@@ -34,7 +34,7 @@ class DatasetLayoutError(FileNotFoundError):
 
     def __init__(self, dataset: str, path: Path | str, expected: str, problem: str = "not found") -> None:
         self.dataset, self.path, self.expected, self.problem = dataset, Path(path), expected, problem
-        super().__init__(f"dataset {dataset!r}: {problem}: {path}\n  expected layout there: {expected}")
+        super().__init__(f"dataset {dataset!r}: {problem}: {path} (expected layout there: {expected})")
 
     def __str__(self) -> str:
         return self.args[0]

@@ -79,12 +79,15 @@ def _verification_validator(path: Path | None):
     return VerificationValidator(read_bin(path))
 
 
-def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig) -> TrainingData:
-    """The embedded biometric world's training data for ``task`` (generated on first use under the cache)."""
+def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig, *,
+                        world_root: Path | None = None) -> TrainingData:
+    """The embedded biometric world's training data for ``task``, generated on first use in ``world_root``
+    (default ``<cache_dir>/world-data/world/biometric``, where the default run evaluates)."""
     from overspec.data.biometric.attack_list import leave_one_out, read_protocol
     from overspec.data.world.biometric import ensure_biometric_world, read_manifest
 
-    root = ensure_biometric_world(Path(cache_dir) / "world-data" / "world" / "biometric")
+    root = ensure_biometric_world(Path(world_root) if world_root else
+                                  Path(cache_dir) / "world-data" / "world" / "biometric")
     manifest = read_manifest(root)
     if task == "fr":
         train = identity_folders(root / "fr_train", name="world-fr-train")

@@ -149,6 +149,12 @@ class AttackValidator:
     method: str = "bob"
     batch_size: int = 128
 
+    def __post_init__(self) -> None:
+        counts = {label: int(np.sum(self.split.labels == label)) for label in (1, 0)}
+        if not all(counts.values()):  # refuse before training, not at the first validation
+            raise ValueError(f"validation split {self.split.dataset}/{self.split.split} has {counts[1]} bona fide and "
+                             f"{counts[0]} attack samples; an EER needs both (give a larger dev split)")
+
     @torch.no_grad()
     def __call__(self, encoder: Encoder, head: nn.Module, device: str) -> dict:
         scores = head.scores(embed(encoder, self.split, batch_size=self.batch_size, device=device).to(device))

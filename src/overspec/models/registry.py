@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import torch
+
 from overspec.config.typed import from_dict, load_yaml
-from overspec.models.base import Encoder
+from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.spec import ModelSpec
 from overspec.registry import Registry
 
@@ -57,4 +59,21 @@ def load_model(model: str | ModelSpec, *, cache_dir: Path, device: str = "cpu") 
         from overspec.models.heads import load_binary_head
 
         encoder.head = load_binary_head(Path(spec.head).expanduser())
+        _check_head_width(encoder, spec.head)
     return encoder
+
+
+def embedding_width(encoder: Encoder) -> int:
+    """Width of ``encoder``'s image embeddings, measured on one blank image of its input size."""
+    size = (encoder.info or {}).get("preprocess", {}).get("size", 224)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    with torch.inference_mode():
+        return int(encoder.encode_image(torch.zeros(1, 3, int(height), int(width), device=encoder.device)).shape[-1])
+
+
+def _check_head_width(encoder: Encoder, head_path: str) -> None:
+    """Refuse a binary head whose input width is not the model's embedding width (it would fail only when scoring)."""
+    width = embedding_width(encoder)
+    if encoder.head.dim != width:
+        raise ModelLoadError(f"model {encoder.name!r}: head {head_path} takes embeddings of width {encoder.head.dim}, "
+                             f"but the model's are {width} wide")

@@ -26,6 +26,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
+from overspec.protocols._logistic_solver import Solution, solve_multinomial
 
 __all__ = [
     "KSHOTS",
@@ -44,10 +45,8 @@ logger = logging.getLogger(__name__)
 
 KSHOTS = (1, 2, 4, 8, 16)
 STEPS_PER_DECADE = 8
+SEARCH_TOL = 1e-4
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Stop when the loss (about 1 for the mean-scaled objective) changes by less than this between iterations; in
-# float64 this is scipy's ``ftol = 64 eps`` that scikit-learn passes, in float32 the logits' rounding dominates.
-_TOLERANCE_CHANGE = {torch.float64: 64 * float(np.finfo(np.float64).eps), torch.float32: 1e-9}
 
 Fold = tuple[np.ndarray, np.ndarray]
 
@@ -60,23 +59,6 @@ def _as_tensor(x: np.ndarray | torch.Tensor, dtype: str, device: str | torch.dev
     if tensor.ndim != 2:
         raise ValueError(f"features must be a 2-D (samples, features) array, got shape {tuple(tensor.shape)}")
     return tensor
-
-
-def _loss_and_gradient(
-    params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float, weight: torch.Tensor
-) -> tuple[float, torch.Tensor]:
-    """Return ``mean CE + l2/2 sum(weight * V**2)`` and its gradient for ``params = [V ; b]`` of shape (D + 1, K)."""
-    n, d = x.shape
-    log_probs = torch.log_softmax(torch.addmm(params[d], x, params[:d]), dim=1)
-    nll = -log_probs.gather(1, y[:, None]).sum(dtype=torch.float64) / n
-    penalised = params[:d] * weight
-    loss = float(nll) + 0.5 * l2 * float((penalised * params[:d]).sum(dtype=torch.float64))
-    residual = log_probs.exp_()
-    residual[torch.arange(n, device=x.device), y] -= 1.0
-    grad = torch.empty_like(params)
-    torch.addmm(penalised, x.T, residual, beta=l2, alpha=1.0 / n, out=grad[:d])
-    torch.sum(residual, dim=0, out=grad[d]).div_(n)
-    return loss, grad
 
 
 @dataclass
@@ -96,6 +78,15 @@ class _Rotation:
         eigvals, basis = torch.linalg.eigh((centred.T @ centred).double() / x.shape[0])
         basis = basis.to(x.dtype)
         return cls(mean, basis, eigvals.clamp_min(0).to(x.dtype), centred @ basis)
+
+    def rows(self, index: torch.Tensor) -> _Rotation:
+        """Return the same basis with the rotated features of the rows ``index`` (a preconditioner for a subset)."""
+        return _Rotation(self.mean, self.basis, self.eigvals, self.rotated[index])
+
+
+def _tensor_key(x: torch.Tensor) -> tuple:
+    """Return what identifies a tensor's current content: storage, shape, dtype, device and in-place version."""
+    return (x.data_ptr(), tuple(x.shape), x.dtype, str(x.device), x._version)
 
 
 @dataclass
@@ -130,51 +121,6 @@ class _Preconditioner:
         d, rot = len(self.scale), self.rotation
         weights = rot.basis @ (params[:d] * self.scale[:, None])
         return torch.cat([weights, params[d:] - rot.mean @ weights])
-
-
-@dataclass
-class _Solution:
-    """Weights ``[W.T ; b]`` (D + 1, K) of the symmetric multinomial model and solver counters."""
-
-    params: torch.Tensor
-    n_iter: int
-    n_evals: int
-    hit_limit: bool
-
-
-def _solve_multinomial(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    params: torch.Tensor,
-    l2: float,
-    weight: torch.Tensor,
-    tol: float,
-    max_iter: int,
-    history_size: int,
-) -> _Solution:
-    """Minimise the penalised mean cross-entropy from ``params`` with full-batch L-BFGS (strong Wolfe)."""
-    params = params.detach().clone().contiguous()
-    optimizer = torch.optim.LBFGS(
-        [params],
-        lr=1.0,
-        max_iter=max_iter,
-        max_eval=2 * max_iter,
-        tolerance_grad=tol,
-        tolerance_change=_TOLERANCE_CHANGE[params.dtype],
-        history_size=history_size,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> float:
-        with torch.no_grad():
-            loss, grad = _loss_and_gradient(params, x, y, l2, weight)
-        params.grad = grad
-        return loss
-
-    optimizer.step(closure)
-    state = optimizer.state[params]
-    n_iter, n_evals = int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
-    return _Solution(params.detach(), n_iter, n_evals, n_iter >= max_iter or n_evals >= 2 * max_iter)
 
 
 class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
@@ -238,13 +184,13 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
         targets = torch.as_tensor(encoded, device=x.device)
         if self.precondition:
             change = _Preconditioner.of(self._rotation_of(x), l2, len(self.classes_))
-            solution = _solve_multinomial(
+            solution = solve_multinomial(
                 change.features(), targets, change.to_solver(start), l2, change.scale.square()[:, None],
-                self.tol, self.max_iter, self.history_size,
+                self.tol, self.max_iter, self.history_size, initial_scale=float(len(self.classes_)),
             )
             solution.params = change.from_solver(solution.params)
         else:
-            solution = _solve_multinomial(
+            solution = solve_multinomial(
                 x, targets, start, l2, torch.ones(1, 1, dtype=x.dtype, device=x.device),
                 self.tol, self.max_iter, self.history_size,
             )
@@ -253,12 +199,18 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
 
     def _rotation_of(self, x: torch.Tensor) -> _Rotation:
         """Return the rotation of ``x``, reusing the last one when refitting on the same unchanged tensor."""
-        key = (x.data_ptr(), tuple(x.shape), x.dtype, str(x.device), x._version)
         cached = getattr(self, "_rotation_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, _Rotation.of(x))
-            self._rotation_cache = cached
-        return cached[1]
+        if cached is None or cached[0] != _tensor_key(x):
+            self._share_rotation(x, _Rotation.of(x))
+        return self._rotation_cache[1]
+
+    def _share_rotation(self, x: torch.Tensor, rotation: _Rotation) -> None:
+        """Make fits on ``x`` precondition with ``rotation``, e.g. one computed on a superset of its rows.
+
+        Any orthonormal basis keeps the minimiser; sharing the full training set's basis between the search folds
+        and the refit saves a covariance, an eigendecomposition and a rotation per fold.
+        """
+        self._rotation_cache = (_tensor_key(x), rotation)
 
     def _initial_params(
         self, n_features: int, coef_init: np.ndarray | None, intercept_init: np.ndarray | None
@@ -283,7 +235,7 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
             return torch.cat([-full / 2, full / 2], dim=1)
         return full.contiguous()
 
-    def _store(self, solution: _Solution, n_features: int, binary: bool) -> None:
+    def _store(self, solution: Solution, n_features: int, binary: bool) -> None:
         """Set ``coef_``, ``intercept_`` (scikit-learn layout) and the solver counters from a solution."""
         params = solution.params.double().cpu().numpy().T
         if binary:
@@ -405,13 +357,34 @@ def select_regularisation(
     """
     template = probe if probe is not None else LogisticRegressionProbe()
     x = _as_tensor(x, template.dtype, template.device)
-    y = np.asarray(y)
+    return _search_regularisation(x, np.asarray(y), folds, c_grid, template, patience, _shared_rotation(x, template))
+
+
+def _shared_rotation(x: torch.Tensor, probe: LogisticRegressionProbe) -> _Rotation | None:
+    """Return the rotation of all of ``x`` for the folds and the refit to share (None without preconditioning)."""
+    return _Rotation.of(x) if probe.precondition else None
+
+
+def _search_regularisation(
+    x: torch.Tensor,
+    y: np.ndarray,
+    folds: Sequence[Fold],
+    c_grid: Sequence[float] | None,
+    template: LogisticRegressionProbe,
+    patience: int | None,
+    rotation: _Rotation | None,
+) -> RegularisationSearch:
+    """Run :func:`select_regularisation` on a tensor, every fold preconditioned with rows of ``rotation``."""
     grid = np.sort(np.asarray(clip_c_grid() if c_grid is None else c_grid, dtype=np.float64))
-    fold_data = [(x[torch.as_tensor(tr, device=x.device)], y[tr], x[torch.as_tensor(va, device=x.device)], y[va])
-                 for tr, va in folds]
+    fold_data, probes = [], []
+    for tr, va in folds:
+        rows = torch.as_tensor(tr, device=x.device)
+        fold_data.append((x[rows], y[tr], x[torch.as_tensor(va, device=x.device)], y[va]))
+        probes.append(clone(template))
+        if rotation is not None:
+            probes[-1]._share_rotation(fold_data[-1][0], rotation.rows(rows))
     search = RegularisationSearch(C=float("nan"), score=float("-inf"))
     fitted: dict[int, float] = {}
-    probes = [clone(template) for _ in fold_data]  # one per fold, so each fold's feature rotation is computed once
 
     def score_at(index: int) -> float:
         if index not in fitted:
@@ -430,10 +403,9 @@ def select_regularisation(
 def _score_c(index: int, grid: np.ndarray, fitted: dict[int, float], fold_data, probes, search) -> float:
     """Fit every fold at ``grid[index]`` warm-started from the nearest fitted C; return the mean val accuracy."""
     c = float(grid[index])
-    nearest = min(fitted, key=lambda i: abs(np.log(grid[i]) - np.log(c))) if fitted else None
     accuracies, solutions = [], []
     for f, ((x_fit, y_fit, x_val, y_val), probe) in enumerate(zip(fold_data, probes)):
-        warm = search.solutions[float(grid[nearest])][f] if nearest is not None else (None, None)
+        warm = _warm_start(c, {fc: sols[f] for fc, sols in search.solutions.items()})
         probe.set_params(C=c).fit(x_fit, y_fit, coef_init=warm[0], intercept_init=warm[1])
         accuracies.append(float(np.mean(probe.predict(x_val) == y_val)))
         solutions.append((probe.coef_, probe.intercept_))
@@ -443,6 +415,18 @@ def _score_c(index: int, grid: np.ndarray, fitted: dict[int, float], fold_data, 
     search.scores[c] = float(np.mean(accuracies))
     logger.debug("C=%g: validation accuracy %.4f (%d L-BFGS iterations)", c, search.scores[c], probe.n_iter_)
     return search.scores[c]
+
+
+def _warm_start(c: float, solutions: dict[float, tuple[np.ndarray, np.ndarray]]) -> tuple:
+    """Return a starting ``(coef, intercept)`` for ``c``: interpolated in log C between the fitted C just below and
+    just above it, else the nearest fitted C's solution, else ``(None, None)`` (a cold start)."""
+    below = max((fc for fc in solutions if fc < c), default=None)
+    above = min((fc for fc in solutions if fc > c), default=None)
+    if below is None or above is None:
+        nearest = min(solutions, key=lambda fc: abs(np.log(fc / c)), default=None)
+        return solutions[nearest] if nearest is not None else (None, None)
+    t = np.log(c / below) / np.log(above / below)
+    return tuple((1 - t) * lo + t * hi for lo, hi in zip(solutions[below], solutions[above]))
 
 
 def _check_labels(train_y: np.ndarray, test_y: np.ndarray) -> None:
@@ -485,6 +469,7 @@ def linear_probe(
     tol: float = 1e-6,
     dtype: str = "float32",
     patience: int | None = 2,
+    search_tol: float | None = SEARCH_TOL,
 ) -> dict[str, object]:
     """Return the CLIP-protocol probe result: test ``acc1``/``acc5``/``mean_per_class_recall``, chosen ``C``, ...
 
@@ -499,8 +484,12 @@ def linear_probe(
     probe = LogisticRegressionProbe(tol=tol, max_iter=max_iter, dtype=dtype, device=device)
     x = _as_tensor(train_x, dtype, device)
     fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
-    search = select_regularisation(x, train_y, [(fit_idx, val_idx)], c_grid=c_grid, probe=probe, patience=patience)
+    searcher = probe if search_tol is None else clone(probe).set_params(tol=search_tol)
+    rotation = _shared_rotation(x, probe)
+    search = _search_regularisation(x, train_y, [(fit_idx, val_idx)], c_grid, searcher, patience, rotation)
     coef, intercept = search.solutions[search.C][0]
+    if rotation is not None:
+        probe._share_rotation(x, rotation)
     probe.set_params(C=search.C).fit(x, train_y, coef_init=coef, intercept_init=intercept)
     return {
         **_test_report(probe, test_x, test_y),
@@ -533,19 +522,25 @@ def kshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def _kshot_one_seed(train_x, train_y, test_x, test_y, k, seed, probe, max_folds, one_shot_c, c_grid, patience):
-    """Return one seed's k-shot result: C chosen inside the k-shot set, fitted on it, scored on test."""
+def _kshot_one_seed(train_x, train_y, test_x, test_y, k, seed, probes, max_folds, one_shot_c, c_grid, patience):
+    """Return one seed's k-shot result: C chosen inside the k-shot set, fitted on it, scored on test.
+
+    ``probes`` is the (search, final) pair of probe templates; they differ only in tolerance.
+    """
     chosen = kshot_indices(train_y, k, seed)
     x, y = train_x[torch.as_tensor(chosen, device=train_x.device)], train_y[chosen]
+    final = clone(probes[1])
+    rotation = _shared_rotation(x, final)
     if k == 1:
         search = RegularisationSearch(C=one_shot_c, score=float("nan"))
         warm = (None, None)
     else:
         folds = stratified_folds(y, min(k, max_folds), seed)
-        search = select_regularisation(x, y, folds, c_grid=c_grid, probe=probe, patience=patience)
+        search = _search_regularisation(x, y, folds, c_grid, probes[0], patience, rotation)
         warm = search.solutions[search.C][0]
-    final = LogisticRegressionProbe(**{**probe.get_params(), "C": search.C})
-    final.fit(x, y, coef_init=warm[0], intercept_init=warm[1])
+    if rotation is not None:
+        final._share_rotation(x, rotation)
+    final.set_params(C=search.C).fit(x, y, coef_init=warm[0], intercept_init=warm[1])
     report = _test_report(final, test_x, test_y)
     return {
         **report,
@@ -573,6 +568,7 @@ def kshot_probe(
     tol: float = 1e-6,
     dtype: str = "float32",
     patience: int | None = 2,
+    search_tol: float | None = SEARCH_TOL,
 ) -> dict[str, object]:
     """Return k-shot probe results per seed plus their ``mean`` and ``std`` (sample std, ddof=1) of each metric.
 
@@ -586,9 +582,10 @@ def kshot_probe(
     if len(seeds) == 0:
         raise ValueError("seeds must name at least one seed")
     probe = LogisticRegressionProbe(tol=tol, max_iter=max_iter, dtype=dtype, device=device)
+    probes = (probe if search_tol is None else clone(probe).set_params(tol=search_tol), probe)
     x = _as_tensor(train_x, dtype, device)
     per_seed = [
-        _kshot_one_seed(x, train_y, test_x, test_y, k, seed, probe, max_folds, one_shot_c, c_grid, patience)
+        _kshot_one_seed(x, train_y, test_x, test_y, k, seed, probes, max_folds, one_shot_c, c_grid, patience)
         for seed in seeds
     ]
     keys = ("acc1", "acc5", "mean_per_class_recall", "C")

@@ -90,10 +90,14 @@ def test_altered_weights_are_reported_and_retrained(general_world: Path, tmp_pat
 def test_parallel_pretraining_gives_the_weights_of_sequential_pretraining(general_world: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pretrain.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(pretrain, "PARALLEL_MIN_STEPS", 0)
+    pools = []
+    real_pool = pretrain.ProcessPoolExecutor
+    monkeypatch.setattr(pretrain, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     short = {size: pretrain.TrainingRecipe(steps=3, batch_size=8, warmup=1) for size in pretrain.TINY_CLIPS}
     torch.set_num_threads(2)  # the caller's thread count must not matter: training always uses one thread
     parallel = pretrain.ensure_tiny_clips(tmp_path / "a", world_root=general_world, recipes=short, progress=False)
-    assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2 and pools == [(2,)]
     for size in pretrain.TINY_CLIPS:
         sequential = pretrain.pretrain_tiny_clip(size, general_world, tmp_path / "b", seed=0, recipe=short[size])
         assert (parallel[size] / "open_clip_model.safetensors").read_bytes() == \
