@@ -8,7 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from overspec.data.world import attacks as A
 from overspec.data.world import faces as F
+from overspec.data.world import morphs as M
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -78,8 +80,8 @@ def test_piecewise_affine_warp_identity_and_translation():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 40, 3)).astype(np.uint8)
     src = np.array([(5, 5), (35, 5), (35, 35), (5, 35), (20, 18)], dtype=float)
-    np.testing.assert_allclose(F.piecewise_affine_warp(image, src, src), image, atol=1e-4)
-    moved = F.piecewise_affine_warp(image, src, src + np.array([2.0, 1.0]))
+    np.testing.assert_allclose(M.piecewise_affine_warp(image, src, src), image, atol=1e-4)
+    moved = M.piecewise_affine_warp(image, src, src + np.array([2.0, 1.0]))
     np.testing.assert_allclose(moved[15:25, 15:25], image[14:24, 13:23], atol=1e-4)
     np.testing.assert_allclose(moved[0:3, 0:3], image[0:3, 0:3], atol=1e-4)  # outside the hull: unchanged
 
@@ -89,28 +91,28 @@ def test_morphs_differ_from_both_parents(people):
     rng = np.random.default_rng(2)
     ca, cb = F.sample_capture(rng, F.PASSPORT), F.sample_capture(rng, F.PASSPORT)
     fa, fb = F.render_face(a, ca), F.render_face(b, cb)
-    morphs = {"blend": F.morph_blend(fa, fb), "warp": F.morph_warp(fa, fb), "latent": F.render_latent_morph(a, b, ca)}
-    assert set(morphs) == set(F.MORPH_METHODS)
+    morphs = {"blend": M.morph_blend(fa, fb), "warp": M.morph_warp(fa, fb), "latent": M.render_latent_morph(a, b, ca)}
+    assert set(morphs) == set(M.MORPH_METHODS)
     for name, morph in morphs.items():
         assert morph.image.shape == fa.image.shape and morph.image.dtype == np.uint8, name
         assert _diff(morph.image, fa.image) > 3.0 and _diff(morph.image, fb.image) > 3.0, name
     midpoint = (fa.landmarks + fb.landmarks) / 2
     np.testing.assert_allclose(morphs["blend"].landmarks, midpoint)
     np.testing.assert_allclose(morphs["warp"].landmarks, midpoint)
-    np.testing.assert_allclose(F.morph_blend(fa, fb, alpha=0.0).image, fa.image)
-    mixed = F.morph_identity(a, b)
+    np.testing.assert_allclose(M.morph_blend(fa, fb, alpha=0.0).image, fa.image)
+    mixed = M.morph_identity(a, b)
     assert mixed.eye_dx == pytest.approx((a.eye_dx + b.eye_dx) / 2)
 
 
 def test_attack_videos_differ_from_bona_fide_and_move(people):
-    style = F.CameraStyle("X", gain=(1.05, 1.0, 0.95), noise=2.0)
-    live = F.render_bona_fide_video(people[3], style, seed=9, n_frames=3)
+    style = A.CameraStyle("X", gain=(1.05, 1.0, 0.95), noise=2.0)
+    live = A.render_bona_fide_video(people[3], style, seed=9, n_frames=3)
     assert len(live) == 3 and _diff(live[0], live[1]) > 0.5
-    assert np.array_equal(live[0], F.render_bona_fide_video(people[3], style, seed=9, n_frames=3)[0])
-    for species in F.PAI_SPECIES:
-        frames = F.render_attack_video(people[3], species, style, seed=9, n_frames=3)
+    assert np.array_equal(live[0], A.render_bona_fide_video(people[3], style, seed=9, n_frames=3)[0])
+    for species in A.PAI_SPECIES:
+        frames = A.render_attack_video(people[3], species, style, seed=9, n_frames=3)
         assert len(frames) == 3 and frames[0].shape == (112, 112, 3), species
         assert min(_diff(f, g) for f in frames for g in live) > 5.0, species
         assert _diff(frames[0], frames[2]) > 0.5, species
     with pytest.raises(ValueError, match="unknown PAI species 'video'"):
-        F.render_attack_video(people[3], "video", style, seed=9)
+        A.render_attack_video(people[3], "video", style, seed=9)

@@ -38,7 +38,9 @@ from PIL import Image
 from overspec.data.biometric.attack_list import AttackProtocol, AttackSample, write_protocol
 from overspec.data.formats.bin_pairs import write_bin
 from overspec.data.formats.ijb import IJBFace, write_ijb_meta
+from overspec.data.world import attacks as A
 from overspec.data.world import faces as F
+from overspec.data.world import morphs as M
 from overspec.data.world.general import folder_hash
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
@@ -55,11 +57,11 @@ LFW_LIKE = F.CaptureRanges(yaw=(-0.3, 0.3), roll=(-8.0, 8.0), ambient=(0.5, 0.85
                            noise=(1.0, 5.0), blur=(0.0, 0.7), gain=0.1, shift=2.5)
 #: Capture style of each PAD source (the MCIO letters): sensor noise, blur, colour cast, gamma, framing.
 CAMERA_STYLES = {
-    "O": F.CameraStyle("O", gain=(1.0, 1.0, 1.0), gamma=1.0, blur=0.0, noise=1.5, background=(200, 200, 205)),
-    "C": F.CameraStyle("C", gain=(1.08, 1.0, 0.88), gamma=1.1, blur=0.8, noise=4.0, contrast=0.9,
+    "O": A.CameraStyle("O", gain=(1.0, 1.0, 1.0), gamma=1.0, blur=0.0, noise=1.5, background=(200, 200, 205)),
+    "C": A.CameraStyle("C", gain=(1.08, 1.0, 0.88), gamma=1.1, blur=0.8, noise=4.0, contrast=0.9,
                        background=(120, 110, 100), scale=0.92),
-    "I": F.CameraStyle("I", gain=(0.9, 1.0, 1.1), gamma=0.9, blur=0.4, noise=3.0, background=(60, 70, 85)),
-    "M": F.CameraStyle("M", gain=(1.0, 0.97, 1.02), gamma=1.05, blur=0.2, noise=2.5, contrast=1.15,
+    "I": A.CameraStyle("I", gain=(0.9, 1.0, 1.1), gamma=0.9, blur=0.4, noise=3.0, background=(60, 70, 85)),
+    "M": A.CameraStyle("M", gain=(1.0, 0.97, 1.02), gamma=1.05, blur=0.2, noise=2.5, contrast=1.15,
                        background=(150, 160, 140), scale=1.06),
 }
 # identity-seed offsets keep every set's people disjoint (identity i of a set = make_identity(base + offset + i))
@@ -188,9 +190,9 @@ def _write_ijb(root: Path, seed: int, sizes: WorldSizes) -> dict[str, object]:
 def _morph(method: str, a: F.Identity, b: F.Identity, rng: np.random.Generator) -> np.ndarray:
     ca, cb = F.sample_capture(rng, F.PASSPORT), F.sample_capture(rng, F.PASSPORT)
     if method == "latent":
-        return F.render_latent_morph(a, b, ca).image
+        return M.render_latent_morph(a, b, ca).image
     fa, fb = F.render_face(a, ca), F.render_face(b, cb)
-    return (F.morph_blend if method == "blend" else F.morph_warp)(fa, fb).image
+    return (M.morph_blend if method == "blend" else M.morph_warp)(fa, fb).image
 
 
 def _write_mad(root: Path, seed: int, sizes: WorldSizes) -> dict[str, object]:
@@ -208,7 +210,7 @@ def _write_mad(root: Path, seed: int, sizes: WorldSizes) -> dict[str, object]:
                 samples.append(AttackSample(rel, "bona_fide", "", rel, f"s{start + i:04d}", split, "world"))
         for j in range(n_morphs):
             a, b = rng.choice(n, size=2, replace=False)
-            for method in F.MORPH_METHODS:
+            for method in M.MORPH_METHODS:
                 rel = f"images/{split}/{method}/m{j:04d}.png"
                 _save_png(folder / rel, _morph(method, group[a], group[b], rng))
                 subjects = f"s{start + a:04d}+s{start + b:04d}"
@@ -232,9 +234,9 @@ def _write_pad_source(folder: Path, key: str, seed: int, sizes: WorldSizes) -> i
         for i, person in enumerate(people[start:start + n]):
             subject = f"{key}{start + i:03d}"
             videos: list[tuple[str, str, Callable[[int], list[np.ndarray]]]] = [
-                ("bona_fide", "", lambda s, p=person: F.render_bona_fide_video(p, style, s, frames))]
-            videos += [("attack", sp, lambda s, p=person, sp=sp: F.render_attack_video(p, sp, style, s, frames))
-                       for sp in F.PAI_SPECIES]
+                ("bona_fide", "", lambda s, p=person: A.render_bona_fide_video(p, style, s, frames))]
+            videos += [("attack", sp, lambda s, p=person, sp=sp: A.render_attack_video(p, sp, style, s, frames))
+                       for sp in A.PAI_SPECIES]
             for label, species, render in videos:
                 video_dir = f"{split}/{label}/{species + '/' if species else ''}{subject}_{species or 'live'}"
                 for k, frame in enumerate(render(int(rng.integers(2**31)))):

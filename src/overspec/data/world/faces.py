@@ -1,41 +1,29 @@
-"""Synthetic faces for the embedded biometric world: identities, captures, morphs and presentation attacks.
+"""Synthetic faces for the embedded biometric world: identities, captures and rendering.
 
 A face is drawn from an :class:`Identity` (geometry and colouring that stay fixed for a person) and a
 :class:`Capture` (pose, lighting, expression, age and noise that vary per image). Heads are modelled as
 ellipsoids so that yaw moves features across the face and hides the far eye, which gives frontal-vs-profile
 pairs their difficulty. Every render returns the five landmarks in ArcFace order (left eye, right eye, nose
 tip, left mouth corner, right mouth corner; "left" = image left, biometric-protocols.md §3.1) in pixels.
-
-Morphs follow the three families of MAD benchmarks (biometric-protocols.md §8): aligned pixel blending,
-landmark-warped blending (piecewise-affine warp to averaged landmarks) and a "latent" morph that renders the
-averaged identity parameters with a faint generator upsampling trace (GAN-morph analogue). Presentation attacks
-(print, replay, mask) are short frame groups with a per-source camera style (:class:`CameraStyle`).
+Morphs live in :mod:`~overspec.data.world.morphs`, presentation attacks in :mod:`~overspec.data.world.attacks`.
 Everything is numpy + PIL and deterministic from explicit seeds.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from scipy.spatial import Delaunay
 
 __all__ = [
-    "Identity", "Capture", "CaptureRanges", "CameraStyle", "RenderedFace",
-    "FRONTAL", "WILD", "PROFILE", "PASSPORT",
-    "make_identity", "make_identities", "sample_capture", "render_face",
-    "morph_blend", "morph_warp", "morph_identity", "render_latent_morph", "piecewise_affine_warp",
-    "MORPH_METHODS", "PAI_SPECIES", "render_bona_fide_video", "render_attack_video", "apply_camera",
+    "Identity", "Capture", "CaptureRanges", "RenderedFace", "FRONTAL", "WILD", "PROFILE", "PASSPORT",
+    "make_identity", "make_identities", "sample_capture", "render_face", "finish_image",
 ]
 
-logger = logging.getLogger(__name__)
 
-MORPH_METHODS = ("blend", "warp", "latent")
-PAI_SPECIES = ("print", "replay", "mask")
 
 _SKIN_TONES = np.array([(241, 200, 170), (226, 176, 140), (200, 140, 104), (165, 108, 72),
                         (125, 80, 54), (92, 60, 42)], dtype=float)
@@ -126,20 +114,6 @@ PROFILE = CaptureRanges(yaw=(0.95, 1.25), roll=(-6.0, 6.0))
 PASSPORT = CaptureRanges(yaw=(-0.04, 0.04), roll=(-1.5, 1.5), scale=(0.99, 1.01), shift=0.5, ambient=(0.75, 0.8),
                          diffuse=(0.2, 0.25), smile=(-0.05, 0.05), blink=0.0, noise=(1.0, 1.5), blur=(0.0, 0.1),
                          gain=0.02, background="plain")
-
-
-@dataclass(frozen=True)
-class CameraStyle:
-    """Capture characteristics of one PAD source dataset (applied to bona fide and attack frames alike)."""
-
-    name: str
-    gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    gamma: float = 1.0
-    blur: float = 0.0
-    noise: float = 2.0
-    contrast: float = 1.0
-    background: tuple[float, float, float] = (150.0, 150.0, 150.0)
-    scale: float = 1.0
 
 
 @dataclass
@@ -422,7 +396,8 @@ def _rotate_points(points: np.ndarray, degrees: float, cx: float, cy: float) -> 
                      cy - d[:, 0] * math.sin(t) + d[:, 1] * math.cos(t)], axis=1)
 
 
-def _finish(image: Image.Image, blur: float, noise: float, seed: int) -> np.ndarray:
+def finish_image(image: Image.Image, blur: float, noise: float, seed: int) -> np.ndarray:
+    """Return ``image`` as uint8 RGB after optional Gaussian blur and seeded sensor noise (every render ends here)."""
     if blur > 0.05:
         image = image.filter(ImageFilter.GaussianBlur(blur))
     array = np.asarray(image, dtype=np.float32)
@@ -452,219 +427,4 @@ def render_face(identity: Identity, capture: Capture = Capture()) -> RenderedFac
         landmarks = _rotate_points(landmarks, capture.roll, cx, cy)
     small = canvas.reduce(ss)
     landmarks = (landmarks + 0.5) / ss - 0.5
-    return RenderedFace(_finish(small, capture.blur, capture.noise, capture.noise_seed), landmarks)
-
-
-# ---------------------------------------------------------------- morphs
-
-
-def morph_blend(a: RenderedFace, b: RenderedFace, alpha: float = 0.5) -> RenderedFace:
-    """Aligned pixel blending: ``(1 - alpha)·a + alpha·b`` without any warping (ghosting at misaligned features)."""
-    image = (1 - alpha) * a.image.astype(np.float32) + alpha * b.image.astype(np.float32)
-    return RenderedFace(np.clip(np.rint(image), 0, 255).astype(np.uint8),
-                        (1 - alpha) * a.landmarks + alpha * b.landmarks)
-
-
-def _control_points(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Landmarks plus points extrapolated from them (forehead, chin, cheeks) and fixed border points."""
-    eyes_mid = landmarks[:2].mean(axis=0)
-    mouth_mid = landmarks[3:].mean(axis=0)
-    down = mouth_mid - eyes_mid
-    across = landmarks[1] - landmarks[0]
-    extra = np.array([eyes_mid - 0.9 * down, mouth_mid + 0.45 * down, landmarks[0] - 0.55 * across + 0.5 * down,
-                      landmarks[1] + 0.55 * across + 0.5 * down])
-    s = size - 1.0
-    border = np.array([(0, 0), (s / 2, 0), (s, 0), (s, s / 2), (s, s), (s / 2, s), (0, s), (0, s / 2)], dtype=float)
-    return np.concatenate([landmarks, extra, border])
-
-
-def _bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    xs = np.clip(xs, 0, w - 1)
-    ys = np.clip(ys, 0, h - 1)
-    x0 = np.minimum(np.floor(xs).astype(int), w - 2)
-    y0 = np.minimum(np.floor(ys).astype(int), h - 2)
-    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
-    img = image.astype(np.float32)
-    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
-    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
-
-
-def piecewise_affine_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Warp ``image`` so that points ``src`` land on ``dst`` (affine per Delaunay triangle of ``dst``)."""
-    h, w = image.shape[:2]
-    simplices = Delaunay(dst).simplices
-    ys, xs = np.mgrid[0:h, 0:w]
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(float)
-    # barycentric coordinates of every pixel in every triangle, in closed form (scipy's ``transform`` and
-    # ``find_simplex`` are far slower for a few dozen triangles)
-    v0, v1, v2 = (dst[simplices[:, k]] for k in range(3))
-    a, b = v0 - v2, v1 - v2
-    det = a[:, 0] * b[:, 1] - b[:, 0] * a[:, 1]
-    dx = grid[:, 0:1] - v2[None, :, 0]
-    dy = grid[:, 1:2] - v2[None, :, 1]
-    b0 = (b[:, 1] * dx - b[:, 0] * dy) / det
-    b1 = (a[:, 0] * dy - a[:, 1] * dx) / det
-    inside_any = (b0 >= -1e-9) & (b1 >= -1e-9) & (b0 + b1 <= 1.0 + 1e-9)
-    inside = inside_any.any(axis=1)
-    simplex = np.argmax(inside_any, axis=1)
-    rows = np.arange(len(grid))
-    bary = np.stack([b0[rows, simplex], b1[rows, simplex]], axis=1)
-    bary = np.concatenate([bary, 1.0 - bary.sum(axis=1, keepdims=True)], axis=1)
-    corners = src[simplices[simplex]]
-    mapped = np.einsum("ni,nij->nj", bary, corners)
-    mapped = np.where(inside[:, None], mapped, grid)
-    return _bilinear(image, mapped[:, 0].reshape(h, w), mapped[:, 1].reshape(h, w))
-
-
-def morph_warp(a: RenderedFace, b: RenderedFace, alpha: float = 0.5) -> RenderedFace:
-    """Landmark morph: warp both faces to the averaged landmarks (piecewise affine), then blend."""
-    size = a.image.shape[0]
-    pa, pb = _control_points(a.landmarks, size), _control_points(b.landmarks, size)
-    target = (1 - alpha) * pa + alpha * pb
-    warped_a = piecewise_affine_warp(a.image, pa, target)
-    warped_b = piecewise_affine_warp(b.image, pb, target)
-    image = (1 - alpha) * warped_a + alpha * warped_b
-    return RenderedFace(np.clip(np.rint(image), 0, 255).astype(np.uint8), target[:5].copy())
-
-
-def morph_identity(a: Identity, b: Identity, alpha: float = 0.5) -> Identity:
-    """Average two identities' parameters (the "latent" morph); boolean traits come from the nearer parent."""
-    values = {}
-    for name in Identity.__dataclass_fields__:
-        x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, bool):
-            values[name] = x if alpha < 0.5 else y
-        elif isinstance(x, float):
-            values[name] = (1 - alpha) * x + alpha * y
-        elif name == "moles":
-            values[name] = x if alpha < 0.5 else y
-        else:
-            values[name] = tuple((1 - alpha) * u + alpha * v for u, v in zip(x, y, strict=True))
-    return Identity(**values)
-
-
-def render_latent_morph(a: Identity, b: Identity, capture: Capture, alpha: float = 0.5) -> RenderedFace:
-    """Render the averaged identity at half resolution and upsample (a faint generator trace, like GAN morphs)."""
-    half = render_face(morph_identity(a, b, alpha), replace(capture, size=capture.size // 2, noise=0.0))
-    image = Image.fromarray(half.image).resize((capture.size, capture.size), Image.BILINEAR)
-    landmarks = (half.landmarks + 0.5) * 2 - 0.5
-    return RenderedFace(_finish(image, 0.0, capture.noise, capture.noise_seed), landmarks)
-
-
-# ---------------------------------------------------------------- presentation attacks
-
-
-def apply_camera(image: np.ndarray, style: CameraStyle, seed: int) -> np.ndarray:
-    """Pass a frame through a source's camera: colour gain, contrast, gamma, blur and sensor noise."""
-    x = image.astype(np.float32) / 255.0
-    x = np.clip((x - 0.5) * style.contrast + 0.5, 0, 1) * np.asarray(style.gain, dtype=np.float32)
-    x = np.clip(x, 0, 1) ** style.gamma
-    return _finish(Image.fromarray(np.clip(x * 255, 0, 255).astype(np.uint8)), style.blur, style.noise, seed)
-
-
-def _video_captures(rng: np.random.Generator, n_frames: int, style: CameraStyle, rigid: bool) -> list[Capture]:
-    base = sample_capture(rng, FRONTAL, background=style.background, noise=0.0, blur=0.0, scale=style.scale,
-                          light_gain=(1.0, 1.0, 1.0))
-    phase = rng.uniform(0, 2 * math.pi)
-    blink = int(rng.integers(n_frames)) if (not rigid and n_frames > 2) else -1
-    captures = []
-    for k in range(n_frames):
-        t = phase + 0.9 * k
-        captures.append(replace(
-            base, yaw=base.yaw + 0.06 * math.sin(t), roll=base.roll + 1.5 * math.cos(t),
-            shift=(base.shift[0] + 0.8 * math.sin(1.3 * t), base.shift[1] + 0.6 * math.cos(0.7 * t)),
-            smile=0.0 if rigid else base.smile + 0.15 * math.sin(2 * t), eye_open=0.05 if k == blink else 1.0,
-            noise_seed=base.noise_seed + k))
-    return captures
-
-
-def render_bona_fide_video(identity: Identity, style: CameraStyle, seed: int, n_frames: int = 3) -> list[np.ndarray]:
-    """Frames of a live face: small head motion, expression change and one blink, through the source camera."""
-    rng = np.random.default_rng([seed, 0xB0])
-    return [apply_camera(render_face(identity, c).image, style, c.noise_seed)
-            for c in _video_captures(rng, n_frames, style, rigid=False)]
-
-
-def _halftone(image: np.ndarray, period: float, angle: float) -> np.ndarray:
-    h, w = image.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    u = xs * math.cos(angle) + ys * math.sin(angle)
-    v = -xs * math.sin(angle) + ys * math.cos(angle)
-    screen = 0.5 + 0.25 * (np.cos(2 * math.pi * u / period) + np.cos(2 * math.pi * v / period))
-    x = image.astype(np.float32) / 255.0
-    return np.clip(x + 0.35 * (screen[..., None] - 0.5) * (1.0 - x) * 1.6, 0, 1)
-
-
-def _print_frame(photo: np.ndarray, k: int, params: dict) -> np.ndarray:
-    """A printed photo held up to the camera: rigid motion of the whole sheet, halftone, paper colour, blur."""
-    size = photo.shape[0]
-    sheet = Image.fromarray(photo).rotate(params["tilt"] + 0.8 * math.sin(0.9 * k + params["phase"]),
-                                          resample=Image.BILINEAR, fillcolor=params["paper"],
-                                          translate=(0.8 * math.cos(k + params["phase"]), 0.5 * math.sin(k)))
-    x = _halftone(np.asarray(sheet), params["period"], params["angle"])
-    x = x * np.array([1.0, 0.97, 0.86], dtype=np.float32) * 0.92 + 0.05
-    x = 0.8 * x + 0.2 * x.mean(axis=2, keepdims=True)
-    out = Image.fromarray(np.clip(x * 255, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(params["blur"]))
-    return np.asarray(out.resize((size, size)))
-
-
-def _replay_frame(frame: np.ndarray, params: dict) -> np.ndarray:
-    """A face replayed on a screen: gamma, raised black level and blue cast, moiré, bezel border, glare."""
-    h, w = frame.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    x = (frame.astype(np.float32) / 255.0) ** params["gamma"] * 0.85 + 0.08
-    x = x * np.array([0.93, 0.98, 1.08], dtype=np.float32)
-    moire = np.sin(2 * math.pi * (xs * math.cos(params["angle"]) + ys * math.sin(params["angle"])) / params["period"])
-    x = x + 0.06 * moire[..., None]
-    glare = np.exp(-(((xs - params["glare"][0]) ** 2 + (ys - params["glare"][1]) ** 2) / (2 * (0.18 * w) ** 2)))
-    x = x + 0.18 * glare[..., None]
-    b = params["border"]
-    side = params["side"]
-    if side == 0:
-        x[:, :b] = 0.05
-    elif side == 1:
-        x[:, w - b:] = 0.05
-    else:
-        x[h - b:, :] = 0.05
-    return np.clip(x * 255, 0, 255).astype(np.uint8)
-
-
-def _mask_frame(rendered: RenderedFace) -> np.ndarray:
-    """A worn mask: posterised flat texture and dark eye holes at the eye landmarks."""
-    image = Image.fromarray(rendered.image).filter(ImageFilter.MedianFilter(5))
-    x = np.asarray(image).astype(np.float32)
-    x = np.round(x / 16.0) * 16.0
-    h, w = x.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = 0.045 * w
-    for ex, ey in rendered.landmarks[:2]:
-        hole = ((xs - ex) / (1.4 * r)) ** 2 + ((ys - ey) / r) ** 2 < 1.0
-        x[hole] = x[hole] * 0.25
-    return np.clip(x, 0, 255).astype(np.uint8)
-
-
-def render_attack_video(identity: Identity, species: str, style: CameraStyle, seed: int,
-                        n_frames: int = 3) -> list[np.ndarray]:
-    """Frames of a presentation attack of ``species`` (print, replay or mask) on ``identity``."""
-    if species not in PAI_SPECIES:
-        raise ValueError(f"unknown PAI species {species!r}; expected one of {', '.join(PAI_SPECIES)}")
-    rng = np.random.default_rng([seed, 0xA7, PAI_SPECIES.index(species)])
-    if species == "print":
-        photo = render_face(identity, sample_capture(rng, FRONTAL, background=(225.0, 222.0, 215.0), noise=1.0))
-        params = {"tilt": float(rng.uniform(-4, 4)), "phase": float(rng.uniform(0, 6.28)),
-                  "paper": (236, 232, 220), "period": float(rng.uniform(2.6, 3.6)),
-                  "angle": float(rng.uniform(0.3, 1.2)), "blur": float(rng.uniform(0.5, 1.0))}
-        frames = [_print_frame(photo.image, k, params) for k in range(n_frames)]
-    elif species == "replay":
-        source = render_bona_fide_video(identity, CameraStyle("screen", noise=1.0), int(rng.integers(2**31)), n_frames)
-        size = source[0].shape[0]
-        params = {"gamma": float(rng.uniform(0.65, 0.8)), "angle": float(rng.uniform(0, math.pi)),
-                  "period": float(rng.uniform(3.0, 5.0)), "glare": rng.uniform(0, size, 2),
-                  "border": int(rng.integers(3, 8)), "side": int(rng.integers(3))}
-        frames = [_replay_frame(f, params) for f in source]
-    else:
-        captures = _video_captures(rng, n_frames, style, rigid=True)
-        frames = [_mask_frame(render_face(identity, replace(c, flat=0.8, noise=0.0))) for c in captures]
-    return [apply_camera(f, style, seed + 7919 * k) for k, f in enumerate(frames)]
+    return RenderedFace(finish_image(small, capture.blur, capture.noise, capture.noise_seed), landmarks)
