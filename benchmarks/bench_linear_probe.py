@@ -22,7 +22,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from overspec.protocols.linear_probe import linear_probe, stratified_split
+from overspec.protocols.linear_probe import SEARCH_TOL, linear_probe, stratified_split
 
 
 def make_features(
@@ -80,6 +80,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tol", type=float, default=1e-6, help="gradient tolerance, the same for both solvers")
     parser.add_argument(
+        "--search-tol", type=float, default=SEARCH_TOL,
+        help="tolerance of the torch C-search fits (scikit-learn fits everything at --tol); 0: --tol",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads for torch and scikit-learn/BLAS (1: robust to shared load)"
     )
     parser.add_argument("--verbose", action="store_true", help="log every fit")
@@ -91,7 +95,10 @@ def main() -> None:
     train_x, train_y, test_x, test_y = make_features(args.n_train, args.n_test, args.dim, args.classes, args.seed)
     limits = threadpool_limits(limits=args.threads)
     start = time.perf_counter()
-    result = linear_probe(train_x, train_y, test_x, test_y, seed=args.seed, dtype=args.dtype, tol=args.tol)
+    result = linear_probe(
+        train_x, train_y, test_x, test_y, seed=args.seed, dtype=args.dtype, tol=args.tol,
+        search_tol=args.search_tol or None,
+    )
     time_torch = time.perf_counter() - start
     cs = sorted(result["val_scores"])
     start = time.perf_counter()
@@ -100,7 +107,7 @@ def main() -> None:
     limits.restore_original_limits()
 
     print(f"features={args.n_train}+{args.n_test}x{args.dim} classes={args.classes} dtype={args.dtype} "
-          f"tol={args.tol} threads={args.threads}")
+          f"tol={args.tol} search_tol={args.search_tol or args.tol} threads={args.threads}")
     print(f"fits={result['n_fits']} iterations_torch={result['n_iter']} iterations_sklearn={iter_sklearn}")
     print(f"C_torch={result['C']:.4g} C_sklearn={c_sklearn:.4g}")
     print(f"time_torch={time_torch:.2f}s time_sklearn={time_sklearn:.2f}s")

@@ -234,3 +234,69 @@ def test_refit_notices_features_changed_in_place(features) -> None:
     expected = LogisticRegressionProbe(C=1.0, dtype="float64").fit(2.0 * train_x, train_y).coef_
     np.testing.assert_allclose(refit, expected, atol=1e-4)
     assert np.abs(refit - first).max() > 1e-2
+
+
+def test_fitting_does_not_import_torch_dynamo() -> None:
+    """torch.optim's constructor imports torch._dynamo (seconds per process); the probe's own L-BFGS must not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from overspec.protocols.linear_probe import LogisticRegressionProbe\n"
+        "x = np.random.default_rng(0).standard_normal((60, 5)); y = np.arange(60) % 3\n"
+        "LogisticRegressionProbe(C=1.0).fit(x, y)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+def test_rotation_of_a_superset_keeps_the_minimiser(features) -> None:
+    import torch
+
+    from overspec.protocols.linear_probe import _Rotation
+
+    train_x, train_y, _, _ = features
+    x = torch.tensor(train_x)
+    rows = torch.arange(0, len(x), 2)
+    subset = x[rows]
+    own = LogisticRegressionProbe(C=0.5, tol=1e-9, max_iter=5000, dtype="float64").fit(subset, train_y[::2])
+    shared = LogisticRegressionProbe(C=0.5, tol=1e-9, max_iter=5000, dtype="float64")
+    shared._share_rotation(subset, _Rotation.of(x).rows(rows))
+    shared.fit(subset, train_y[::2])
+    np.testing.assert_allclose(shared.coef_, own.coef_, atol=1e-5 * np.abs(own.coef_).max())
+    np.testing.assert_allclose(shared.intercept_, own.intercept_, atol=1e-5 * np.abs(own.coef_).max())
+
+
+def test_warm_start_interpolates_between_the_bracketing_fits() -> None:
+    from overspec.protocols.linear_probe import _warm_start
+
+    assert _warm_start(1.0, {}) == (None, None)
+    low, high = (np.array([[0.0, 2.0]]), np.array([1.0])), (np.array([[4.0, 6.0]]), np.array([3.0]))
+    coef, intercept = _warm_start(10.0, {1.0: low, 100.0: high, 1e4: (np.zeros((1, 2)), np.zeros(1))})
+    np.testing.assert_allclose(coef, [[2.0, 4.0]])  # log10 C = 1 is halfway between 0 and 2
+    np.testing.assert_allclose(intercept, [2.0])
+    coef, _ = _warm_start(1e3 ** 0.5 * 1e-3, {1.0: low, 100.0: high})  # below every fit: the nearest one
+    np.testing.assert_array_equal(coef, low[0])
+
+
+def test_loose_search_tolerance_keeps_the_choice_and_refits_at_full_tolerance(features) -> None:
+    train_x, train_y, test_x, test_y = features
+    exact = linear_probe(train_x, train_y, test_x, test_y, search_tol=None)
+    loose = linear_probe(train_x, train_y, test_x, test_y)
+    assert loose["C"] == exact["C"] and loose["n_iter"] < exact["n_iter"]
+    # even a search at a useless tolerance ends in a refit that matches scikit-learn at the chosen C
+    sloppy = linear_probe(train_x, train_y, test_x, test_y, search_tol=1e-1)
+    reference = LogisticRegression(C=sloppy["C"], max_iter=5000, tol=1e-10).fit(train_x, train_y)
+    assert abs(sloppy["acc1"] - reference.score(test_x, test_y)) <= 0.003
+
+
+@pytest.mark.parametrize("c", [0.05, 50.0])
+def test_float32_probe_converges_at_weak_and_strong_regularisation(features, c: float) -> None:
+    train_x, train_y, test_x, _ = features
+    reference = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(train_x, train_y)
+    probe = LogisticRegressionProbe(C=c, tol=1e-6, dtype="float32").fit(train_x.astype(np.float32), train_y)
+    assert probe.converged_ and probe.n_evals_ <= 2 * probe.n_iter_ + 2
+    agree = np.mean(probe.predict(test_x) == reference.predict(test_x))
+    assert agree >= 0.995
