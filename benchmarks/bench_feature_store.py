@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="ViT-B-16,ViT-B-32")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", default="0,1", help="comma-separated decoding-worker counts to measure")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +68,7 @@ def main() -> None:
         for architecture in args.models.split(","):
             encoder = _encoder(architecture, tmp)
             _bare_throughput(encoder, split.subset(np.arange(8)), args.batch_size)  # warm-up
-            for workers in (0, 1):
+            for workers in (int(w) for w in args.workers.split(",")):
                 ratios = []
                 for round_ in range(args.rounds):  # alternate the two sides so load changes hit both alike
                     bare = _bare_throughput(encoder, split, args.batch_size)

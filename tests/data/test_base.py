@@ -47,7 +47,8 @@ def test_checked_items_turn_decode_errors_into_a_placeholder_and_a_problem():
     assert len(checked) == 3 and checked[0] == ((3, 3, 3), 0, "")
     placeholder, label, problem = checked[1]
     assert placeholder[2] == 3 and label == 1 and problem.startswith("UnidentifiedImageError: cannot identify")
-    assert split.decode_problem(0) == "" and split.decode_problem(1) == problem
+    # PIL names an in-memory stream by its repr, whose address differs between two reads of the same item
+    assert split.decode_problem(0) == "" and split.decode_problem(1).split(" <")[0] == problem.split(" <")[0]
     error = split.bad_image_error(1, problem)
     assert isinstance(error, ValueError) and "f1.png" in str(error) and problem in str(error)
     with pytest.raises(OSError):

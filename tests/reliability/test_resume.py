@@ -2,8 +2,9 @@
 cache, end exactly like a clean run.
 
 The study is the default pipeline (world generation, tiny-CLIP pretraining, three fine-tunes, evaluation, report)
-at miniature sizes, run in subprocesses by ``_small_study.py``. The kill times are drawn from a seeded generator
-(``OVERSPEC_FAULT_SEED`` picks another draw). Result files must be equal byte for byte (``provenance.json`` aside:
+at miniature sizes, run in subprocesses by ``_small_study.py``. Each kill comes a random delay (up to 1.5 s) after
+the study has finished a randomly drawn amount of work, both from a seeded generator (``OVERSPEC_FAULT_SEED``
+picks another draw). Result files must be equal byte for byte (``provenance.json`` aside:
 it holds timings), fine-tuned adapters and pretrained weights tensor for tensor.
 """
 
@@ -38,7 +39,6 @@ finetune:
   profile: world
   overrides: ["steps=6", "checkpoint_every=2", "batch_size=8", "val_every=0"]
 """
-STARTUP_SECONDS = 4.0  # interpreter, torch and open_clip imports before a study does any work
 TIMINGS = "provenance.json"  # the one run file that differs by design: timings and which units were reused
 
 
@@ -58,15 +58,27 @@ def finish(*processes: subprocess.Popen) -> None:
         assert process.returncode == 0, err[-3000:]
 
 
-def kill_at(process: subprocess.Popen, seconds: float) -> bool:
-    """SIGKILL ``process`` and its children after ``seconds``; return whether it was still running then."""
+def kill_after(process: subprocess.Popen, folder: Path, target: int, delay: float) -> bool:
+    """SIGKILL ``process`` and its children ``delay`` seconds after ``folder`` holds ``target`` finished pieces of
+    work (see :func:`finished_work`); return whether it was still running then."""
+    while finished_work(folder) < target and process.poll() is None:
+        time.sleep(0.05)
     try:
-        process.wait(timeout=seconds)
+        process.wait(timeout=delay)
         return False
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         return True
+
+
+def finished_work(folder: Path) -> int:
+    """Pieces of work a study in ``folder`` has finished: pretrained models, fine-tune checkpoints and results,
+    evaluation units. Kills are placed by this count, so they spread over the stages at any machine speed."""
+    cache = folder.parent / "cache"
+    return sum(len(list(root.glob(pattern))) for root, pattern in (
+        (cache, "world-models/tiny-clips/*/*/training.json"), (cache, "finetune/*/*/checkpoints/step-*"),
+        (cache, "finetune/*/*/finetune.json"), (folder / "runs" / "default", "units/*.json")))
 
 
 def produced_files(folder: Path) -> dict[str, object]:
@@ -107,10 +119,8 @@ def litter(folder: Path) -> list[str]:
 
 
 def test_two_studies_on_one_cache_then_sigkills_and_resume_all_match(tmp_path: Path) -> None:
-    started = time.perf_counter()
     pair = [start_study(tmp_path / "shared" / name) for name in ("a", "b")]
     finish(*pair)
-    pair_seconds = time.perf_counter() - started
     first, second = (produced_files(tmp_path / "shared" / name) for name in ("a", "b"))
     assert sum(name.endswith("adapter.safetensors") for name in first) == 3
     assert first.keys() == second.keys() and [k for k in first if first[k] != second[k]] == []
@@ -121,18 +131,18 @@ def test_two_studies_on_one_cache_then_sigkills_and_resume_all_match(tmp_path: P
 
     rng = random.Random(int(os.environ.get("OVERSPEC_FAULT_SEED", "20261124")))
     study = tmp_path / "solo" / "a"
+    total = finished_work(tmp_path / "shared" / "a")
+    targets = sorted(rng.sample(range(total - 2), 4))  # 0 = during start-up, world generation or pretraining
     kills = []
-    remaining = pair_seconds / 2  # rough time of one study alone; each kill spends part of it
-    for _ in range(5):
-        moment = rng.uniform(1.0, STARTUP_SECONDS + max(1.0, remaining))
-        if kill_at(start_study(study), moment):
-            kills.append((round(moment, 1), stage_reached(study)))
-            remaining -= max(0.0, moment - STARTUP_SECONDS)
+    for target in targets:
+        delay = rng.uniform(0.0, 1.5)
+        if kill_after(start_study(study), study, target, delay):
+            kills.append((target, round(delay, 2), stage_reached(study)))
     finish(start_study(study))
-    print("kills (seconds after start, stage reached):", kills)
+    print(f"kills (pieces of work done of {total}, delay, stage reached):", kills)
     assert len(kills) >= 3, f"only {len(kills)} kills landed before the study finished: {kills}"
     faulted = produced_files(study)
     assert sorted(faulted) == sorted(first), sorted(set(faulted) ^ set(first))
     differing = [name for name in first if faulted[name] != first[name]]
-    assert not differing, f"kills at {kills} (seconds, stage) changed {differing[:10]}"
+    assert not differing, f"kills at {kills} (work done, delay, stage) changed {differing[:10]}"
     assert litter(study / "runs") == []

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from overspec import distributed
 from overspec.data.base import LabelledImages
 from overspec.features._files import CorruptCacheError, discard, read_entry, write_array
+from overspec.features.loading import image_batches
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 
@@ -201,11 +202,9 @@ class FeatureStore:
         problem}`` records; raises for a bad image under ``fail`` and for non-finite features.
         """
         start, stop = distributed.shard_bounds(len(split))
-        shard = split.subset(np.arange(start, stop)).with_transform(encoder.preprocess)
-        loader = torch.utils.data.DataLoader(
-            shard.checked(), batch_size=self.batch_size, shuffle=False,
-            num_workers=self.num_workers, pin_memory=torch.device(self.device).type == "cuda",
-        )
+        shard = split.subset(np.arange(start, stop))
+        batches = image_batches(shard, encoder.preprocess, batch_size=self.batch_size, num_workers=self.num_workers,
+                                device=self.device)
         chunks: list[np.ndarray] = []
         bad: list[dict] = []
         fail_fast = self.on_bad_image == "fail" and not distributed.is_distributed()
@@ -213,8 +212,8 @@ class FeatureStore:
                    disable=not self.progress or not distributed.is_main(), leave=False)
         offset = start
         with torch.inference_mode(), self._autocast():
-            for images, _, problems in loader:
-                batch = self._encode_batch(encoder, images.to(self.device, non_blocking=True), view)
+            for images, problems in batches:
+                batch = self._encode_batch(encoder, images, view)
                 for row in (k for k, problem in enumerate(problems) if problem):
                     batch[row] = 0.0
                     bad.append({"index": offset + row, "location": split.location(offset + row),

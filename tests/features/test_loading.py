@@ -1,0 +1,112 @@
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from overspec.data.base import LabelledImages
+from overspec.features import FeatureStore
+from overspec.features.loading import image_batches, split_preprocess
+from overspec.models import ModelSpec, PreprocessSpec, load_model
+from overspec.models.preprocess import build_transform
+from tests.conftest import make_split
+
+
+def _images() -> list[Image.Image]:
+    """RGB images smaller, larger, non-square and exactly the target size, so every resize branch runs."""
+    rng = np.random.default_rng(3)
+    shapes = [(40, 40), (17, 29), (61, 23), (32, 32), (5, 90)]
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in shapes]
+
+
+def _split_batch(preprocess, images) -> torch.Tensor:
+    split = split_preprocess(preprocess)
+    assert split.splits
+    per_image = [split.per_image(image) for image in images]
+    assert all(t.dtype == torch.uint8 for t in per_image)
+    return split.finish(torch.stack(per_image))
+
+
+@pytest.mark.parametrize("spec", [
+    PreprocessSpec(size=32),
+    PreprocessSpec(size=24, interpolation="bilinear", resize_mode="squash", mean=(0.5, 0.5, 0.5),
+                   std=(0.5, 0.5, 0.5)),
+    PreprocessSpec(size=28, interpolation="nearest", channel_order="BGR", mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25)),
+], ids=["clip-shortest-crop", "hf-squash", "bgr"])
+def test_split_preprocessing_gives_the_same_tensors_as_the_model_transform(spec):
+    preprocess = build_transform(spec)
+    images = _images()
+    expected = torch.stack([preprocess(image) for image in images])
+    np.testing.assert_array_equal(_split_batch(preprocess, images).numpy(), expected.numpy())
+
+
+def test_open_clip_eval_transform_is_split_and_matches():
+    preprocess = open_clip.image_transform(32, is_train=False, mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
+    images = _images()
+    expected = torch.stack([preprocess(image) for image in images])
+    np.testing.assert_array_equal(_split_batch(preprocess, images).numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("preprocess", [
+    lambda image: T.functional.to_tensor(image.resize((8, 8))),
+    T.Compose([T.Resize(8), T.CenterCrop(8), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3), T.Lambda(torch.tanh)]),
+    T.Compose([T.Resize((8, 8)), T.Grayscale(3), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]),
+    T.Compose([T.Resize((8, 8)), T.ToTensor()]),
+], ids=["function", "extra-tensor-step", "unknown-pil-step", "no-normalize"])
+def test_unrecognised_preprocessing_runs_whole_per_image(preprocess):
+    split = split_preprocess(preprocess)
+    assert not split.splits and split.per_image is preprocess
+    batch = torch.stack([preprocess(image) for image in _images()[:2]])
+    assert split.finish(batch) is batch
+
+
+@pytest.fixture
+def encoder(tmp_path, micro_checkpoint):
+    return load_model(ModelSpec(name="m", architecture="micro-clip", weights=str(micro_checkpoint)), cache_dir=tmp_path)
+
+
+def _reference(encoder, split) -> np.ndarray:
+    with torch.inference_mode():
+        batch = torch.stack([encoder.preprocess(split.decoded(i)) for i in range(len(split))])
+        return encoder.encode_image(batch).numpy()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_store_features_match_the_encoders_own_preprocess(tmp_path, encoder, workers):
+    assert split_preprocess(encoder.preprocess).splits
+    split = make_split(n=7, size=37, seed=4)
+    store = FeatureStore(tmp_path / "store", batch_size=3, num_workers=workers, progress=False)
+    np.testing.assert_allclose(store.image_features(encoder, split).x, _reference(encoder, split), rtol=0, atol=1e-5)
+
+
+def test_store_falls_back_to_the_model_transform_when_not_recognised(tmp_path, encoder):
+    split = make_split(n=5, size=30, seed=5)
+    recognised = FeatureStore(tmp_path / "a", batch_size=2, progress=False).image_features(encoder, split)
+    model_transform = encoder.preprocess
+    encoder.preprocess = lambda image: model_transform(image)
+    assert not split_preprocess(encoder.preprocess).splits
+    whole = FeatureStore(tmp_path / "b", batch_size=2, progress=False).image_features(encoder, split)
+    np.testing.assert_allclose(whole.x, recognised.x, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(whole.x, _reference(encoder, split), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_image_batches_are_the_model_tensors_in_order_with_decode_problems(workers):
+    preprocess = build_transform(PreprocessSpec(size=16, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3)))
+    good = make_split(n=5, size=21, seed=6)
+
+    def read(i: int) -> Image.Image:
+        if i == 3:
+            raise OSError("truncated file")
+        return good.read(i)
+
+    split = LabelledImages("toy", "test", good.labels, read, identity="with-bad")
+    batches = list(image_batches(split, preprocess, batch_size=2, num_workers=workers, device="cpu"))
+    assert [len(problems) for _, problems in batches] == [2, 2, 1]
+    problems = [problem for _, batch_problems in batches for problem in batch_problems]
+    assert problems[3] == "OSError: truncated file" and problems[:3] + problems[4:] == ["", "", "", ""]
+    images = torch.cat([images for images, _ in batches])
+    assert images.dtype == torch.float32
+    for i in (0, 1, 2, 4):
+        np.testing.assert_array_equal(images[i].numpy(), preprocess(good.decoded(i)).numpy())
