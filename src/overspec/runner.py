@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from overspec.config.run import RunConfig, resolved_dict
 from overspec.data.base import LabelledImages
 from overspec.features import FeatureStore
-from overspec.features._files import atomic_write_text
+from overspec.features._files import atomic_write_text, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
 from overspec.models.fingerprint import combine
 from overspec.registry import Registry
@@ -407,21 +407,10 @@ def _stored_records(path: Path, key: str, predictions_path: Path) -> list[dict] 
         return None
     if stored["unit_key"] != key:
         return None
-    if predictions_sha and _file_sha256(predictions_path) != predictions_sha:
+    if predictions_sha and (not predictions_path.is_file() or file_sha256(predictions_path) != predictions_sha):
         logger.warning("%s: missing or altered predictions file; recomputing the unit", predictions_path)
         return None
     return records
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes ('' when it does not exist)."""
-    if not path.is_file():
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _protocol_entry(protocol: str) -> str:
@@ -447,7 +436,7 @@ def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
     os.replace(tmp, path)
-    return _file_sha256(path)
+    return file_sha256(path)
 
 
 def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],

@@ -16,7 +16,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "CorruptCacheError"]
+__all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "file_sha256", "CorruptCacheError"]
 
 
 class CorruptCacheError(RuntimeError):
@@ -32,6 +32,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (the checksum recorded beside unit files, checkpoints and weights)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _sha256(array: np.ndarray) -> str:

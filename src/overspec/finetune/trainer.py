@@ -19,7 +19,6 @@ to the next older valid one (from scratch when none is left).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -46,7 +45,7 @@ from overspec.data.base import LabelledImages
 from overspec.data.formats.bin_pairs import BinPairs
 from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
-from overspec.features._files import atomic_write_text
+from overspec.features._files import atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
@@ -178,9 +177,7 @@ class TrainResult:
 
 def file_record(path: Path) -> dict:
     """The sha256 and size of a file, as recorded beside it to detect truncation and alteration later."""
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"sha256": digest, "size": Path(path).stat().st_size}
+    return {"sha256": file_sha256(Path(path)), "size": Path(path).stat().st_size}
 
 
 def file_problem(path: Path, record: object) -> str | None:

@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
+from overspec.features._files import file_sha256
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -285,10 +286,6 @@ def training_key(size: str, recipe: TrainingRecipe, seed: int, data_hash: str) -
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _is_trained(folder: Path, key: str) -> bool:
     """Whether ``folder`` holds a complete, intact model trained under ``key`` (altered weights are reported)."""
     weights = folder / "open_clip_model.safetensors"
@@ -301,7 +298,7 @@ def _is_trained(folder: Path, key: str) -> bool:
         return False
     if metadata.get("key") != key:
         return False
-    if metadata.get("weights_sha256") != _file_sha256(weights):
+    if metadata.get("weights_sha256") != file_sha256(weights):
         logger.warning("%s: weights do not match the checksum in %s (altered or truncated); retraining",
                        weights, METADATA)
         return False
@@ -313,7 +310,7 @@ def _write_model(folder: Path, size: str, model: torch.nn.Module, metadata: dict
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / "open_clip_model.safetensors"))
-    metadata = {**metadata, "weights_sha256": _file_sha256(folder / "open_clip_model.safetensors")}
+    metadata = {**metadata, "weights_sha256": file_sha256(folder / "open_clip_model.safetensors")}
     config = {"model_cfg": tiny_clip_config(size), "preprocess_cfg": PREPROCESS_CFG}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (folder / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
