@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
 from overspec.protocols._logistic_solver import Solution, solve_multinomial
+from overspec.protocols._sampling import Fold, kshot_indices, stratified_folds, stratified_split
 
 __all__ = [
     "KSHOTS",
@@ -52,9 +53,6 @@ STEPS_PER_DECADE = 8
 # 10000x256x100 and 3000x512x2, seeds 0-2); 3e-5 chose the same C as the previous full-tolerance search on all 12.
 SEARCH_TOL = 3e-5
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-Fold = tuple[np.ndarray, np.ndarray]
-
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: str, device: str | torch.device) -> torch.Tensor:
     """Return ``x`` as a 2-D tensor of the named dtype on ``device`` (no copy when it already is one)."""
@@ -283,31 +281,6 @@ def clip_c_grid(steps_per_decade: int = STEPS_PER_DECADE) -> np.ndarray:
     return np.logspace(-6, 6, 12 * steps_per_decade + 1)
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Fold:
-    """Return sorted ``(train_idx, val_idx)``: about ``val_fraction`` of each class, seeded; one stays in train."""
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    val: list[np.ndarray] = []
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        val.append(members[: min(int(round(val_fraction * len(members))), len(members) - 1)])
-    val_idx = np.sort(np.concatenate(val))
-    if len(val_idx) == 0:
-        raise ValueError(f"val_fraction={val_fraction} leaves no validation sample (every class is too small)")
-    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
-
-
-def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> list[Fold]:
-    """Return ``n_folds`` ``(train_idx, val_idx)`` pairs; each class is dealt round-robin over folds after a shuffle."""
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        fold_of[members] = np.arange(len(members)) % n_folds
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
-
-
 @dataclass
 class RegularisationSearch:
     """Outcome of a C search: the chosen C, its validation accuracy, every tried C's score and the fit count."""
@@ -511,22 +484,6 @@ def linear_probe(
         "seed": seed,
         "split_fingerprint": _index_fingerprint(fit_idx, val_idx),
     }
-
-
-def kshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Return sorted indices of ``k`` samples drawn without replacement from every class present in ``labels``.
-
-    Raises ValueError naming the classes with fewer than ``k`` samples (never returns a short or empty set).
-    """
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
-    classes, counts = np.unique(labels, return_counts=True)
-    short = classes[counts < k]
-    if len(short):
-        raise ValueError(f"{len(short)} classes have fewer than k={k} training samples: {short[:10].tolist()}")
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(np.flatnonzero(labels == cls), size=k, replace=False) for cls in classes]
-    return np.sort(np.concatenate(picks))
 
 
 def _kshot_one_seed(train_x, train_y, test_x, test_y, k, seed, probes, max_folds, one_shot_c, c_grid, patience):
