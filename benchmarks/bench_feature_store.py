@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="ViT-B-16,ViT-B-32")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", default="0,1", help="comma-separated decoding-worker counts to measure")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -67,7 +67,8 @@ def main() -> None:
         split = _images_on_disk(tmp, args.images, 256)
         for architecture in args.models.split(","):
             encoder = _encoder(architecture, tmp)
-            _bare_throughput(encoder, split.subset(np.arange(8)), args.batch_size)  # warm-up
+            _bare_throughput(encoder, split, args.batch_size)  # warm-up: allocator, kernels, page cache
+            _store_throughput(encoder, split, args.batch_size, 0, tmp / f"warm-up-{architecture}")
             for workers in (int(w) for w in args.workers.split(",")):
                 ratios = []
                 for round_ in range(args.rounds):  # alternate the two sides so load changes hit both alike

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 import open_clip
 import pytest
@@ -5,9 +8,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from overspec.data.base import LabelledImages
+from overspec.data.base import BadImageError, LabelledImages
 from overspec.features import FeatureStore
-from overspec.features.loading import image_batches, split_preprocess
+from overspec.features.loading import image_batches, prefetched, split_preprocess
 from overspec.models import ModelSpec, PreprocessSpec, load_model
 from overspec.models.preprocess import build_transform
 from tests.conftest import make_split
@@ -110,3 +113,84 @@ def test_image_batches_are_the_model_tensors_in_order_with_decode_problems(worke
     assert images.dtype == torch.float32
     for i in (0, 1, 2, 4):
         np.testing.assert_array_equal(images[i].numpy(), preprocess(good.decoded(i)).numpy())
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "overspec-prefetch"]
+
+
+def test_prefetched_yields_every_item_in_order_and_stops_its_thread():
+    produced = []
+
+    def items():
+        for i in range(7):
+            produced.append(i)
+            yield i * i
+
+    assert list(prefetched(items(), depth=2)) == [i * i for i in range(7)]
+    assert produced == list(range(7))
+    assert _prefetch_threads() == []
+
+
+def test_prefetched_reads_ahead_of_the_consumer_by_at_most_its_depth():
+    produced = []
+
+    def items():
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    batches = prefetched(items(), depth=3)
+    assert next(batches) == 0
+    deadline = time.monotonic() + 5
+    while len(produced) < 5 and time.monotonic() < deadline:  # item 0 taken, 1..3 queued, 4 waiting to be put
+        time.sleep(0.01)
+    time.sleep(0.1)  # room to overrun, were the bound not enforced
+    assert len(produced) == 5
+    batches.close()
+    assert _prefetch_threads() == []
+
+
+def test_prefetched_raises_the_producers_error_at_its_place():
+    def items():
+        yield "a"
+        yield "b"
+        raise OSError("disk went away")
+
+    batches = prefetched(items(), depth=2)
+    assert [next(batches), next(batches)] == ["a", "b"]
+    with pytest.raises(OSError, match="disk went away"):
+        next(batches)
+    assert _prefetch_threads() == []
+
+
+def test_closing_prefetched_early_stops_a_producer_blocked_on_a_full_queue():
+    finished = threading.Event()
+
+    def items():
+        try:
+            for i in range(1000):
+                yield i
+        finally:
+            finished.set()
+
+    batches = prefetched(items(), depth=1)
+    assert next(batches) == 0
+    batches.close()
+    assert _prefetch_threads() == []
+    assert finished.wait(5)
+
+
+def test_a_bad_image_under_fail_stops_extraction_without_leaving_a_loading_thread(tmp_path, encoder):
+    good = make_split(n=9, size=21, seed=4)
+
+    def read(i: int) -> Image.Image:
+        if i == 1:
+            raise OSError("truncated file")
+        return good.read(i)
+
+    split = LabelledImages("toy", "test", good.labels, read, identity="bad-early")
+    store = FeatureStore(tmp_path, batch_size=2, num_workers=0, progress=False)
+    with pytest.raises(BadImageError, match="truncated file"):
+        store.image_features(encoder, split)
+    assert _prefetch_threads() == []

@@ -9,12 +9,16 @@ it runs unchanged per image and batches pass through as they come.
 
 Where a batch is normalised follows what is scarce: on a GPU after the (4x smaller) uint8 transfer; on CPU with
 decoding workers in the worker, so the main process's cores only encode; on CPU without workers in the main process.
+Without workers the next batch is still loaded ahead, in one background thread: PIL decodes and resizes with the GIL
+released, so loading fills the gaps the encoder leaves in its cores instead of adding to the wall time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +32,10 @@ from overspec.models.preprocess import _ToBGR
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitPreprocess", "split_preprocess", "image_batches"]
+__all__ = ["SplitPreprocess", "split_preprocess", "image_batches", "prefetched"]
+
+#: Batches a loader without workers keeps ready ahead of the encoder.
+PREFETCH_DEPTH = 2
 
 #: Steps that map an RGB PIL image to an RGB PIL image and so may run before the uint8 conversion.
 _GEOMETRY_STEPS = (T.Resize, T.CenterCrop)
@@ -125,7 +132,8 @@ def image_batches(split: LabelledImages, preprocess: Callable[[Image.Image], tor
     """Yield ``(model-ready batch on device, decode problems)`` for ``split`` in order, preprocessed as ``preprocess``.
 
     Decoding problems stay inside the items (``LabelledImages.checked``): an undecodable image is a placeholder
-    with a non-empty problem string, never an exception across the loader.
+    with a non-empty problem string, never an exception across the loader. Without workers, batches are loaded
+    ahead in a background thread (:func:`prefetched`).
     """
     split_pre = split_preprocess(preprocess)
     on_gpu = torch.device(device).type == "cuda"
@@ -135,6 +143,62 @@ def image_batches(split: LabelledImages, preprocess: Callable[[Image.Image], tor
         num_workers=num_workers, pin_memory=on_gpu,
         collate_fn=_FinishingCollate(split_pre) if finish_in_worker else None,
     )
-    for images, _, problems in loader:
-        images = images.to(device, non_blocking=True)
-        yield (images if finish_in_worker else split_pre.finish(images)), list(problems)
+    finish = (lambda images: images) if finish_in_worker else split_pre.finish
+    batches = ((finish(images.to(device, non_blocking=True)), list(problems)) for images, _, problems in loader)
+    yield from prefetched(batches, PREFETCH_DEPTH) if num_workers == 0 else batches
+
+
+def prefetched(items: Iterable, depth: int) -> Iterator:
+    """Yield ``items`` in order while one background thread keeps up to ``depth`` of them ready.
+
+    An exception raised while producing an item is raised here, at that item's place. Closing the generator early
+    (the consumer stopped on a bad image, or was interrupted) stops the thread before this returns.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    thread = threading.Thread(target=_produce, args=(iter(items), ready, stop), name="overspec-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            _drain(ready)
+            thread.join(timeout=0.05)
+
+
+def _produce(items: Iterator, ready: queue.Queue, stop: threading.Event) -> None:
+    """Put ``("item", x)`` for each item, then ``("end", None)``, or ``("error", exc)`` where producing raised."""
+    try:
+        for item in items:
+            if not _put_unless_stopped(ready, ("item", item), stop):
+                return
+        _put_unless_stopped(ready, ("end", None), stop)
+    except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+        _put_unless_stopped(ready, ("error", exc), stop)
+
+
+def _put_unless_stopped(ready: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
+    """Put ``entry`` once there is room; return False without putting it when ``stop`` is set first."""
+    while not stop.is_set():
+        try:
+            ready.put(entry, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(ready: queue.Queue) -> None:
+    """Empty ``ready`` so a producer blocked on it notices the stop."""
+    try:
+        while True:
+            ready.get_nowait()
+    except queue.Empty:
+        pass
