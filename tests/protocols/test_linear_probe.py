@@ -269,16 +269,22 @@ def test_rotation_of_a_superset_keeps_the_minimiser(features) -> None:
     np.testing.assert_allclose(shared.intercept_, own.intercept_, atol=1e-5 * np.abs(own.coef_).max())
 
 
-def test_warm_start_interpolates_between_the_bracketing_fits() -> None:
+def test_warm_start_is_linear_in_log_c_through_the_nearest_fits() -> None:
     from overspec.protocols.linear_probe import _warm_start
 
     assert _warm_start(1.0, {}) == (None, None)
     low, high = (np.array([[0.0, 2.0]]), np.array([1.0])), (np.array([[4.0, 6.0]]), np.array([3.0]))
-    coef, intercept = _warm_start(10.0, {1.0: low, 100.0: high, 1e4: (np.zeros((1, 2)), np.zeros(1))})
-    np.testing.assert_allclose(coef, [[2.0, 4.0]])  # log10 C = 1 is halfway between 0 and 2
+    far = (np.zeros((1, 2)), np.zeros(1))
+    coef, intercept = _warm_start(10.0, {1e-2: far, 1.0: low, 100.0: high, 1e4: far})
+    np.testing.assert_allclose(coef, [[2.0, 4.0]])  # log10 C = 1 is halfway between the bracketing 0 and 2
     np.testing.assert_allclose(intercept, [2.0])
-    coef, _ = _warm_start(1e3 ** 0.5 * 1e-3, {1.0: low, 100.0: high})  # below every fit: the nearest one
-    np.testing.assert_array_equal(coef, low[0])
+    coef, intercept = _warm_start(1e3, {1e-2: far, 1.0: low, 100.0: high})  # above every fit: one more step
+    np.testing.assert_allclose(coef, [[6.0, 8.0]])
+    np.testing.assert_allclose(intercept, [4.0])
+    coef, _ = _warm_start(1e-1, {1.0: low, 100.0: high})  # below every fit: extrapolated downwards by half a step
+    np.testing.assert_allclose(coef, [[-2.0, 0.0]])
+    coef, _ = _warm_start(1e3, {100.0: high})  # a single fit: its own solution
+    np.testing.assert_array_equal(coef, high[0])
 
 
 def test_loose_search_tolerance_keeps_the_choice_and_refits_at_full_tolerance(features) -> None:
