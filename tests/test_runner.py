@@ -125,3 +125,55 @@ def test_damaged_unit_files_are_reported_and_recomputed(tmp_path, csv_dataset, m
     assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "provenance.json"} \
         == originals
     np.testing.assert_array_equal([r.value for r in again.records], [r.value for r in first.records])
+
+
+def _refuse_loading(monkeypatch):
+    """Make any model load in the runner fail, to prove a run needed none."""
+    def refuse(spec, **kwargs):
+        raise AssertionError(f"model {spec.name} was loaded")
+
+    monkeypatch.setattr("overspec.runner.load_model", refuse)
+
+
+def test_a_run_with_nothing_left_to_do_loads_no_model(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                     monkeypatch):
+    data_root, entry = csv_dataset
+    first = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    run_dir = tmp_path / "runs" / "t"
+    outputs = {name: (run_dir / name).read_bytes() for name in ("results.jsonl", "results.csv", "summary.md")}
+    parameters = json.loads((run_dir / "provenance.json").read_text())["models"]["micro"]["parameters"]
+    with monkeypatch.context() as patched:
+        _refuse_loading(patched)
+        second = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert second.computed == [] and sorted(second.reused) == sorted(first.computed)
+    assert {name: (run_dir / name).read_bytes() for name in outputs} == outputs
+    assert json.loads((run_dir / "provenance.json").read_text())["models"]["micro"]["parameters"] == parameters > 0
+
+
+def test_changed_weights_bytes_are_loaded_and_recomputed(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                        monkeypatch):
+    import torch
+
+    data_root, entry = csv_dataset
+    run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    state = torch.load(micro_checkpoint, weights_only=True)
+    state["visual.proj"] = state["visual.proj"] * 1.5  # same file name, size and spec; other weights
+    torch.save(state, micro_checkpoint)
+    again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert sorted(again.computed) == ["micro-img__test-colours__linear_probe", "micro__test-colours__linear_probe",
+                                      "micro__test-colours__zero_shot"]
+
+
+def test_damaged_model_facts_are_reported_and_the_model_loaded(tmp_path, csv_dataset, micro_checkpoint,
+                                                              micro_config_file, caplog):
+    data_root, entry = csv_dataset
+    run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    facts = sorted((tmp_path / "cache" / "model-facts").rglob("*.json"))
+    assert len(facts) == 2  # micro and micro-img
+    for path in facts:
+        stored = json.loads(path.read_text())
+        stored["facts"]["fingerprint"] = "0" * 32  # would key every unit wrongly, were it believed
+        path.write_text(json.dumps(stored))
+    again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert again.computed == [] and len(again.reused) == 3
+    assert "unusable model facts (checksum mismatch)" in caplog.text

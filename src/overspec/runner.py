@@ -23,10 +23,12 @@ from tqdm.auto import tqdm
 
 from overspec.config.run import RunConfig, resolved_dict
 from overspec.data.base import LabelledImages
+from overspec.data.world.checks import checked_once
 from overspec.features import FeatureStore
 from overspec.features._files import atomic_write_text, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
 from overspec.models.fingerprint import combine
+from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
 from overspec.registry import Registry
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 
@@ -72,6 +74,8 @@ class _Context:
     def __init__(self, config: RunConfig, data_root: Path, store: FeatureStore) -> None:
         self.config, self.data_root, self.store = config, data_root, store
         self._models: dict[str, Encoder] = {}
+        self._facts: dict[str, ModelFacts] = {}
+        self._identities: dict[str, str | None] = {}
         self._splits: dict[tuple[str, str], LabelledImages] = {}
         self.extras: dict[tuple, object] = {}
 
@@ -82,13 +86,30 @@ class _Context:
 
     def model(self, spec: ModelSpec) -> Encoder:
         if spec.name not in self._models:
-            self._models[spec.name] = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
+            encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
+            self._models[spec.name] = encoder
+            identity = self._identity(spec)
+            if identity is not None:
+                facts = ModelFacts.of(encoder)
+                if self._facts.get(spec.name, facts) != facts:
+                    logger.warning("model %r: recorded facts %s differ from the loaded model's %s; using the "
+                                   "loaded model's", spec.name, self._facts[spec.name], facts)
+                self._facts[spec.name] = facts
+                write_facts(self.config.cache_path, identity, facts)
         return self._models[spec.name]
 
-    def image_parameters(self, spec: ModelSpec) -> int | None:
-        """Number of image-tower parameters of a model loaded in this run (None if it was never loaded)."""
-        encoder = self._models.get(spec.name)
-        return None if encoder is None else sum(int(v.numel()) for v in encoder.image_state().values())
+    def facts(self, spec: ModelSpec) -> ModelFacts:
+        """Fingerprints and size of a model: recorded ones when its spec and files are unchanged, else loaded."""
+        if spec.name not in self._facts:
+            identity = self._identity(spec)
+            facts = read_facts(self.config.cache_path, identity) if identity is not None else None
+            self._facts[spec.name] = facts or ModelFacts.of(self.model(spec))
+        return self._facts[spec.name]
+
+    def _identity(self, spec: ModelSpec) -> str | None:
+        if spec.name not in self._identities:
+            self._identities[spec.name] = model_identity(spec, self.config.cache_path)
+        return self._identities[spec.name]
 
     def split(self, dataset: str, role: str) -> LabelledImages:
         from overspec.data.catalog import load_dataset
@@ -104,7 +125,16 @@ PROTOCOLS: Registry[ProtocolFn] = Registry("protocol")
 
 
 def run_study(config: RunConfig) -> RunResult:
-    """Run every unit of ``config`` (reusing finished ones) and write results, provenance and a summary."""
+    """Run every unit of ``config`` (reusing finished ones) and write results, provenance and a summary.
+
+    Generated world content (datasets, tiny-CLIP weights) is hashed once per run, not at every model that uses it.
+    """
+    with checked_once():
+        return _run_study(config)
+
+
+def _run_study(config: RunConfig) -> RunResult:
+    """The body of :func:`run_study`, run inside one scope of world-content checks."""
     start = time.perf_counter()
     data_root, datasets, benchmarks = _prepare_data(config)
     store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
@@ -194,7 +224,7 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
 
 def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
     """Missing files (weights, adapter, head, config) or unavailable weights of a model spec."""
-    from overspec.models.sources.open_clip import weights_problem
+    from overspec.models.sources.files import weights_problem
 
     problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
                 if path and not Path(path).expanduser().exists()]
@@ -343,7 +373,7 @@ def _skip_reason(context: _Context, spec: ModelSpec, dataset: str, protocol: str
 def _unit_key(context: _Context, spec: ModelSpec, unit: Unit) -> str:
     from overspec.data.catalog import dataset_registry, has_role
 
-    encoder = context.model(spec)
+    facts = context.facts(spec)
     if unit.dataset in dataset_registry():
         entry = dataset_registry().get(unit.dataset)
         roles = [r for r in ("train", "val", "test") if has_role(entry, r)]
@@ -354,7 +384,7 @@ def _unit_key(context: _Context, spec: ModelSpec, unit: Unit) -> str:
         splits = benchmark_splits(context, context.benchmark(unit.dataset))
         split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
     settings = asdict(context.config.linear_probe) if unit.protocol.startswith("linear_probe") else {}
-    return combine("unit-v1", unit.protocol, encoder.fingerprint, str(encoder.text_fingerprint), *split_fps,
+    return combine("unit-v1", unit.protocol, facts.fingerprint, str(facts.text_fingerprint), *split_fps,
                    json.dumps(settings, sort_keys=True), str(context.config.seed))
 
 
@@ -451,7 +481,7 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
     fingerprints = {r.model: r.model_fingerprint for r in result.records}
     models = {s.name: {"base": s.base, "specialisation": s.specialisation, "source": s.source,
                        "architecture": s.architecture, "weights": s.weights, "adapter": s.adapter, "head": s.head,
-                       "text": s.text, "parameters": context.image_parameters(s)} for s in specs}
+                       "text": s.text, "parameters": context.facts(s).image_parameters} for s in specs}
     provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),
                   "model_fingerprints": fingerprints, "models": models, "datasets": datasets,
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),

@@ -90,3 +90,18 @@ def test_image_only_spec_has_no_text_tower(tmp_path, micro_checkpoint):
     assert not encoder.has_text and encoder.text_fingerprint is None
     with pytest.raises(TypeError, match="no text tower"):
         encoder.encode_text(["x"])
+
+
+def test_tokenizers_are_built_once_per_model_config(tmp_path):
+    from overspec.models.sources import open_clip as source
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    config = {"model_cfg": {"embed_dim": 32, "text_cfg": {"context_length": 16, "vocab_size": 49408}}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    first = source._tokenizer(f"local-dir:{folder}")
+    assert source._tokenizer(f"local-dir:{folder}") is first and first.context_length == 16
+    config["model_cfg"]["text_cfg"]["context_length"] = 24
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    changed = source._tokenizer(f"local-dir:{folder}")
+    assert changed is not first and changed.context_length == 24

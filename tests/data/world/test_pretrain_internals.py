@@ -104,3 +104,70 @@ def test_parallel_pretraining_gives_the_weights_of_sequential_pretraining(genera
             (sequential / "open_clip_model.safetensors").read_bytes()
         metadata = json.loads((parallel[size] / "training.json").read_text())
         assert metadata["recipe"]["steps"] == 3
+
+
+class _Killed(Exception):
+    """Stands in for the run being killed part-way through a step."""
+
+
+def _count_steps(monkeypatch: pytest.MonkeyPatch, kill_at: int | None = None) -> list[int]:
+    """Count training steps (calls of the loss); with ``kill_at``, raise :class:`_Killed` inside that step."""
+    calls: list[int] = []
+    real_loss = pretrain._contrastive_loss
+
+    def loss(*args: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == kill_at:
+            raise _Killed
+        return real_loss(*args)
+
+    monkeypatch.setattr(pretrain, "_contrastive_loss", loss)
+    return calls
+
+
+_SHORT = pretrain.TrainingRecipe(steps=8, batch_size=8, warmup=2)
+
+
+def test_an_interrupted_pretraining_continues_to_the_uninterrupted_weights(general_world: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pretrain, "CHECKPOINT_EVERY", 3)
+    clean = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "clean", recipe=_SHORT)
+    assert not (tmp_path / "clean" / ".tiny-s.resume.pt").exists()
+
+    _count_steps(monkeypatch, kill_at=8)  # snapshots after steps 3 and 6, killed inside step 8
+    with pytest.raises(_Killed):
+        pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "resumed", recipe=_SHORT)
+    snapshot = tmp_path / "resumed" / ".tiny-s.resume.pt"
+    assert len(torch.load(snapshot, weights_only=True)["losses"]) == 6
+    assert not (tmp_path / "resumed" / "tiny-s").exists()
+
+    steps = _count_steps(monkeypatch)
+    resumed = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "resumed", recipe=_SHORT)
+    assert len(steps) == 2  # steps 7 and 8 only
+    assert (resumed / "open_clip_model.safetensors").read_bytes() == (clean / "open_clip_model.safetensors").read_bytes()
+    metadata = [json.loads((folder / "training.json").read_text()) for folder in (clean, resumed)]
+    assert metadata[0]["losses"] == metadata[1]["losses"] and len(metadata[1]["losses"]) == 8
+    assert not snapshot.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other-recipe"])
+def test_an_unusable_snapshot_is_reported_and_training_starts_over(general_world: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   damage: str) -> None:
+    monkeypatch.setattr(pretrain, "CHECKPOINT_EVERY", 3)
+    clean = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "clean", recipe=_SHORT)
+    snapshot = tmp_path / "run" / ".tiny-s.resume.pt"
+    if damage == "garbage":
+        snapshot.parent.mkdir()
+        snapshot.write_bytes(b"not a torch file")
+    else:  # a run of another recipe was killed after its first snapshot
+        _count_steps(monkeypatch, kill_at=5)
+        with pytest.raises(_Killed):
+            pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "run", recipe=replace(_SHORT, lr=1e-4))
+    steps = _count_steps(monkeypatch)
+    again = pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path / "run", recipe=_SHORT)
+    assert len(steps) == 8
+    assert str(snapshot) in caplog.text and "starting over" in caplog.text
+    assert (again / "open_clip_model.safetensors").read_bytes() == (clean / "open_clip_model.safetensors").read_bytes()
+    assert not snapshot.exists()

@@ -41,6 +41,7 @@ from overspec.data.formats.ijb import IJBFace, write_ijb_meta
 from overspec.data.world import attacks as A
 from overspec.data.world import faces as F
 from overspec.data.world import morphs as M
+from overspec.data.world.checks import content_matches
 from overspec.data.world.general import folder_hash
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
@@ -275,7 +276,8 @@ def _is_complete(root: Path, seed: int, sizes: WorldSizes) -> bool:
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return False
     return (marker.get("seed") == seed and marker.get("version") == GENERATOR_VERSION
-            and marker.get("sizes") == _sizes_json(sizes) and marker.get("content_hash") == folder_hash(root))
+            and marker.get("sizes") == _sizes_json(sizes)
+            and content_matches(root, marker.get("content_hash"), folder_hash))
 
 
 def _sizes_json(sizes: WorldSizes) -> dict:

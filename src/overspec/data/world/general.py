@@ -36,6 +36,8 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
+from overspec.data.world.checks import content_matches
+
 __all__ = [
     "IMAGE_SIZE",
     "WORLD_DATASETS",
@@ -400,7 +402,7 @@ def _is_complete(folder: Path, spec: WorldDataset, seed: int) -> bool:
         return False
     expected = _marker(spec, seed)
     return (all(marker.get(k) == v for k, v in expected.items())
-            and marker.get("content_hash") == folder_hash(folder))
+            and content_matches(folder, marker.get("content_hash"), folder_hash))
 
 
 def _build_dataset(spec: WorldDataset, world: Path, seed: int) -> None:

@@ -15,7 +15,9 @@ written atomically::
     <out_dir>/<size>/open_clip_model.safetensors
     <out_dir>/<size>/training.json              training key, seed, recipe, losses, data hash, weights sha256
 
-A folder whose weights no longer match the sha256 in its ``training.json`` is reported and retrained.
+A folder whose weights no longer match the sha256 in its ``training.json`` is reported and retrained. Every
+``CHECKPOINT_EVERY`` steps a run saves its whole state (weights, optimiser, schedule, batch stream, RNG) beside the
+folder, so a run that is killed continues where it stopped and still ends with the uninterrupted run's weights.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from filelock import FileLock
 from PIL import Image
 from tqdm.auto import tqdm
 
+from overspec.data.world.checks import content_matches
 from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.features._files import file_sha256
 
@@ -66,6 +69,7 @@ METADATA = "training.json"
 TRAINING_VERSION = 3  # bump when the training loop changes what a recipe produces
 _MAX_SHIFT = 2
 PARALLEL_MIN_STEPS = 200  # fewer steps in all train faster in this process than in freshly started ones
+CHECKPOINT_EVERY = 100  # steps between resumable snapshots (10-20 s of training; saving one takes milliseconds)
 
 
 @dataclass(frozen=True)
@@ -132,21 +136,39 @@ def _load_pairs(world_root: Path, size: str, seed: int) -> _CaptionedImages:
     return _CaptionedImages(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), tokens, captions_of)
 
 
-def _batches(data: _CaptionedImages, batch_size: int, steps: int, generator: torch.Generator
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``steps`` batches of (normalised shifted images, caption ids), epoch by epoch without replacement."""
-    n = data.images.shape[0]
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
-    for _ in range(steps):
-        if cursor + batch_size > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor:cursor + batch_size]
-        cursor += batch_size
-        picks = torch.randint(0, 1 << 30, (len(idx),), generator=generator)
+class _BatchStream:
+    """Seeded batches of (normalised shifted images, caption ids), epoch by epoch without replacement.
+
+    Its state (generator, epoch order, position) is saved with a run's snapshot, so a resumed run draws exactly the
+    batches the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, data: _CaptionedImages, batch_size: int, seed: int) -> None:
+        self.data, self.batch_size = data, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(data.images.shape[0], generator=self.generator)
+        self.cursor = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the next batch, starting a freshly shuffled epoch when the current one cannot fill it."""
+        data = self.data
+        if self.cursor + self.batch_size > data.images.shape[0]:
+            self.order, self.cursor = torch.randperm(data.images.shape[0], generator=self.generator), 0
+        idx = self.order[self.cursor:self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        picks = torch.randint(0, 1 << 30, (len(idx),), generator=self.generator)
         caption_ids = torch.tensor([data.captions_of[int(i)][int(p) % len(data.captions_of[int(i)])]
                                     for i, p in zip(idx, picks)])
-        yield _normalise(_shift(data.images[idx], generator)), caption_ids
+        return _normalise(_shift(data.images[idx], self.generator)), caption_ids
+
+    def state_dict(self) -> dict:
+        """Return what :meth:`load_state_dict` needs to continue the same sequence of batches."""
+        return {"generator": self.generator.get_state(), "order": self.order.clone(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.generator.set_state(state["generator"])
+        self.order, self.cursor = state["order"], int(state["cursor"])
 
 
 def _shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -234,32 +256,44 @@ def _compact_vocabulary(model: torch.nn.Module, tokens: torch.Tensor) -> Iterato
         model.token_embedding = full
 
 
-def _train(size: str, data: _CaptionedImages, recipe: TrainingRecipe, seed: int, progress: bool
-           ) -> tuple[torch.nn.Module, list[float]]:
-    """Build ``size`` from scratch and train it contrastively; return the model and the per-step losses."""
+def _train(size: str, data: _CaptionedImages, recipe: TrainingRecipe, seed: int, progress: bool,
+           snapshots: _Snapshots | None = None) -> tuple[torch.nn.Module, list[float]]:
+    """Build ``size`` from scratch and train it contrastively (continuing from ``snapshots`` when one is there);
+    return the model and the per-step losses."""
     import open_clip
 
     model = open_clip.create_model(size, pretrained=None)
     with _compact_vocabulary(model, data.tokens) as tokens, \
             tqdm(total=recipe.steps, desc=f"pretraining {size}", unit="step", disable=not progress,
                  position=TINY_CLIPS.index(size), leave=False, mininterval=2.0) as bar:
-        losses = _optimise(model, replace(data, tokens=tokens), recipe, seed, on_step=bar.update)
+        losses = _optimise(model, replace(data, tokens=tokens), recipe, seed, snapshots=snapshots,
+                           on_step=bar.update)
     model.eval()
     return model, losses
 
 
-def _optimise(model: torch.nn.Module, data: _CaptionedImages, recipe: TrainingRecipe, seed: int,
-              on_step: Callable[[int], object] = lambda n: None) -> list[float]:
-    """Run the recipe's AdamW steps on ``model`` in place (calling ``on_step(1)`` after each); return the losses."""
+def _optimise(model: torch.nn.Module, data: _CaptionedImages, recipe: TrainingRecipe, seed: int, *,
+              snapshots: _Snapshots | None = None, on_step: Callable[[int], object] = lambda n: None) -> list[float]:
+    """Run the recipe's AdamW steps on ``model`` in place (calling ``on_step(n)`` as ``n`` steps complete); return
+    the losses. With ``snapshots``, start from the latest saved state and save one every ``CHECKPOINT_EVERY`` steps.
+    """
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.98),
                                   eps=1e-6)
     warmup = min(recipe.warmup, max(1, recipe.steps // 10))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, recipe.steps))
-    generator = torch.Generator().manual_seed(seed)
-    batch_size = min(recipe.batch_size, data.images.shape[0])
-    losses = []
-    for images, caption_ids in _batches(data, batch_size, recipe.steps, generator):
+    stream = _BatchStream(data, min(recipe.batch_size, data.images.shape[0]), seed)
+    parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "batches": stream}
+    losses: list[float] = []
+    saved = snapshots.load() if snapshots is not None else None
+    if saved is not None:
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        torch.set_rng_state(saved["rng"])
+        losses = list(saved["losses"])
+        on_step(len(losses))
+    for step in range(len(losses), recipe.steps):
+        images, caption_ids = stream.next()
         image_emb = model.encode_image(images)
         text_emb = model.encode_text(data.tokens[caption_ids])
         loss = _contrastive_loss(image_emb, text_emb, model.logit_scale, caption_ids)
@@ -269,7 +303,49 @@ def _optimise(model: torch.nn.Module, data: _CaptionedImages, recipe: TrainingRe
         scheduler.step()
         losses.append(float(loss.detach()))
         on_step(1)
+        if snapshots is not None and (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < recipe.steps:
+            snapshots.save({**{name: part.state_dict() for name, part in parts.items()},
+                            "rng": torch.get_rng_state(), "losses": losses})
     return losses
+
+
+class _Snapshots:
+    """The resumable state of one pretraining run, in one file tied to its training key.
+
+    Saved atomically (temporary file, then rename) every ``CHECKPOINT_EVERY`` steps and read back with
+    ``torch.load(weights_only=True)``; a snapshot of another key, or one that cannot be read, is discarded with a
+    warning and training starts over.
+    """
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+
+    def load(self) -> dict | None:
+        """Return the saved state of this key, or None when there is none to continue from."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any unreadable file: the run is retrained, never trusted
+            logger.warning("%s: unreadable pretraining snapshot (%s); starting over", self.path, exc)
+            self.clear()
+            return None
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            logger.warning("%s: snapshot of another recipe or world; starting over", self.path)
+            self.clear()
+            return None
+        logger.info("%s: continuing pretraining from step %d", self.path, len(state["losses"]))
+        return state
+
+    def save(self, state: dict) -> None:
+        """Write ``state`` (with this key) atomically."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({**state, "key": self.key}, tmp)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        """Remove the snapshot (after the finished model is in place, or when it is unusable)."""
+        self.path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------- writing
@@ -298,7 +374,7 @@ def _is_trained(folder: Path, key: str) -> bool:
         return False
     if metadata.get("key") != key:
         return False
-    if metadata.get("weights_sha256") != file_sha256(weights):
+    if not content_matches(weights, metadata.get("weights_sha256"), file_sha256):
         logger.warning("%s: weights do not match the checksum in %s (altered or truncated); retraining",
                        weights, METADATA)
         return False
@@ -322,9 +398,11 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
     """Train ``tiny-s`` or ``tiny-m`` on the world's caption corpus and return its ``local-dir:`` folder.
 
     ``world_root`` is what :func:`~overspec.data.world.general.ensure_world` returned. ``recipe`` replaces the
-    size's entry in :data:`RECIPES`; ``steps`` and ``batch_size`` override single settings (short runs in tests). If ``<out_dir>/<size>`` already holds a model
-    trained under the same :func:`training_key` it is returned at once; otherwise (missing or stale) the folder
-    is built under a temporary name and renamed into place.
+    size's entry in :data:`RECIPES`; ``steps`` and ``batch_size`` override single settings (short runs in tests).
+    If ``<out_dir>/<size>`` already holds a model trained under the same :func:`training_key` it is returned at
+    once; otherwise (missing or stale) the folder is built under a temporary name and renamed into place. An
+    interrupted run leaves ``<out_dir>/.<size>.resume.pt`` behind and the next call continues from it, with the
+    same weights as an uninterrupted run.
     """
     if size not in RECIPES:
         raise ValueError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
@@ -343,8 +421,9 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
         register_tiny_configs()
         started = time.perf_counter()
         data = _load_pairs(Path(world_root), size, seed)
+        snapshots = _Snapshots(final.parent / f".{size}.resume.pt", key)
         with _deterministic(seed):
-            model, losses = _train(size, data, recipe, seed, progress)
+            model, losses = _train(size, data, recipe, seed, progress, snapshots)
         metadata = {
             "model": size, "key": key, "seed": seed, "recipe": asdict(recipe),
             "data_hash": world_hash(Path(world_root)),
@@ -362,6 +441,7 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
+        snapshots.clear()
         logger.info("pretrained %s in %.1fs: loss %.3f -> %.3f", size, metadata["seconds"], losses[0], losses[-1])
     return final
 

@@ -8,8 +8,8 @@ clear error that says how to point at a local file instead (open_clip issues #58
 from __future__ import annotations
 
 from dataclasses import asdict
+import json
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -19,12 +19,13 @@ import torch
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
+from overspec.models.sources.files import looks_like_path, offline, tag_is_cached, world_model_folder
 from overspec.models.spec import PreprocessSpec, ModelSpec
 from overspec.safeload import torch_load_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_open_clip", "resolve_architecture", "weights_problem"]
+__all__ = ["load_open_clip", "resolve_architecture"]
 
 #: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
 _MAX_DETAIL = 600
@@ -44,22 +45,42 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
         raise ModelLoadError(_explain_failure(spec, exc)) from exc
     model.eval()
     preprocess = spec.preprocess or _preprocess_from_model(model)
-    tokenizer = open_clip.get_tokenizer(name)
-    return _as_encoder(spec, model, preprocess, tokenizer)
+    return _as_encoder(spec, model, preprocess, _tokenizer(name))
+
+
+#: Tokenizers built in this process, by (model name, the model config that decides the tokenizer).
+_TOKENIZERS: dict[tuple[str, str], object] = {}
+
+
+def _tokenizer(name: str):
+    """Return open_clip's tokenizer for ``name``, built once per process for the same model config.
+
+    Building the BPE tables takes about 0.1 s, and a study loads many models that share a tokenizer (a base and
+    its fine-tunes); tokenizers keep no per-call state. Hub models are not memoised (their config is remote).
+    """
+    config = _model_config_text(name)
+    if config is None:
+        return open_clip.get_tokenizer(name)
+    key = (name, config)
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = open_clip.get_tokenizer(name)
+    return _TOKENIZERS[key]
+
+
+def _model_config_text(name: str) -> str | None:
+    """Return the text of the model config ``open_clip.get_tokenizer(name)`` reads, or None for a hub model."""
+    if name.startswith("hf-hub:"):
+        return None
+    if name.startswith("local-dir:"):
+        return (Path(name.split(":", 1)[1]) / "open_clip_config.json").read_text(encoding="utf-8")
+    return json.dumps(open_clip.get_model_config(name), sort_keys=True, default=str)
 
 
 def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, str | None]:
     """Return (open_clip model name, pretrained argument), registering custom configs and tiny world models."""
     weights = spec.weights
     if weights and weights.startswith("world:"):
-        from overspec.data.world import ensure_tiny_clips, ensure_world
-
-        world = ensure_world(cache_dir / "world-data")  # the same world the default run evaluates on
-        folders = ensure_tiny_clips(cache_dir / "world-models", world_root=world)
-        key = weights.split(":", 1)[1]
-        if key not in folders:
-            raise ModelLoadError(f"model {spec.name!r}: unknown world model {key!r}; known: {sorted(folders)}")
-        return f"local-dir:{folders[key]}", None
+        return f"local-dir:{world_model_folder(spec, cache_dir)}", None
     if weights and weights.startswith("local-dir:"):
         folder = Path(weights.split(":", 1)[1]).expanduser()
         if not (folder / "open_clip_config.json").is_file():
@@ -71,49 +92,18 @@ def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, st
     architecture = resolve_architecture(spec)
     if open_clip.get_model_config(architecture) is None:
         raise ModelLoadError(f"model {spec.name!r}: unknown open_clip architecture {architecture!r}")
-    if weights and _looks_like_path(weights):
+    if weights and looks_like_path(weights):
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"model {spec.name!r}: weights file not found: {path}")
         return architecture, str(path)
-    if weights and _offline() and not _tag_is_cached(architecture, weights, cache_dir / "open_clip"):
+    if weights and offline() and not tag_is_cached(architecture, weights, cache_dir / "open_clip"):
         raise ModelLoadError(
             f"model {spec.name!r}: pretrained tag {weights!r} of {architecture!r} is not in the local cache "
             f"({cache_dir / 'open_clip'}) and downloads are off (HF_HUB_OFFLINE=1). "
             "Point 'weights' at a local checkpoint file instead."
         )
     return architecture, weights
-
-
-def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
-    """Why ``spec``'s weights cannot be had right now (missing file, uncached tag while offline), or ''."""
-    weights = spec.weights or ""
-    if weights.startswith(("world:", "local-dir:")) or not weights:
-        return ""
-    if _looks_like_path(weights):
-        return "" if Path(weights).expanduser().is_file() else f"weights file not found: {weights}"
-    if _offline() and spec.architecture and not _tag_is_cached(spec.architecture, weights, cache_dir / "open_clip"):
-        return f"pretrained tag {weights!r} of {spec.architecture!r} is not cached and downloads are off"
-    return ""
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _tag_is_cached(architecture: str, tag: str, cache_dir: Path) -> bool:
-    """Whether the weights of a pretrained tag are already on disk (checked without any network access)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(architecture, tag)
-    if not cfg:
-        return False
-    if cfg.get("hf_hub"):
-        repo, filename = os.path.split(cfg["hf_hub"])
-        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names)
-    url = cfg.get("url", "")
-    return bool(url) and (cache_dir / os.path.basename(url)).is_file()
 
 
 def resolve_architecture(spec: ModelSpec) -> str:
@@ -130,19 +120,15 @@ def resolve_architecture(spec: ModelSpec) -> str:
     return architecture
 
 
-def _looks_like_path(weights: str) -> bool:
-    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
-
-
 def _explain_failure(spec: ModelSpec, exc: Exception) -> str:
     """One line saying which model and weights failed and why (torch's key listings collapsed onto that line)."""
     text = " ".join(str(exc).split())[:_MAX_DETAIL] or type(exc).__name__
-    if spec.weights and not _looks_like_path(spec.weights) and ":" not in spec.weights:
+    if spec.weights and not looks_like_path(spec.weights) and ":" not in spec.weights:
         return (
             f"model {spec.name!r}: pretrained tag {spec.weights!r} of {spec.architecture!r} could not be loaded "
             f"(not in the local cache and no network?): {text}. Point 'weights' at a local checkpoint file instead."
         )
-    where = f" {Path(spec.weights).expanduser()}:" if spec.weights and _looks_like_path(spec.weights) else ""
+    where = f" {Path(spec.weights).expanduser()}:" if spec.weights and looks_like_path(spec.weights) else ""
     return f"model {spec.name!r}:{where} {text}"
 
 

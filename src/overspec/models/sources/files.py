@@ -1,0 +1,88 @@
+"""What a model spec's weights name on disk, answered without importing any model library.
+
+``world:NAME`` (a tiny CLIP pretrained on first use), ``local-dir:FOLDER``, a checkpoint file or folder, or a
+pretrained tag. The preflight check and the model identity (:mod:`overspec.models.identity`) use these; only the
+question whether a tag is in the local cache imports open_clip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from overspec.models.base import ModelLoadError
+from overspec.models.spec import ModelSpec
+
+__all__ = ["looks_like_path", "offline", "tag_is_cached", "weights_problem", "world_model_folder", "weight_files"]
+
+
+def looks_like_path(weights: str) -> bool:
+    """Whether a weights string names a file or folder rather than a pretrained tag."""
+    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
+
+
+def offline() -> bool:
+    """Whether downloads are off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def tag_is_cached(architecture: str, tag: str, cache_dir: Path) -> bool:
+    """Whether the weights of an open_clip pretrained tag are already on disk (checked without network access)."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(architecture, tag)
+    if not cfg:
+        return False
+    if cfg.get("hf_hub"):
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=str(cache_dir)), str) for name in names)
+    url = cfg.get("url", "")
+    return bool(url) and (cache_dir / os.path.basename(url)).is_file()
+
+
+def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
+    """Why ``spec``'s weights cannot be had right now (missing file, uncached tag while offline), or ''."""
+    weights = spec.weights or ""
+    if weights.startswith(("world:", "local-dir:")) or not weights:
+        return ""
+    if looks_like_path(weights):
+        return "" if Path(weights).expanduser().is_file() else f"weights file not found: {weights}"
+    if offline() and spec.architecture and not tag_is_cached(spec.architecture, weights, cache_dir / "open_clip"):
+        return f"pretrained tag {weights!r} of {spec.architecture!r} is not cached and downloads are off"
+    return ""
+
+
+def world_model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
+    """Return the ``local-dir`` folder of a ``world:NAME`` spec, generating the world and pretraining on first use."""
+    from overspec.data.world import ensure_tiny_clips, ensure_world
+
+    world = ensure_world(cache_dir / "world-data")  # the same world the default run evaluates on
+    folders = ensure_tiny_clips(cache_dir / "world-models", world_root=world)
+    key = (spec.weights or "").split(":", 1)[1]
+    if key not in folders:
+        raise ModelLoadError(f"model {spec.name!r}: unknown world model {key!r}; known: {sorted(folders)}")
+    return folders[key]
+
+
+def weight_files(spec: ModelSpec, cache_dir: Path) -> list[Path] | None:
+    """Return every local file ``spec``'s weights are read from, or None when they are not local files.
+
+    ``world:`` and ``local-dir:`` folders and checkpoint folders give all files under them; a checkpoint file
+    gives itself. Pretrained tags, hub names and random initialisation (no weights) give None.
+    """
+    weights = spec.weights or ""
+    if weights.startswith("world:"):
+        folder = world_model_folder(spec, cache_dir)
+    elif weights.startswith("local-dir:"):
+        folder = Path(weights.split(":", 1)[1]).expanduser()
+    elif weights and looks_like_path(weights):
+        folder = Path(weights).expanduser()
+        if folder.is_file():
+            return [folder]
+    else:
+        return None
+    if not folder.is_dir():
+        return None
+    return sorted(path for path in folder.rglob("*") if path.is_file())
