@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from overspec.config.typed import parse_yaml
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import FORMATS, SplitRequest
 from overspec.data.formats._common import read_lines
@@ -128,7 +129,7 @@ def load_catalog_file(path: str | Path, *, overwrite: bool = False) -> DatasetEn
 
 def _read_entry(path: Path) -> DatasetEntry:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{path}: cannot read catalog entry ({exc})") from exc
     return parse_entry(raw, origin=str(path))

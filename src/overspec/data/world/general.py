@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -380,12 +380,30 @@ def _write_dataset(spec: WorldDataset, folder: Path, seed: int) -> None:
 
 
 def folder_hash(folder: Path) -> str:
-    """Return the sha256 of every file under ``folder`` except the completion marker (relative paths and bytes)."""
+    """Return the sha256 of every file under ``folder`` except the completion marker (relative paths and bytes).
+
+    Files are taken in the order of their relative path's components, as sorting ``Path`` objects orders them.
+    """
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
+    files = _relative_files(str(folder), ()) if os.path.isdir(folder) else ()
+    for parts in sorted(files):
+        h.update("/".join(parts).encode() + b"\0")
+        with open(os.path.join(folder, *parts), "rb") as handle:
+            h.update(handle.read())
     return h.hexdigest()
+
+
+def _relative_files(folder: str, prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """Yield the path components (below the walk's root) of every regular file under ``folder``, but markers.
+
+    Symbolic links to folders are not followed, as ``Path.rglob`` does not follow them.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _relative_files(entry.path, (*prefix, entry.name))
+            elif entry.is_file() and entry.name != MARKER:
+                yield (*prefix, entry.name)
 
 
 def _marker(spec: WorldDataset, seed: int) -> dict:
