@@ -85,16 +85,17 @@ class _Context:
         return biometric_registry().get(name)
 
     def model(self, spec: ModelSpec) -> Encoder:
+        """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
         if spec.name not in self._models:
             encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
             self._models[spec.name] = encoder
+            facts, recorded = ModelFacts.of(encoder), self._facts.get(spec.name)
+            if recorded is not None and recorded != facts:
+                logger.warning("model %r: recorded facts %s differ from the loaded model's %s; using the loaded "
+                               "model's", spec.name, recorded, facts)
+            self._facts[spec.name] = facts
             identity = self._identity(spec)
-            if identity is not None:
-                facts = ModelFacts.of(encoder)
-                if self._facts.get(spec.name, facts) != facts:
-                    logger.warning("model %r: recorded facts %s differ from the loaded model's %s; using the "
-                                   "loaded model's", spec.name, self._facts[spec.name], facts)
-                self._facts[spec.name] = facts
+            if identity is not None and recorded != facts:
                 write_facts(self.config.cache_path, identity, facts)
         return self._models[spec.name]
 

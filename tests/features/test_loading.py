@@ -94,17 +94,21 @@ def test_store_falls_back_to_the_model_transform_when_not_recognised(tmp_path, e
     np.testing.assert_allclose(whole.x, _reference(encoder, split), rtol=0, atol=1e-5)
 
 
+def _with_truncated_image(good: LabelledImages, bad: int) -> LabelledImages:
+    """``good`` with image ``bad`` failing to decode as a truncated file does."""
+    def read(i: int) -> Image.Image:
+        if i == bad:
+            raise OSError("truncated file")
+        return good.read(i)
+
+    return LabelledImages("toy", "test", good.labels, read, identity=f"truncated-{bad}-of-{len(good)}")
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_image_batches_are_the_model_tensors_in_order_with_decode_problems(workers):
     preprocess = build_transform(PreprocessSpec(size=16, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3)))
     good = make_split(n=5, size=21, seed=6)
-
-    def read(i: int) -> Image.Image:
-        if i == 3:
-            raise OSError("truncated file")
-        return good.read(i)
-
-    split = LabelledImages("toy", "test", good.labels, read, identity="with-bad")
+    split = _with_truncated_image(good, bad=3)
     batches = list(image_batches(split, preprocess, batch_size=2, num_workers=workers, device="cpu"))
     assert [len(problems) for _, problems in batches] == [2, 2, 1]
     problems = [problem for _, batch_problems in batches for problem in batch_problems]
@@ -182,14 +186,7 @@ def test_closing_prefetched_early_stops_a_producer_blocked_on_a_full_queue():
 
 
 def test_a_bad_image_under_fail_stops_extraction_without_leaving_a_loading_thread(tmp_path, encoder):
-    good = make_split(n=9, size=21, seed=4)
-
-    def read(i: int) -> Image.Image:
-        if i == 1:
-            raise OSError("truncated file")
-        return good.read(i)
-
-    split = LabelledImages("toy", "test", good.labels, read, identity="bad-early")
+    split = _with_truncated_image(make_split(n=9, size=21, seed=4), bad=1)
     store = FeatureStore(tmp_path, batch_size=2, num_workers=0, progress=False)
     with pytest.raises(BadImageError, match="truncated file"):
         store.image_features(encoder, split)

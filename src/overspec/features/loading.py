@@ -15,6 +15,7 @@ released, so loading fills the gaps the encoder leaves in its cores instead of a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -197,8 +198,6 @@ def _put_unless_stopped(ready: queue.Queue, entry: tuple, stop: threading.Event)
 
 def _drain(ready: queue.Queue) -> None:
     """Empty ``ready`` so a producer blocked on it notices the stop."""
-    try:
+    with contextlib.suppress(queue.Empty):
         while True:
             ready.get_nowait()
-    except queue.Empty:
-        pass
