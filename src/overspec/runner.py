@@ -103,8 +103,11 @@ class _Context:
         """Fingerprints and size of a model: recorded ones when its spec and files are unchanged, else loaded."""
         if spec.name not in self._facts:
             identity = self._identity(spec)
-            facts = read_facts(self.config.cache_path, identity) if identity is not None else None
-            self._facts[spec.name] = facts or ModelFacts.of(self.model(spec))
+            recorded = read_facts(self.config.cache_path, identity) if identity is not None else None
+            if recorded is None:
+                self.model(spec)  # records the loaded model's facts
+            else:
+                self._facts[spec.name] = recorded
         return self._facts[spec.name]
 
     def _identity(self, spec: ModelSpec) -> str | None:

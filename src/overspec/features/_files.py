@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from overspec.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "file_sha256", "CorruptCacheError"]
@@ -21,17 +23,6 @@ __all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "file
 
 class CorruptCacheError(RuntimeError):
     """A cached file does not match its header (shape, dtype or checksum)."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path) -> str:

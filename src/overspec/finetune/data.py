@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import struct
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from overspec.atomic import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
 
 __all__ = [
@@ -213,16 +212,9 @@ def write_record_file(prefix: str | Path, samples: Sequence[tuple[bytes, int]]) 
     for key in sorted(payloads):
         lines.append(f"{key}\t{len(blob)}\n")
         blob += _encode_record(payloads[key])
-    _atomic_write(rec, bytes(blob))
-    _atomic_write(idx, "".join(lines).encode())
+    atomic_write_bytes(rec, bytes(blob))
+    atomic_write_bytes(idx, "".join(lines).encode())
     return rec, idx
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------- webdataset shards

@@ -18,7 +18,6 @@ import csv
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from overspec.atomic import atomic_write_text
 from overspec.data.base import DatasetLayoutError, LabelledImages
 
 __all__ = [
@@ -184,18 +184,6 @@ def read_protocol(path: str | Path, *, name: str | None = None, task: str = "pad
     return AttackProtocol(name or path.stem, path.parent.resolve(), samples, task)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_protocol(path: str | Path, protocol: AttackProtocol) -> Path:
     """Write ``protocol`` as a CSV at ``path`` (atomically), paths rewritten relative to the CSV's folder."""
     path = Path(path)
@@ -206,7 +194,7 @@ def write_protocol(path: str | Path, protocol: AttackProtocol) -> Path:
     for s in protocol.samples:
         relative = Path(os.path.relpath(protocol.root / s.path, folder)).as_posix()
         writer.writerow([relative, s.label, s.attack_type, s.video_id, s.subject_id, s.split, s.source])
-    _atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 

@@ -13,9 +13,7 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from overspec.atomic import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, UnreadableFileError, restricted_loads
 
@@ -158,7 +157,7 @@ def write_bin(
         raise ValueError(f"{path}: {len(images)} images cannot form {len(issame)} pairs (need {2 * len(issame)})")
     bins = [np.frombuffer(_encode_image(image, fmt, quality), dtype=np.uint8).reshape(-1, 1) for image in images]
     payload = pickle.dumps((bins, [bool(s) for s in issame]), protocol=protocol)
-    _atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload)
     return path
 
 
@@ -174,19 +173,6 @@ def _encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
     options = {"quality": quality} if formats[fmt] == "JPEG" else {}
     Image.fromarray(array, "RGB").save(out, format=formats[fmt], **options)
     return out.getvalue()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_pairs_csv(csv_path: str | Path, image_root: str | Path | None = None, name: str | None = None) -> BinPairs:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from overspec.atomic import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint
 from overspec.data.biometric.align import align_face
-from overspec.data.formats.bin_pairs import _atomic_write_bytes
 
 __all__ = ["IJBFace", "IJBMeta", "TemplateSubjects", "read_ijb_meta", "write_ijb_meta", "detect_prefix"]
 
@@ -271,7 +271,7 @@ def write_ijb_meta(
     root = Path(root)
     names = [face.name or f"{row + 1}.jpg" for row, face in enumerate(faces)]
     for name, face in zip(names, faces, strict=True):
-        _atomic_write_bytes(root / "loose_crop" / name, _jpeg_bytes(face.image))
+        atomic_write_bytes(root / "loose_crop" / name, _jpeg_bytes(face.image))
     meta = root / "meta"
     _write_text(meta / f"{prefix}_face_tid_mid.txt",
                 [f"{n} {f.template_id} {f.media_id}" for n, f in zip(names, faces, strict=True)])
@@ -308,4 +308,4 @@ def _template_csv_lines(template_ids: Sequence[int], names: list[str], faces: Se
 
 def _write_text(path: Path, lines: list[str]) -> None:
     """Atomically write ``lines`` (newline-terminated) to ``path``."""
-    _atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ from filelock import FileLock
 from PIL import Image
 from tqdm.auto import tqdm
 
+from overspec.atomic import atomic_write_bytes
 from overspec.data.world.checks import content_matches
 from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.features._files import file_sha256
@@ -339,9 +341,9 @@ class _Snapshots:
 
     def save(self, state: dict) -> None:
         """Write ``state`` (with this key) atomically."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({**state, "key": self.key}, tmp)
-        os.replace(tmp, self.path)
+        buffer = io.BytesIO()
+        torch.save({**state, "key": self.key}, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
 
     def clear(self) -> None:
         """Remove the snapshot (after the finished model is in place, or when it is unusable)."""
