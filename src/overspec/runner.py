@@ -25,7 +25,7 @@ from overspec.config.run import RunConfig, resolved_dict
 from overspec.data.base import LabelledImages
 from overspec.data.world.checks import checked_once
 from overspec.features import FeatureStore
-from overspec.features._files import atomic_write_text, file_sha256
+from overspec.files import atomic_write_text, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
 from overspec.models.fingerprint import combine
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts

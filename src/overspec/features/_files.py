@@ -9,26 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from overspec.atomic import atomic_write_text
+from overspec.files import atomic_write_array, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_array", "read_array", "read_entry", "atomic_write_text", "file_sha256", "CorruptCacheError"]
+__all__ = ["write_array", "read_array", "read_entry", "discard", "CorruptCacheError"]
 
 
 class CorruptCacheError(RuntimeError):
     """A cached file does not match its header (shape, dtype or checksum)."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the checksum recorded beside unit files, checkpoints and weights)."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -42,13 +35,7 @@ def _sha256(array: np.ndarray) -> str:
 
 def write_array(path: Path, array: np.ndarray, meta: dict) -> None:
     """Store ``array`` at ``path`` (``.npy``) with a JSON header beside it, both atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_array(path, array)
     header = {**meta, "shape": list(array.shape), "dtype": str(array.dtype), "sha256": _sha256(array)}
     atomic_write_text(path.with_suffix(".json"), json.dumps(header, indent=1, sort_keys=True))
 

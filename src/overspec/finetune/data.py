@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from overspec.atomic import atomic_write_bytes
+from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
 
 __all__ = [

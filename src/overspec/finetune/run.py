@@ -37,7 +37,7 @@ from filelock import FileLock, Timeout
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
-from overspec.features._files import atomic_write_text
+from overspec.files import atomic_write_text
 from overspec.finetune.data import carve_dev, identity_folders, read_record_file, read_wds_shards
 from overspec.finetune.recipes import FinetuneConfig, config_hash
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,

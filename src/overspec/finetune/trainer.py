@@ -45,7 +45,7 @@ from overspec.data.base import LabelledImages
 from overspec.data.formats.bin_pairs import BinPairs
 from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
-from overspec.features._files import atomic_write_text, file_sha256
+from overspec.files import atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification

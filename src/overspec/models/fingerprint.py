@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
+from overspec.files import combine
+
 __all__ = ["tensors_fingerprint", "combine"]
 
 
@@ -20,6 +22,3 @@ def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> st
     return h.hexdigest()
 
 
-def combine(*parts: str) -> str:
-    """Fold several fingerprints (weights, preprocessing, tokenizer...) into one."""
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from overspec.features._files import atomic_write_text, file_sha256
+from overspec.files import atomic_write_text, file_sha256
 from overspec.models.base import Encoder
 from overspec.models.sources.files import weight_files
 from overspec.models.spec import ModelSpec

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from overspec.features._files import atomic_write_text
+from overspec.files import atomic_write_text
 from overspec.report import plots
 from overspec.report.findings import Finding, evaluate_findings
 from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, \

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from overspec.features._files import atomic_write_text
+from overspec.files import atomic_write_text
 
 __all__ = ["Record", "write_jsonl", "write_csv", "read_jsonl", "SCHEMA"]
 

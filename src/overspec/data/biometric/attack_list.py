@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overspec.atomic import atomic_write_text
+from overspec.files import atomic_write_text
 from overspec.data.base import DatasetLayoutError, LabelledImages
 
 __all__ = [

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overspec.atomic import atomic_write_bytes
+from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, UnreadableFileError, restricted_loads
 

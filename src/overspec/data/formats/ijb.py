@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overspec.atomic import atomic_write_bytes
+from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint
 from overspec.data.biometric.align import align_face
 

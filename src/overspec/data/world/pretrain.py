@@ -45,10 +45,10 @@ from filelock import FileLock
 from PIL import Image
 from tqdm.auto import tqdm
 
-from overspec.atomic import atomic_write_bytes
+from overspec.files import atomic_write_bytes
 from overspec.data.world.checks import content_matches
 from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
-from overspec.features._files import file_sha256
+from overspec.files import file_sha256
 
 __all__ = [
     "PREPROCESS_CFG",
