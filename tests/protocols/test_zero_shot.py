@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from overspec.protocols.zero_shot import (
-    build_classifier,
-    evaluate_zero_shot,
-    prompt_set_fingerprint,
-    zero_shot_logits,
-)
+from overspec.features.text import build_classifier, prompt_set_fingerprint
+from overspec.protocols.zero_shot import evaluate_zero_shot, zero_shot_logits
 
 CLASSNAMES = ["cat", "dog", "bird", "fish", "horse", "cow"]
 DIM = 9  # one axis per class, three spare axes for template-specific offsets

@@ -22,6 +22,7 @@ from overspec import distributed
 from overspec.data.base import LabelledImages
 from overspec.features._files import CorruptCacheError, discard, read_entry, write_array
 from overspec.features.loading import image_batches
+from overspec.features.text import build_classifier, prompt_set_fingerprint
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 
@@ -124,8 +125,6 @@ class FeatureStore:
 
         ``dataset`` (e.g. ``"cifar10/test"``) only names the data in the error raised for non-finite embeddings.
         """
-        from overspec.protocols.zero_shot import build_classifier, prompt_set_fingerprint
-
         if not encoder.has_text:
             raise TypeError(f"model {encoder.name!r} has no text tower: no zero-shot classifier")
         key = combine("zero-shot-classifier-v1", encoder.text_fingerprint, prompt_set_fingerprint(classnames, templates))

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from overspec.protocols.linear_probe import kshot_probe, linear_probe
-from overspec.protocols.zero_shot import evaluate_zero_shot, prompt_set_fingerprint
+from overspec.features.text import prompt_set_fingerprint
+from overspec.protocols.zero_shot import evaluate_zero_shot
 
 __all__ = ["run_zero_shot", "run_linear_probe", "run_kshot_probe", "METRICS"]
 
