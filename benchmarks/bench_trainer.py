@@ -30,7 +30,7 @@ from overspec.finetune.trainer import Trainer, build_head
 from overspec.models.base import Encoder
 from overspec.models.lora import LoraConfig, inject_lora, lora_parameters
 from overspec.models.preprocess import build_transform
-from overspec.models.spec import PreprocessSpec
+from overspec.config.model import PreprocessSpec
 
 
 def _images(n: int, identities: int, size: int = 32) -> LabelledImages:

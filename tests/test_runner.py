@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from overspec.config.run import RunConfig
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.results import read_jsonl
 from overspec.runner import run_study
 
@@ -83,12 +83,10 @@ def test_run_writes_tidy_results_and_resumes(tmp_path, csv_dataset, micro_checkp
 
 def test_changed_probe_setting_recomputes_only_probe_units(tmp_path, csv_dataset, micro_checkpoint,
                                                            micro_config_file):
-    from overspec.config.run import LinearProbeConfig
-
     data_root, entry = csv_dataset
     run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
     again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file,
-                              linear_probe=LinearProbeConfig(val_fraction=0.3)))
+                              protocols={"linear_probe": {"val_fraction": 0.3}}))
     assert sorted(again.computed) == ["micro-img__test-colours__linear_probe", "micro__test-colours__linear_probe"]
     assert again.reused == ["micro__test-colours__zero_shot"]
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from overspec.config.run import RunConfig
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.results import read_jsonl
 from overspec.runner import PreflightError, run_study
 
@@ -75,7 +75,8 @@ def test_own_head_scoring_uses_the_models_binary_head(tmp_path, small_biometric_
                             BinaryHead(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)), torch.zeros(2)))
     models = (ModelSpec(name="with-head", config_file=str(micro_config_file), weights=str(micro_checkpoint),
                         head=str(head)),)
-    config = RunConfig(name="head", models=models, biometrics=("world-mad",), attack_scoring=("own_head",),
+    config = RunConfig(name="head", models=models, biometrics=("world-mad",),
+                       protocols={"attack": {"scoring": ["own_head"]}},
                        data_root=str(small_biometric_world), output_dir=str(tmp_path / "runs"),
                        cache_dir=str(tmp_path / "cache"), progress=False)
     result = run_study(config)
@@ -83,7 +84,7 @@ def test_own_head_scoring_uses_the_models_binary_head(tmp_path, small_biometric_
     assert deer.protocol == "mad/own_head" and deer.extra["scoring"] == "own_head"
     no_head = RunConfig(name="nohead", models=(ModelSpec(name="plain", config_file=str(micro_config_file),
                                                          weights=str(micro_checkpoint)),),
-                        biometrics=("world-mad",), attack_scoring=("own_head",), data_root=str(small_biometric_world),
+                        biometrics=("world-mad",), protocols={"attack": {"scoring": ["own_head"]}}, data_root=str(small_biometric_world),
                         output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False)
     assert run_study(no_head).skipped == [("plain__world-mad__mad-own_head",
                                            "plain has no binary head: own-head attack scoring not applicable")]
@@ -98,7 +99,7 @@ def test_run_fine_tunes_variants_and_evaluates_them_beside_their_base(tmp_path, 
     mad_list = small_biometric_world / "world" / "biometric" / "mad" / "protocol.csv"
     config = RunConfig(
         name="ft", models=(ModelSpec(name="micro", config_file=str(micro_config_file), weights=str(micro_checkpoint)),),
-        biometrics=("world-mad",), attack_scoring=("own_head", "probe"), data_root=str(small_biometric_world),
+        biometrics=("world-mad",), protocols={"attack": {"scoring": ["own_head", "probe"]}}, data_root=str(small_biometric_world),
         output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False,
         finetune=FinetuneRunConfig(recipes=("madation",), profile="world", data={"madation": str(mad_list)},
                                    overrides=("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0",

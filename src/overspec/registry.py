@@ -50,6 +50,13 @@ class Registry(Generic[T]):
         self._check_free(name, overwrite)
         self._lazy[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in that is unloaded, or a test's temporary entry); an unknown name is an error."""
+        if name not in self:
+            raise RegistryError(self.unknown_message(name))
+        self._entries.pop(name, None)
+        self._lazy.pop(name, None)
+
     def get(self, name: str) -> T:
         """Return the entry for ``name``, importing it first if it was registered lazily."""
         if name in self._lazy:

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,19 +21,20 @@ import yaml
 from tqdm.auto import tqdm
 
 from overspec.config.run import RunConfig, resolved_dict
-from overspec.data.base import LabelledImages
+from overspec.config.typed import ConfigError
 from overspec.data.world.checks import checked_once
-from overspec.features import FeatureStore
-from overspec.files import atomic_write_text, file_sha256
+from overspec.features.store import FeatureStore, ModelFeatures
+from overspec.files import atomic_write_text, combine, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
-from overspec.models.fingerprint import combine
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
-from overspec.registry import Registry
+from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
+from overspec.protocols.inputs import compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROTOCOLS", "PreflightError", "RunResult", "plan_study", "run_study", "Unit"]
+__all__ = ["PlannedUnit", "PreflightError", "RunResult", "Target", "Unit", "plan_study", "planned_run", "run_study",
+           "validated_settings"]
 
 
 class PreflightError(ValueError):
@@ -69,20 +69,14 @@ class RunResult:
 
 
 class _Context:
-    """Lazily loaded models and splits shared by the units of one run."""
+    """Lazily loaded models and opened datasets / benchmarks shared by the units of one run."""
 
     def __init__(self, config: RunConfig, data_root: Path, store: FeatureStore) -> None:
         self.config, self.data_root, self.store = config, data_root, store
         self._models: dict[str, Encoder] = {}
         self._facts: dict[str, ModelFacts] = {}
         self._identities: dict[str, str | None] = {}
-        self._splits: dict[tuple[str, str], LabelledImages] = {}
-        self.extras: dict[tuple, object] = {}
-
-    def benchmark(self, name: str):
-        from overspec.data.biometric.benchmarks import biometric_registry
-
-        return biometric_registry().get(name)
+        self._opened: dict[str, object] = {}
 
     def model(self, spec: ModelSpec) -> Encoder:
         """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
@@ -115,17 +109,85 @@ class _Context:
             self._identities[spec.name] = model_identity(spec, self.config.cache_path)
         return self._identities[spec.name]
 
-    def split(self, dataset: str, role: str) -> LabelledImages:
-        from overspec.data.catalog import load_dataset
+    def features(self, spec: ModelSpec) -> ModelFeatures:
+        """The model's view of the feature store (the model is loaded on first use)."""
+        return ModelFeatures(self.store, lambda: self.model(spec))
 
-        key = (dataset, role)
-        if key not in self._splits:
-            self._splits[key] = load_dataset(dataset, role, self.data_root)
-        return self._splits[key]
+    def opened(self, target: Target):
+        """A general dataset's splits or a biometric benchmark's typed opened form, opened once per run."""
+        if target.name not in self._opened:
+            from overspec.data.biometric.benchmarks import open_benchmark
+            from overspec.data.catalog import open_dataset
+
+            self._opened[target.name] = (open_dataset(target.name, self.data_root) if target.kind == GENERAL
+                                         else open_benchmark(target.entry, self.data_root))
+        return self._opened[target.name]
 
 
-ProtocolFn = Callable[[_Context, ModelSpec, Unit], tuple[list[dict], dict[str, np.ndarray]]]
-PROTOCOLS: Registry[ProtocolFn] = Registry("protocol")
+@dataclass(frozen=True)
+class Target:
+    """A general dataset (kind ``general``) or a biometric benchmark (kind = its benchmark kind) of the run."""
+
+    name: str
+    kind: str
+    entry: object
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """A unit of the run: which model, on which target, by which protocol, as planned by that protocol."""
+
+    spec: ModelSpec
+    target: Target
+    protocol: Protocol
+    plan: UnitPlan
+
+    @property
+    def unit(self) -> Unit:
+        """The unit's identity (model, dataset, record protocol name)."""
+        return Unit(self.spec.name, self.target.name, self.plan.name)
+
+
+def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
+    """Check what the config layer cannot (protocol settings, bad-image policy, fine-tune recipes) against the
+    modules that implement them; return every protocol's typed settings.
+
+    Errors are :class:`ConfigError` naming the key, prefixed with ``where`` (the config file) when given.
+    """
+    from overspec.features.store import BAD_IMAGE_POLICIES
+
+    try:
+        settings = resolve_settings(config.protocols)
+        if config.on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ConfigError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {config.on_bad_image!r}")
+        for recipe in config.finetune.recipes:
+            _recipe_config(config, recipe)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return settings
+
+
+def _recipe_config(config: RunConfig, recipe: str):
+    """The fine-tune config of ``recipe`` under the run's profile and overrides (a bad one names the recipe)."""
+    from overspec.finetune.recipes import load_recipe
+
+    try:
+        return load_recipe(recipe, profile=config.finetune.profile or None, overrides=config.finetune.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise ConfigError(f"finetune: recipe {recipe!r} (profile {config.finetune.profile or 'default'!r}, "
+                          f"overrides {list(config.finetune.overrides)}): {exc}") from None
+
+
+def planned_run(config: RunConfig, settings: dict[str, object], specs: list[ModelSpec], datasets: list[str],
+                benchmarks: list[str]) -> list[PlannedUnit]:
+    """Every unit of the run, in result order: general datasets for every model first, then biometric benchmarks."""
+    from overspec.data.biometric.benchmarks import biometric_registry
+
+    general = [Target(name, GENERAL, None) for name in datasets]
+    biometric = [Target(name, entry.kind, entry) for name in benchmarks
+                 for entry in [biometric_registry().get(name)]]
+    return [PlannedUnit(spec, target, protocol, plan) for group in (general, biometric) for spec in specs
+            for target in group for protocol, plan in planned_units(settings, target.kind)]
 
 
 def run_study(config: RunConfig) -> RunResult:
@@ -140,6 +202,7 @@ def run_study(config: RunConfig) -> RunResult:
 def _run_study(config: RunConfig) -> RunResult:
     """The body of :func:`run_study`, run inside one scope of world-content checks."""
     start = time.perf_counter()
+    settings = validated_settings(config)
     data_root, datasets, benchmarks = _prepare_data(config)
     store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
                          num_workers=config.num_workers, device=config.device, progress=config.progress,
@@ -152,17 +215,13 @@ def _run_study(config: RunConfig) -> RunResult:
     specs = _with_finetuned_variants(config, specs, data_root)
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [])
-    units = [(spec, ds, proto) for spec in specs for ds in datasets for proto in _protocols(config)]
-    units += [(spec, name, proto) for spec in specs for name in benchmarks
-              for proto in _biometric_protocols(config, context.benchmark(name).kind)]
-    for spec, dataset, protocol in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
-        unit = Unit(spec.name, dataset, protocol)
-        reason = _skip_reason(context, spec, dataset, protocol)
+    units = planned_run(config, settings, specs, datasets, benchmarks)
+    for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
+        reason = _skip_reason(planned)
         if reason:
-            result.skipped.append((unit.slug, reason))
+            result.skipped.append((planned.unit.slug, reason))
             continue
-        records = _run_unit(context, unit, spec, chash, result)
-        result.records.extend(records)
+        result.records.extend(_run_unit(context, planned, settings, chash, result))
     result.seconds = time.perf_counter() - start
     _write_outputs(config, context, result, chash, specs, datasets + benchmarks)
     return result
@@ -200,25 +259,18 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
 
 def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
     """Check every weights file and dataset split before any computation; report all problems at once."""
-    from overspec.data.catalog import dataset_registry, has_role
+    from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
 
     problems = []
     for spec in specs:
         problems += [f"model {spec.name!r}: {p}" for p in _model_problems(spec, context.config.cache_path)]
     for name in datasets:
-        entry = dataset_registry().get(name)
-        for role in ("train", "val", "test"):
-            if not has_role(entry, role):
-                continue
-            try:
-                context.split(name, role)
-            except (FileNotFoundError, ValueError) as exc:
-                problems.append(str(exc).replace("\n", " "))
-                break
+        try:
+            context.opened(Target(name, GENERAL, None))
+        except (FileNotFoundError, ValueError) as exc:
+            problems.append(str(exc).replace("\n", " "))
     for name in benchmarks:
-        from overspec.data.biometric.benchmarks import benchmark_status
-
-        present, detail = benchmark_status(context.benchmark(name), context.data_root)
+        present, detail = benchmark_status(biometric_registry().get(name), context.data_root)
         if not present:
             problems.append(f"biometric benchmark {name!r}: {detail}")
     if problems:
@@ -245,6 +297,9 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
     from overspec.data.catalog import dataset_registry, dataset_status
 
+    settings = validated_settings(config)
+    for path in config.dataset_files:
+        _register_user_dataset(Path(path).expanduser())
     if config.world:
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
         datasets = list(config.datasets) or [n for n in dataset_registry().names()
@@ -268,16 +323,14 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     lines += [f"  - {p}" for p in problems]
     bases = [s for s in specs if not s.base]
     for recipe in config.finetune.recipes:
-        from overspec.finetune.recipes import load_recipe
-
-        recipe_config = load_recipe(recipe, profile=config.finetune.profile or None, overrides=config.finetune.overrides)
+        recipe_config = _recipe_config(config, recipe)
         for spec in bases:
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             state = "cached" if (folder / "model.yaml").is_file() else "to train"
             lines.append(f"fine-tune {spec.name} with {recipe}: {state} ({folder})")
     n_models = len(specs) + len(bases) * len(config.finetune.recipes)
-    n_general = len(datasets) * len(_protocols(config))
-    n_bio = sum(len(_biometric_protocols(config, biometric_registry().get(b).kind)) for b in benchmarks)
+    n_general = len(datasets) * len(planned_units(settings, GENERAL))
+    n_bio = sum(len(planned_units(settings, biometric_registry().get(b).kind)) for b in benchmarks)
     done = len(list((config.run_dir / "units").glob("*.json"))) if (config.run_dir / "units").is_dir() else 0
     lines.append(f"units: {n_models} models x ({n_general} general + {n_bio} biometric) = "
                  f"{n_models * (n_general + n_bio)} (at most; {done} unit files already present and reused if "
@@ -300,7 +353,6 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
     if not config.finetune.recipes:
         return specs
     from overspec.config.typed import from_dict, load_yaml
-    from overspec.finetune.recipes import load_recipe
     from overspec.finetune.run import finetune, world_training_data
 
     out = []
@@ -309,8 +361,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
         if spec.base:
             continue
         for recipe in config.finetune.recipes:
-            recipe_config = load_recipe(recipe, profile=config.finetune.profile or None,
-                                        overrides=config.finetune.overrides)
+            recipe_config = _recipe_config(config, recipe)
             data = config.finetune.data.get(recipe, "world" if config.world else None)
             if data is None:
                 raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
@@ -337,77 +388,54 @@ def _register_user_dataset(path: Path) -> None:
     register_dataset(entry)
 
 
-def _protocols(config: RunConfig) -> list[str]:
-    names = []
-    if config.zero_shot.enabled:
-        names.append("zero_shot")
-    if config.linear_probe.enabled:
-        names.append("linear_probe")
-        names += [f"linear_probe_{k}shot" for k in config.linear_probe.kshot]
-    return names
-
-
-def _biometric_protocols(config: RunConfig, kind: str) -> list[str]:
-    if kind in ("verification", "ijb"):
-        return [kind]
-    return [f"{kind}/{scoring}" for scoring in config.attack_scoring]
-
-
-def _skip_reason(context: _Context, spec: ModelSpec, dataset: str, protocol: str) -> str:
-    """Return why a unit does not apply (image-only model, no train split, task not declared), or ''."""
+def _skip_reason(planned: PlannedUnit) -> str:
+    """Why a unit does not apply (its dataset lacks the task or a train split, its model the text tower or a head),
+    or ''; the reasons follow from what the unit's protocol declares it needs."""
     from overspec.data.catalog import dataset_registry, has_role
 
-    if protocol.split("/")[0] in ("verification", "ijb", "mad", "pad"):
-        if protocol.endswith("/zero_shot") and not spec.text:
-            return f"{spec.name} is image-only (no text tower): zero-shot attack scoring not applicable"
-        if protocol.endswith("/own_head") and not spec.head:
-            return f"{spec.name} has no binary head: own-head attack scoring not applicable"
-        return ""
-    entry = dataset_registry().get(dataset)
-    task = "zero_shot" if protocol == "zero_shot" else "linear_probe"
-    if task not in entry.tasks:
-        return f"{dataset} does not declare task {task}"
-    if task == "zero_shot" and not spec.text:
-        return f"{spec.name} is image-only (no text tower): zero-shot not applicable"
-    if task == "linear_probe" and not has_role(entry, "train"):
-        return f"{dataset} has no training split: linear probe not applicable"
+    needs, spec, dataset, what = planned.plan.needs, planned.spec, planned.target.name, planned.plan.label
+    entry = dataset_registry().get(dataset) if planned.target.kind == GENERAL else None
+    if entry is not None and needs.task and needs.task not in entry.tasks:
+        return f"{dataset} does not declare task {needs.task}"
+    if needs.text_tower and not spec.text:
+        return f"{spec.name} is image-only (no text tower): {what} not applicable"
+    if needs.head and not spec.head:
+        return f"{spec.name} has no binary head: {what} not applicable"
+    if entry is not None and needs.train_split and not has_role(entry, "train"):
+        return f"{dataset} has no training split: {what} not applicable"
     return ""
 
 
-def _unit_key(context: _Context, spec: ModelSpec, unit: Unit) -> str:
-    from overspec.data.catalog import dataset_registry, has_role
-
-    facts = context.facts(spec)
-    if unit.dataset in dataset_registry():
-        entry = dataset_registry().get(unit.dataset)
-        roles = [r for r in ("train", "val", "test") if has_role(entry, r)]
-        split_fps = [context.split(unit.dataset, r).fingerprint for r in roles]
+def _unit_key(context: _Context, planned: PlannedUnit) -> str:
+    """Everything a unit's records depend on: model and split fingerprints, the unit's declared settings, seed."""
+    facts = context.facts(planned.spec)
+    splits = context.opened(planned.target).splits()
+    if planned.target.kind == GENERAL:
+        split_fps = [split.fingerprint for split in splits.values()]
     else:
-        from overspec.protocols.biometric import benchmark_splits
-
-        splits = benchmark_splits(context, context.benchmark(unit.dataset))
         split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
-    settings = asdict(context.config.linear_probe) if unit.protocol.startswith("linear_probe") else {}
-    return combine("unit-v1", unit.protocol, facts.fingerprint, str(facts.text_fingerprint), *split_fps,
-                   json.dumps(settings, sort_keys=True), str(context.config.seed))
+    return combine("unit-v2", planned.plan.name, facts.fingerprint, str(facts.text_fingerprint), *split_fps,
+                   json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed))
 
 
-def _run_unit(context: _Context, unit: Unit, spec: ModelSpec, chash: str, result: RunResult) -> list[Record]:
-    run_dir = context.config.run_dir
-    path = run_dir / "units" / f"{unit.slug}.json"
-    predictions_path = run_dir / "predictions" / f"{unit.slug}.npz"
-    key = _unit_key(context, spec, unit)
+def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, object], chash: str,
+              result: RunResult) -> list[Record]:
+    """The unit's records: stored ones when its key still matches, else computed by its protocol and stored."""
+    unit, spec, config = planned.unit, planned.spec, context.config
+    path = config.run_dir / "units" / f"{unit.slug}.json"
+    predictions_path = config.run_dir / "predictions" / f"{unit.slug}.npz"
+    key = _unit_key(context, planned)
     stored = _stored_records(path, key, predictions_path)
     if stored is not None:
         result.reused.append(unit.slug)
-        return [Record(**{**r, "run": context.config.name, "config_hash": chash}) for r in stored]
-    protocol = _protocol_entry(unit.protocol)
+        return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
     started = time.perf_counter()
-    rows, predictions = PROTOCOLS.get(protocol)(context, spec, unit)
+    output = compute_unit(planned.protocol, planned.plan, planned.target.kind, context.opened(planned.target),
+                          context.features(spec), settings[planned.protocol.name], config.seed, config.device)
     encoder = context.model(spec)
-    records = [Record(run=context.config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
-                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash, **row) for row in rows]
-    predictions_sha = _save_predictions(predictions_path, predictions) if predictions else ""
+    records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
+                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash, **row) for row in output.rows]
+    predictions_sha = _save_predictions(predictions_path, output.predictions) if output.predictions else ""
     atomic_write_text(path, _unit_file_text(key, [asdict(r) for r in records], predictions_sha))
     result.computed.append(unit.slug)
     result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
@@ -445,15 +473,6 @@ def _stored_records(path: Path, key: str, predictions_path: Path) -> list[dict] 
         logger.warning("%s: missing or altered predictions file; recomputing the unit", predictions_path)
         return None
     return records
-
-
-def _protocol_entry(protocol: str) -> str:
-    """Registry name of the function that runs ``protocol`` (k-shot and attack scorings share one each)."""
-    if protocol.startswith("linear_probe_"):
-        return "linear_probe_kshot"
-    if protocol.startswith(("mad/", "pad/")):
-        return "attack"
-    return protocol
 
 
 def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
@@ -495,15 +514,3 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))
-
-
-def _register_builtin_protocols() -> None:
-    PROTOCOLS.register_lazy("zero_shot", "overspec.protocols.general:run_zero_shot")
-    PROTOCOLS.register_lazy("linear_probe", "overspec.protocols.general:run_linear_probe")
-    PROTOCOLS.register_lazy("linear_probe_kshot", "overspec.protocols.general:run_kshot_probe")
-    PROTOCOLS.register_lazy("verification", "overspec.protocols.biometric:run_verification")
-    PROTOCOLS.register_lazy("ijb", "overspec.protocols.biometric:run_ijb")
-    PROTOCOLS.register_lazy("attack", "overspec.protocols.biometric:run_attack")
-
-
-_register_builtin_protocols()

@@ -2,7 +2,8 @@ import pytest
 
 from overspec.config import ConfigError
 from overspec.config.run import RunConfig, default_config, load_run_config
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
+from overspec.runner import validated_settings
 
 
 def test_unknown_key_names_file_and_nearest_key(tmp_path):
@@ -14,11 +15,15 @@ def test_unknown_key_names_file_and_nearest_key(tmp_path):
 
 def test_nested_unknown_key_and_out_of_range_value(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("linear_probe: {val_fracton: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"linear_probe: unknown key 'val_fracton'; did you mean 'val_fraction'"):
-        load_run_config(path)
-    path.write_text("linear_probe: {val_fraction: 1.5}\n")
+    path.write_text("protocols: {linear_probe: {val_fracton: 0.1}}\n")
+    with pytest.raises(ConfigError, match=r"s.yaml: protocols.linear_probe: unknown key 'val_fracton'; did you mean "
+                                          r"'val_fraction'"):
+        validated_settings(load_run_config(path), where=str(path))
+    path.write_text("protocols: {linear_probe: {val_fraction: 1.5}}\n")
     with pytest.raises(ConfigError, match=r"val_fraction must be in \(0, 1\)"):
+        validated_settings(load_run_config(path), where=str(path))
+    path.write_text("linear_probe: {val_fraction: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"'linear_probe' is now a protocol setting; write protocols: "):
         load_run_config(path)
     path.write_text("batch_size: zero\n")
     with pytest.raises(ConfigError, match=r"s.yaml.batch_size: expected int, got 'zero'"):
@@ -29,21 +34,21 @@ def test_inline_model_specs_and_overrides(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(
         "models:\n  - tiny-s\n  - {name: mine, source: timm, architecture: resnet18, preprocess: {size: 112}}\n"
-        "datasets: [cifar10]\nlinear_probe: {kshot: [1, 4]}\n"
+        "datasets: [cifar10]\nprotocols: {linear_probe: {kshot: [1, 4]}}\n"
     )
     config = load_run_config(path, device="cuda:1")
     assert config.name == "s" and config.device == "cuda:1"
     assert config.models[0] == "tiny-s"
     assert isinstance(config.models[1], ModelSpec) and config.models[1].preprocess.size == 112
-    assert config.linear_probe.kshot == (1, 4)
+    assert validated_settings(config)["linear_probe"].kshot == (1, 4)
 
 
 def test_default_config_is_the_embedded_world():
     config = default_config()
     assert config.world and config.models == ("tiny-s", "tiny-m")
     assert isinstance(config, RunConfig)
-    with pytest.raises(ConfigError, match="kshot values must be among"):
-        default_config(linear_probe={"kshot": [3]})
+    with pytest.raises(ConfigError, match=r"protocols\.linear_probe: kshot values must be among"):
+        validated_settings(default_config(protocols={"linear_probe": {"kshot": [3]}}))
 
 
 @pytest.mark.parametrize(("finetune", "message"), [
@@ -52,9 +57,9 @@ def test_default_config_is_the_embedded_world():
     ("{recipes: [madatoin]}", r"unknown recipe 'madatoin'; did you mean 'madation'"),
     ("{recipes: [foundpad], profile: wrld}", r"'foundpad' \(profile 'wrld'.*no profile 'wrld'"),
 ])
-def test_fine_tune_settings_are_checked_when_the_config_loads(tmp_path, finetune, message):
+def test_fine_tune_settings_are_checked_before_the_run_starts(tmp_path, finetune, message):
     path = tmp_path / "s.yaml"
     path.write_text(f"world: true\nfinetune: {finetune}\n")
-    with pytest.raises(ConfigError, match=r"s.yaml.finetune: recipe .*" + message) as info:
-        load_run_config(path)
+    with pytest.raises(ConfigError, match=r"s.yaml: finetune: recipe .*" + message) as info:
+        validated_settings(load_run_config(path), where=str(path))
     assert "\n" not in str(info.value)

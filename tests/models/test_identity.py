@@ -9,7 +9,7 @@ import pytest
 
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
 from overspec.models.sources.files import weight_files
-from overspec.models.spec import ModelSpec, PreprocessSpec
+from overspec.config.model import ModelSpec, PreprocessSpec
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ from PIL import Image
 from overspec.cli.main import main
 from overspec.config.run import RunConfig
 from overspec.data.biometric.attack_list import COLUMNS
-from overspec.data.biometric.benchmarks import BiometricBenchmark
-from overspec.features.store import FeatureStore
+from overspec.data.biometric.benchmarks import BiometricBenchmark, open_benchmark
+from overspec.features.store import FeatureStore, ModelFeatures
 from overspec.models import ModelSpec, load_model
 from overspec.data.formats.ijb import IJBMeta, TemplateSubjects
-from overspec.protocols.biometric import _meta_of_faces, run_attack, run_verification
+from overspec.protocols.base import resolve_settings
+from overspec.protocols.biometric import ATTACK, VERIFICATION
+from overspec.protocols.inputs import compute_unit, meta_of_faces
 from overspec.results import read_jsonl
 from overspec.runner import run_study
 
@@ -102,34 +104,18 @@ def test_cli_fails_in_one_line_naming_the_file_or_skips_and_counts(tmp_path, cap
     assert all(r.extra["skipped_images"] == 1 and r.n == 11 for r in records)
 
 
-class _Context:
-    """What the biometric units use of the runner's context: one benchmark, one model, one store."""
-
-    def __init__(self, data_root, store, encoder, entry):
-        from types import SimpleNamespace
-
-        self.data_root, self.store, self.extras = data_root, store, {}
-        self.config = SimpleNamespace(seed=0)
-        self._encoder, self._entry = encoder, entry
-
-    def benchmark(self, name):
-        return self._entry
-
-    def model(self, spec):
-        return self._encoder
-
-
 @pytest.fixture
 def encoder(tmp_path, micro_checkpoint):
     return load_model(ModelSpec(name="m", architecture="micro-clip", weights=str(micro_checkpoint)), cache_dir=tmp_path)
 
 
-def _unit_records(fn, root, encoder, entry, protocol, policy):
-    from types import SimpleNamespace
-
+def _unit_records(protocol, root, encoder, entry, unit, policy):
     store = FeatureStore(root / "store", batch_size=5, progress=False, on_bad_image=policy)
-    rows, _ = fn(_Context(root, store, encoder, entry), None, SimpleNamespace(dataset=entry.name, protocol=protocol))
-    return rows
+    settings = resolve_settings({})[protocol.name]
+    plan = next(p for p in protocol.units(settings, entry.kind) if p.name == unit)
+    output = compute_unit(protocol, plan, entry.kind, open_benchmark(entry, root), ModelFeatures(store, lambda: encoder),
+                          settings, seed=0, device="cpu")
+    return output.rows
 
 
 def _pairs_benchmark(root, bad_image: str | None, dropped_pair: int | None):
@@ -151,10 +137,10 @@ def _pairs_benchmark(root, bad_image: str | None, dropped_pair: int | None):
 def test_verification_drops_pairs_with_a_bad_image(tmp_path, encoder):
     entry = _pairs_benchmark(tmp_path / "bad", "p5_1.png", None)
     with pytest.raises(ValueError, match=r"p5_1\.png"):
-        _unit_records(run_verification, tmp_path / "bad", encoder, entry, "verification", "fail")
-    skipped = _unit_records(run_verification, tmp_path / "bad", encoder, entry, "verification", "skip")
+        _unit_records(VERIFICATION, tmp_path / "bad", encoder, entry, "verification", "fail")
+    skipped = _unit_records(VERIFICATION, tmp_path / "bad", encoder, entry, "verification", "skip")
     clean_entry = _pairs_benchmark(tmp_path / "clean", None, 5)
-    clean = _unit_records(run_verification, tmp_path / "clean", encoder, clean_entry, "verification", "fail")
+    clean = _unit_records(VERIFICATION, tmp_path / "clean", encoder, clean_entry, "verification", "fail")
     assert [r["metric"] for r in skipped] == [r["metric"] for r in clean]
     for ours, theirs in zip(skipped, clean, strict=True):
         assert ours["value"] == pytest.approx(theirs["value"], abs=1e-9)
@@ -184,9 +170,9 @@ def _attack_benchmark(root, bad: set[int], drop: bool):
 def test_attack_detection_drops_bad_samples(tmp_path, encoder, scoring):
     bad = {3, 30}  # one training image, one test image
     entry = _attack_benchmark(tmp_path / "bad", bad, drop=False)
-    skipped = _unit_records(run_attack, tmp_path / "bad", encoder, entry, f"mad/{scoring}", "skip")
+    skipped = _unit_records(ATTACK, tmp_path / "bad", encoder, entry, f"mad/{scoring}", "skip")
     clean_entry = _attack_benchmark(tmp_path / "clean", bad, drop=True)
-    clean = _unit_records(run_attack, tmp_path / "clean", encoder, clean_entry, f"mad/{scoring}", "fail")
+    clean = _unit_records(ATTACK, tmp_path / "clean", encoder, clean_entry, f"mad/{scoring}", "fail")
     assert [r["metric"] for r in skipped] == [r["metric"] for r in clean] and "d_eer" in [r["metric"] for r in clean]
     for ours, theirs in zip(skipped, clean, strict=True):
         assert ours["value"] == pytest.approx(theirs["value"], abs=1e-9), ours["metric"]
@@ -202,7 +188,7 @@ def test_non_finite_own_head_scores_name_the_benchmark(tmp_path, encoder):
     entry = _attack_benchmark(tmp_path, set(), drop=False)
     encoder.head = NaNHead()
     with pytest.raises(ValueError, match=r"benchmark 'skip-mad': 8 of 8 own_head attack scores of its 'dev' split"):
-        _unit_records(run_attack, tmp_path, encoder, entry, "mad/own_head", "fail")
+        _unit_records(ATTACK, tmp_path, encoder, entry, "mad/own_head", "fail")
 
 
 def test_ijb_skip_empties_templates_and_drops_their_pairs_and_list_entries(tmp_path):
@@ -213,13 +199,13 @@ def test_ijb_skip_empties_templates_and_drops_their_pairs_and_list_entries(tmp_p
                    {"G1": TemplateSubjects(np.array([1, 2]), np.array([7, 8])),
                     "G2": TemplateSubjects(np.array([2]), np.array([8]))},
                    {"mixed": TemplateSubjects(np.array([3]), np.array([9]))})
-    kept = _meta_of_faces("ijb", meta, np.array([True, True, False, False, True]))
+    kept = meta_of_faces("ijb", meta, np.array([True, True, False, False, True]))
     assert kept.image_names == ("a.jpg", "b.jpg", "e.jpg") and kept.num_faces == 3
     assert kept.template_ids.tolist() == [1, 1, 3] and kept.media_ids.tolist() == [10, 11, 30]
     assert kept.scores.tolist() == pytest.approx([0.9, 0.8, 0.5])
     assert list(zip(kept.pair_t1.tolist(), kept.pair_t2.tolist(), kept.pair_labels.tolist())) == [(1, 3, 0)]
     assert list(kept.galleries) == ["G1"] and kept.galleries["G1"].template_ids.tolist() == [1]
     assert kept.galleries["G1"].subject_ids.tolist() == [7] and list(kept.probes) == ["mixed"]
-    assert _meta_of_faces("ijb", meta, np.ones(5, bool)) is meta
+    assert meta_of_faces("ijb", meta, np.ones(5, bool)) is meta
     with pytest.raises(ValueError, match="benchmark 'ijb': no template pair is left"):
-        _meta_of_faces("ijb", meta, np.array([True, True, False, False, False]))
+        meta_of_faces("ijb", meta, np.array([True, True, False, False, False]))

@@ -22,6 +22,7 @@ from overspec import metrics
 from overspec.cli.main import main
 from overspec.config.run import load_run_config
 from overspec.config.typed import ConfigError
+from overspec.runner import validated_settings
 from overspec.data.base import DatasetLayoutError
 from overspec.data.biometric.attack_list import COLUMNS, ProtocolListError, read_protocol
 from overspec.data.catalog import load_dataset, parse_entry
@@ -225,7 +226,7 @@ def test_bad_checkpoint_in_a_run_exits_2_without_results(tmp_path, capsys, micro
     entry = make_csv_dataset(tmp_path / "data", name)
     model = {"name": "broken", "architecture": "micro-clip", "weights": str(weights)}
     config = write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], models=[model],
-                          linear_probe={"enabled": False})
+                          protocols={"linear_probe": {"enabled": False}})
     assert_cli_refuses(capsys, tmp_path, ["run", str(config), "--no-report"], str(weights), key)
 
 
@@ -435,22 +436,24 @@ def test_ijb_meta_error_is_one_line(tmp_path):
 
 @pytest.mark.parametrize(("settings", "named"), [
     ({"batch_sise": 8}, ["unknown key 'batch_sise'", "did you mean 'batch_size'"]),
-    ({"linear_probe": {"val_fracton": 0.3}}, ["linear_probe", "unknown key 'val_fracton'",
-                                              "did you mean 'val_fraction'"]),
+    ({"protocols": {"linear_probe": {"val_fracton": 0.3}}}, ["protocols.linear_probe", "unknown key 'val_fracton'",
+                                                             "did you mean 'val_fraction'"]),
     ({"finetune": {"recipe": ["froundation"]}}, ["finetune", "unknown key 'recipe'", "did you mean 'recipes'"]),
     ({"batch_size": 0}, ["batch_size", "got 0"]),
     ({"num_workers": -1}, ["num_workers", "got -1"]),
-    ({"linear_probe": {"val_fraction": 1.5}}, ["val_fraction", "1.5"]),
-    ({"attack_scoring": ["own_head", "vibes"]}, ["attack_scoring", "'vibes'"]),
+    ({"protocols": {"linear_probe": {"val_fraction": 1.5}}}, ["val_fraction", "1.5"]),
+    ({"protocols": {"attack": {"scoring": ["own_head", "vibes"]}}}, ["protocols.attack", "scoring", "'vibes'"]),
+    ({"protocols": {"knn": {}}}, ["protocols", "unknown protocol 'knn'"]),
+    ({"linear_probe": {"val_fraction": 0.3}}, ["'linear_probe' is now a protocol setting", "protocols:"]),
     ({"on_bad_image": "ignore"}, ["on_bad_image", "'ignore'"]),
     ({"device": "gpu"}, ["device", "'gpu'"]),
     ({"batch_size": "big"}, ["batch_size", "'big'"]),
 ], ids=["unknown-top", "unknown-nested", "unknown-finetune", "batch-size-0", "negative-workers", "val-fraction",
-        "attack-scoring", "bad-image-policy", "device", "batch-size-type"])
+        "attack-scoring", "unknown-protocol", "moved-key", "bad-image-policy", "device", "batch-size-type"])
 def test_bad_run_config_values(tmp_path, capsys, settings, named):
     config = write_config(tmp_path, **settings)
     with pytest.raises(ConfigError) as info:
-        load_run_config(config)
+        validated_settings(load_run_config(config), where=str(config))
     assert_one_line(info.value, str(config), *named)
     assert_cli_refuses(capsys, tmp_path, ["run", str(config)], str(config), *named)
 

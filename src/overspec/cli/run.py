@@ -54,10 +54,11 @@ def config_overrides(args: argparse.Namespace) -> dict:
 def handler(args: argparse.Namespace) -> int:
     """Load the config, run the study, print the summary table and where the results are."""
     from overspec.config.run import default_config, load_run_config
-    from overspec.runner import plan_study, run_study
+    from overspec.runner import plan_study, run_study, validated_settings
 
     overrides = config_overrides(args)
     config = load_run_config(args.config, **overrides) if args.config else default_config(**overrides)
+    validated_settings(config, where=str(args.config or "default config"))
     if args.dry_run:
         text, problems = plan_study(config)
         print(text)

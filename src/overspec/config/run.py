@@ -11,41 +11,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from overspec.config.typed import ConfigError, from_dict, load_yaml
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 
-__all__ = ["RunConfig", "ZeroShotConfig", "LinearProbeConfig", "FinetuneRunConfig", "load_run_config", "default_config",
-           "default_cache_dir", "resolved_dict"]
+__all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
+           "resolved_dict"]
 
-KSHOT_CHOICES = (1, 2, 4, 8, 16)
-ATTACK_SCORING = ("own_head", "probe", "zero_shot")
-BAD_IMAGE_POLICIES = ("fail", "skip")  # what a corrupt or truncated image does: stop the run, or leave it out and count it
-
-
-@dataclass(frozen=True)
-class ZeroShotConfig:
-    """Zero-shot classification with each dataset's prompt ensemble."""
-
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class LinearProbeConfig:
-    """Logistic-regression probe on frozen features (CLIP-paper protocol) and optional k-shot probes."""
-
-    enabled: bool = True
-    val_fraction: float = 0.2
-    max_iter: int = 1000
-    kshot: tuple[int, ...] = ()
-    kshot_seeds: tuple[int, ...] = (0, 1, 2)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"linear_probe.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.max_iter < 1:
-            raise ValueError(f"linear_probe.max_iter must be >= 1, got {self.max_iter}")
-        bad = [k for k in self.kshot if k not in KSHOT_CHOICES]
-        if bad:
-            raise ValueError(f"linear_probe.kshot values must be among {KSHOT_CHOICES}, got {bad}")
+#: Keys of earlier versions whose settings now live under ``protocols:`` (named in the error that rejects them).
+MOVED_TO_PROTOCOLS = {"zero_shot": "protocols: {zero_shot: {...}}", "linear_probe": "protocols: {linear_probe: {...}}",
+                      "attack_scoring": "protocols: {attack: {scoring: [...]}}"}
 
 
 @dataclass(frozen=True)
@@ -61,16 +34,6 @@ class FinetuneRunConfig:
     data: dict[str, str] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        from overspec.finetune.recipes import load_recipe
-
-        for recipe in self.recipes:  # a bad override fails here, at load time, not hours later when training starts
-            try:
-                load_recipe(recipe, profile=self.profile or None, overrides=self.overrides)
-            except (ValueError, FileNotFoundError, KeyError) as exc:
-                raise ValueError(f"recipe {recipe!r} (profile {self.profile or 'default'!r}, overrides "
-                                 f"{list(self.overrides)}): {exc}") from None
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -81,7 +44,6 @@ class RunConfig:
     datasets: tuple[str, ...] = ()
     dataset_files: tuple[str, ...] = ()
     biometrics: tuple[str, ...] = ()
-    attack_scoring: tuple[str, ...] = ("own_head", "probe", "zero_shot")
     world: bool = False
     data_root: str = ""
     output_dir: str = "runs"
@@ -92,8 +54,7 @@ class RunConfig:
     num_workers: int = 0
     progress: bool = True
     on_bad_image: str = "fail"
-    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
-    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    protocols: dict[str, dict] = field(default_factory=dict)
     finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
     def __post_init__(self) -> None:
@@ -103,13 +64,8 @@ class RunConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        bad = [s for s in self.attack_scoring if s not in ATTACK_SCORING]
-        if bad:
-            raise ValueError(f"attack_scoring values must be among {ATTACK_SCORING}, got {bad}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {self.on_bad_image!r}")
 
     @property
     def cache_path(self) -> Path:
@@ -139,6 +95,9 @@ def load_run_config(path: Path, **overrides) -> RunConfig:
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    moved = [key for key in data if key in MOVED_TO_PROTOCOLS]
+    if moved:
+        raise ConfigError(f"{path}: {moved[0]!r} is now a protocol setting; write {MOVED_TO_PROTOCOLS[moved[0]]}")
     data.setdefault("name", Path(path).stem)
     return from_dict(RunConfig, {**data, **overrides}, where=str(path))
 

@@ -39,6 +39,8 @@ __all__ = [
     "load_catalog_file",
     "parse_entry",
     "load_dataset",
+    "open_dataset",
+    "OpenedDataset",
     "dataset_status",
     "has_role",
     "shipped_classnames",
@@ -223,6 +225,24 @@ def dataset_status(entry: DatasetEntry, data_root: str | Path) -> tuple[bool, st
     if not any(root.iterdir()):
         return False, f"empty folder: {root} (expected {entry.layout})"
     return True, f"found at {root}"
+
+
+@dataclass(frozen=True)
+class OpenedDataset:
+    """A catalog dataset opened: its splits by role (those of train / val / test it has)."""
+
+    name: str
+    by_role: Mapping[str, LabelledImages]
+
+    def splits(self) -> dict[str, LabelledImages]:
+        """The splits by role."""
+        return dict(self.by_role)
+
+
+def open_dataset(name: str, data_root: str | Path) -> OpenedDataset:
+    """Load every split a catalog dataset has (raises like :func:`load_dataset` for the first one that fails)."""
+    entry = get_dataset(name)
+    return OpenedDataset(name, {role: load_dataset(entry, role, data_root) for role in ROLES if has_role(entry, role)})
 
 
 def load_dataset(name_or_entry: str | DatasetEntry, role: str, data_root: str | Path, *,

@@ -9,7 +9,7 @@ variants that only change the image tower reuse the base model's zero-shot class
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from overspec.models.fingerprint import combine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureStore", "Features", "NonFiniteFeaturesError", "BAD_IMAGE_POLICIES"]
+__all__ = ["FeatureStore", "Features", "ModelFeatures", "NonFiniteFeaturesError", "BAD_IMAGE_POLICIES"]
 
 VIEWS = ("plain", "flip")
 #: What an undecodable image does: ``fail`` stops with :class:`~overspec.data.base.BadImageError`; ``skip``
@@ -280,3 +280,26 @@ def _check_finite_classifier(classifier: np.ndarray, model: str, classnames: Seq
             f"{len(broken)} zero-shot classes affected (first: index {first}, {classnames[first]!r}); "
             "nothing was cached"
         )
+
+
+class ModelFeatures:
+    """One model's view of a :class:`FeatureStore`: its image features, its zero-shot classifier and its head.
+
+    ``load`` returns the model and is called on first use only, so a unit whose results are stored loads nothing.
+    """
+
+    def __init__(self, store: FeatureStore, load: Callable[[], Encoder]) -> None:
+        self.store, self._load = store, load
+
+    def image(self, split: LabelledImages, view: str = "plain") -> Features:
+        """Image features of ``split`` in ``view`` (extracted once, then read from the store)."""
+        return self.store.image_features(self._load(), split, view=view)
+
+    def text_classifier(self, classnames: Sequence[str], templates: Sequence[str], dataset: str = "") -> np.ndarray:
+        """The ``(D, C)`` zero-shot classifier of a prompt set (built once per text tower and prompt set)."""
+        return self.store.text_classifier(self._load(), classnames, templates, dataset=dataset)
+
+    @property
+    def head(self):
+        """The model's binary head, or None."""
+        return self._load().head

@@ -1,7 +1,7 @@
 """``finetune(...)``: one recipe on one base model and one training set, producing a loadable model preset.
 
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
-``model.yaml`` (a :class:`~overspec.models.spec.ModelSpec` preset: the base's source, architecture, weights and
+``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture, weights and
 preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
 ``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing, and the sha256 and
 size of ``model.yaml``, ``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
@@ -45,7 +45,7 @@ from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, Tr
 from overspec.models.base import Encoder
 from overspec.models.heads import save_binary_head
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.registry import Registry
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",

@@ -2,7 +2,7 @@
 
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.registry import SOURCES, load_model, model_presets, resolve_spec
-from overspec.models.spec import ModelSpec, PreprocessSpec
+from overspec.config.model import ModelSpec, PreprocessSpec
 
 __all__ = ["Encoder", "ModelLoadError", "ModelSpec", "PreprocessSpec", "SOURCES", "load_model", "model_presets",
            "resolve_spec"]

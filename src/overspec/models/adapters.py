@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.registry import Registry, RegistryError
 
 __all__ = ["ADAPTERS", "apply_adapter", "image_weights_fingerprint", "save_weights_adapter"]

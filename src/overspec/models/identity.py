@@ -20,7 +20,7 @@ from pathlib import Path
 from overspec.files import atomic_write_text, file_sha256
 from overspec.models.base import Encoder
 from overspec.models.sources.files import weight_files
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 
 logger = logging.getLogger(__name__)
 

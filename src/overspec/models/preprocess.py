@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from overspec.data.base import content_fingerprint
-from overspec.models.spec import PreprocessSpec
+from overspec.config.model import PreprocessSpec
 
 __all__ = ["build_transform", "preprocess_fingerprint"]
 

@@ -23,7 +23,7 @@ import torch
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.heads import BinaryHead, load_binary_head
 from overspec.models.preprocess import preprocess_fingerprint
-from overspec.models.spec import OPENAI_MEAN, OPENAI_STD, ModelSpec, PreprocessSpec
+from overspec.config.model import OPENAI_MEAN, OPENAI_STD, ModelSpec, PreprocessSpec
 from overspec.safeload import load_torch_checkpoint
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import torch
 
 from overspec.config.typed import from_dict, load_yaml
 from overspec.models.base import Encoder, ModelLoadError
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.registry import Registry
 
 __all__ = ["SOURCES", "model_presets", "register_preset_file", "resolve_spec", "load_model"]

@@ -1,201 +1,199 @@
-"""Biometric units of a run: face verification, IJB, MAD and PAD for one model on one benchmark.
+"""The biometric protocols of a study: face verification, IJB 1:1 and 1:N, and MAD / PAD attack detection.
 
-Embeddings come from the feature store (image + mirrored image, the insightface convention); the protocol
-functions only see arrays. Attack detection is scored by a probe on frozen features and by zero-shot prompts,
-each labelled in the records (``protocol`` = ``mad/probe``, ``pad/zero_shot``...).
+Each is one registered :class:`~overspec.protocols.base.Protocol` on typed inputs (embeddings of image and
+mirrored image, the insightface convention; attack splits). Attack detection is scored by the model's own head,
+a probe on frozen features and zero-shot prompts, each its own unit labelled in the records (``mad/probe``...).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from overspec.data.base import LabelledImages
-from overspec.data.biometric.benchmarks import BiometricBenchmark, open_attack, open_ijb, open_verification
+from overspec.protocols import attack_detection as ad
+from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportSection, UnitOutput, UnitPlan
+from overspec.protocols.inputs import AttackInputs, IJBInputs, PairInputs, require_finite
 
-__all__ = ["benchmark_splits", "run_verification", "run_ijb", "run_attack", "ATTACK_SCORING"]
+__all__ = ["ATTACK", "AttackSettings", "IJB", "Switch", "VERIFICATION"]
 
-ATTACK_SCORING = ("own_head", "probe", "zero_shot")
 _IJB_RULE = "nearest"
+SCORING_LABELS = {"own_head": "own head", "probe": "probe", "zero_shot": "zero-shot"}
 
 
-def benchmark_splits(context, entry: BiometricBenchmark) -> dict[str, LabelledImages]:
-    """The image splits a benchmark's units embed, by role (opened once per run and cached on the context)."""
-    key = ("biometric", entry.name)
-    if key not in context.extras:
-        root = context.data_root
-        if entry.kind == "verification":
-            pairs = open_verification(entry, root)
-            splits = {"pairs": pairs.images_as_dataset(entry.name)}
-            context.extras[key + ("issame",)] = pairs.issame
-        elif entry.kind == "ijb":
-            meta = open_ijb(entry, root)
-            splits = {"faces": meta.faces_dataset(entry.name)}
-            context.extras[key + ("meta",)] = meta
-        else:
-            protocol = open_attack(entry, root)
-            splits = {name: protocol.split(name) for name in protocol.splits()}
-        context.extras[key] = splits
-    return context.extras[key]
+@dataclass(frozen=True)
+class Switch:
+    """The settings of a protocol whose only choice is whether it runs."""
+
+    enabled: bool = True
 
 
-def _row(split: LabelledImages, metric: str, value: float, n: int, skipped: int, extra: dict) -> dict:
+@dataclass(frozen=True)
+class AttackSettings:
+    """MAD / PAD attack detection: which scoring methods to run (each its own unit)."""
+
+    enabled: bool = True
+    scoring: tuple[str, ...] = ad.SCORING_METHODS
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.scoring if s not in ad.SCORING_METHODS]
+        if bad:
+            raise ValueError(f"scoring values must be among {ad.SCORING_METHODS}, got {bad}")
+
+
+def _row(split, metric: str, value: float, n: int, skipped: int, extra: dict) -> dict:
     return {"split": split.split, "metric": metric, "value": float(value), "n": n,
             "split_fingerprint": split.fingerprint, "extra": {**extra, "skipped_images": skipped}}
 
 
-def _require_finite(benchmark: str, what: str, values: np.ndarray, names: np.ndarray | None = None) -> None:
-    """Raise a one-line ValueError naming ``benchmark`` when ``values`` holds NaN or infinity."""
-    broken = ~np.isfinite(np.asarray(values, dtype=np.float64))
-    if broken.any():
-        first = int(np.flatnonzero(broken)[0])
-        label = f"index {first}" if names is None else f"{names[first]}"
-        raise ValueError(f"benchmark {benchmark!r}: {int(broken.sum())} of {broken.size} {what} are NaN or "
-                         f"infinite (first: {label})")
+class Verification(Protocol):
+    """insightface 10-fold accuracy (flip-sum embeddings), its std, and TAR at FAR 1e-3 over all pairs."""
+
+    name = "verification"
+    targets = ("verification",)
+    settings_type = Switch
+    report = ReportSection("face verification", metric="accuracy",
+                           columns=(ReportColumn(("accuracy",), "acc"),))
+    order = 30
+
+    def units(self, settings: Switch, target: str) -> list[UnitPlan]:
+        """One unit per pair set."""
+        return [UnitPlan(self.name, Needs(), label="verification")]
+
+    def run(self, unit: UnitPlan, inputs: PairInputs, settings: Switch) -> UnitOutput:
+        """Score the pairs whose images are all readable; ``n`` counts the images of the pairs scored."""
+        from overspec.protocols.verification import evaluate_verification, flip_sum_embeddings
+
+        x = inputs.x
+        joint = flip_sum_embeddings(x[:, 0], x[:, 1])
+        require_finite(inputs.benchmark, "pair similarities", np.einsum("ij,ij->i", joint[0::2], joint[1::2]))
+        result = evaluate_verification(x[:, 0], x[:, 1], inputs.issame)
+        n, skipped, split = len(x), inputs.n_skipped, inputs.split
+        extra = {"convention": "insightface 10-fold, threshold on 9 folds, flip-sum embeddings"}
+        tar = result["tar_at_far"]
+        return UnitOutput([_row(split, "accuracy", result["accuracy"], n, skipped, extra),
+                           _row(split, "accuracy_std", result["accuracy_std"], n, skipped, extra),
+                           _row(split, "tar_at_far_1e-3", tar["tar"], n, skipped,
+                                {**extra, "rule": tar["rule"], "reachable": bool(tar["reachable"])})])
 
 
-def run_verification(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """insightface 10-fold accuracy (flip-sum embeddings), its std, and TAR at FAR 1e-3 over all pairs.
+class IJBProtocol(Protocol):
+    """IJB 1:1 TAR at FAR 1e-6..1e-1 (insightface rule; at-most rule alongside) and 1:N TPIR@FPIR and rank-1."""
 
-    Pairs that involve an image skipped as unreadable are left out; ``n`` counts the images of the pairs scored.
-    """
-    entry = context.benchmark(unit.dataset)
-    split = benchmark_splits(context, entry)["pairs"]
-    feats = context.store.image_features(context.model(spec), split, view="flip")
-    issame = context.extras[("biometric", entry.name, "issame")]
-    pair_ok = feats.valid[0::2] & feats.valid[1::2]
-    if not pair_ok.any():
-        raise ValueError(f"benchmark {entry.name!r}: every one of its {pair_ok.size} pairs involves an unreadable "
-                         "image; nothing left to evaluate")
-    images = np.repeat(pair_ok, 2)
-    result = _evaluate_verification(entry.name, np.asarray(feats.x)[images], issame[pair_ok])
-    n, skipped = int(images.sum()), feats.n_skipped
-    extra = {"convention": "insightface 10-fold, threshold on 9 folds, flip-sum embeddings"}
-    rows = [_row(split, "accuracy", result["accuracy"], n, skipped, extra),
-            _row(split, "accuracy_std", result["accuracy_std"], n, skipped, extra),
-            _row(split, "tar_at_far_1e-3", result["tar_at_far"]["tar"], n, skipped,
-                 {**extra, "rule": result["tar_at_far"]["rule"], "reachable": bool(result["tar_at_far"]["reachable"])})]
-    return rows, {}
+    name = "ijb"
+    targets = ("ijb",)
+    settings_type = Switch
+    report = ReportSection("IJB", metric="tar_at_far_0.0001",
+                           columns=(ReportColumn(("tar_at_far_0.0001",), "TAR@FAR=1e-4"),))
+    order = 40
 
+    def units(self, settings: Switch, target: str) -> list[UnitPlan]:
+        """One unit per IJB meta folder."""
+        return [UnitPlan(self.name, Needs(), label="IJB")]
 
-def _evaluate_verification(benchmark: str, x: np.ndarray, issame: np.ndarray) -> dict:
-    from overspec.protocols.verification import evaluate_verification, flip_sum_embeddings
+    def run(self, unit: UnitPlan, inputs: IJBInputs, settings: Switch) -> UnitOutput:
+        """Templates of readable faces only (an emptied template drops its pairs); ``n`` counts the faces used."""
+        from overspec.protocols.ijb import evaluate_ijb
 
-    joint = flip_sum_embeddings(x[:, 0], x[:, 1])
-    _require_finite(benchmark, "pair similarities", np.einsum("ij,ij->i", joint[0::2], joint[1::2]))
-    return evaluate_verification(x[:, 0], x[:, 1], issame)
-
-
-def run_ijb(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """IJB 1:1 TAR at FAR 1e-6..1e-1 (insightface rule; at-most rule alongside) and 1:N TPIR@FPIR and rank-1.
-
-    Images skipped as unreadable leave their templates; a template left empty drops its pairs and 1:N entries.
-    ``n`` counts the face images used.
-    """
-    from overspec.protocols.ijb import evaluate_ijb
-
-    entry = context.benchmark(unit.dataset)
-    split = benchmark_splits(context, entry)["faces"]
-    feats = context.store.image_features(context.model(spec), split, view="flip")
-    meta = _meta_of_faces(entry.name, context.extras[("biometric", entry.name, "meta")], feats.valid)
-    _require_finite(entry.name, "faceness scores", meta.scores, np.asarray(meta.image_names, dtype=object))
-    x = np.asarray(feats.x)[feats.valid]
-    result = evaluate_ijb(meta, x[:, 0], x[:, 1])
-    n, skipped = meta.num_faces, feats.n_skipped
-    verification = result["verification"]
-    unreachable = set(verification["unreachable_fars"])
-    rows = []
-    for far, tar in verification["tar_at_far"][_IJB_RULE].items():
-        extra = {"rule": _IJB_RULE, "at_most": verification["tar_at_far"]["at_most"][far],
-                 "reachable": far not in unreachable, "pooling": "N1D1F1 media-average, template-sum"}
-        rows.append(_row(split, f"tar_at_far_{far:g}", tar, n, skipped, extra))
-    for probe_set, values in result.get("identification", {}).items():
-        extra = {"probes": probe_set, "galleries": sorted(values["per_gallery"]),
-                 "convention": "open set, TPIR averaged over galleries (insightface ijb_evals)"}
-        rows.append(_row(split, "rank1", values["rank"][1], n, skipped, extra))
-        for fpir, tpir in values["tpir_at_fpir"].items():
-            rows.append(_row(split, f"tpir_at_fpir_{fpir:g}", tpir, n, skipped, extra))
-    return rows, {}
+        meta, split = inputs.meta, inputs.split
+        result = evaluate_ijb(meta, inputs.x[:, 0], inputs.x[:, 1])
+        n, skipped = meta.num_faces, inputs.n_skipped
+        verification = result["verification"]
+        unreachable = set(verification["unreachable_fars"])
+        rows = []
+        for far, tar in verification["tar_at_far"][_IJB_RULE].items():
+            extra = {"rule": _IJB_RULE, "at_most": verification["tar_at_far"]["at_most"][far],
+                     "reachable": far not in unreachable, "pooling": "N1D1F1 media-average, template-sum"}
+            rows.append(_row(split, f"tar_at_far_{far:g}", tar, n, skipped, extra))
+        for probe_set, values in result.get("identification", {}).items():
+            extra = {"probes": probe_set, "galleries": sorted(values["per_gallery"]),
+                     "convention": "open set, TPIR averaged over galleries (insightface ijb_evals)"}
+            rows.append(_row(split, "rank1", values["rank"][1], n, skipped, extra))
+            for fpir, tpir in values["tpir_at_fpir"].items():
+                rows.append(_row(split, f"tpir_at_fpir_{fpir:g}", tpir, n, skipped, extra))
+        return UnitOutput(rows)
 
 
-def _meta_of_faces(benchmark: str, meta, keep: np.ndarray):
-    """The IJB meta data restricted to the faces in ``keep``: templates left empty lose their pairs and 1:N rows."""
-    from overspec.data.formats.ijb import TemplateSubjects
-
-    if keep.all():
-        return meta
-    templates = np.unique(meta.template_ids[keep])
-    pair_ok = np.isin(meta.pair_t1, templates) & np.isin(meta.pair_t2, templates)
-    if not pair_ok.any():
-        raise ValueError(f"benchmark {benchmark!r}: no template pair is left once unreadable images are skipped")
-
-    def lists(by_name: dict) -> dict:
-        kept = {name: np.isin(t.template_ids, templates) for name, t in by_name.items()}
-        return {name: TemplateSubjects(by_name[name].template_ids[m], by_name[name].subject_ids[m])
-                for name, m in kept.items() if m.any()}
-
-    return dataclasses.replace(
-        meta, image_names=tuple(name for name, k in zip(meta.image_names, keep, strict=True) if k),
-        template_ids=meta.template_ids[keep], media_ids=meta.media_ids[keep], landmarks=meta.landmarks[keep],
-        scores=meta.scores[keep], pair_t1=meta.pair_t1[pair_ok], pair_t2=meta.pair_t2[pair_ok],
-        pair_labels=meta.pair_labels[pair_ok], galleries=lists(meta.galleries), probes=lists(meta.probes),
-    )
+_MAD_COLUMNS = (ReportColumn(("d_eer",), "D-EER", False),) + tuple(
+    ReportColumn((f"apcer@bpcer{p}_nearest", f"apcer@bpcer{p}"), f"APCER@BPCER{p}%", False) for p in (1, 10, 20)
+) + tuple(ReportColumn((f"bpcer@apcer{p}_nearest", f"bpcer@apcer{p}"), f"BPCER@APCER{p}%", False) for p in (1, 10, 20))
+_PAD_COLUMNS = (ReportColumn(("hter_test_eer",), "HTER", False), ReportColumn(("auc",), "AUC"))
 
 
-def run_attack(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """MAD or PAD metrics of one scoring method (``unit.protocol`` = ``<kind>/<scoring>``).
+class AttackDetection(Protocol):
+    """MAD or PAD metrics of one scoring method per unit (``<kind>/<scoring>``); samples skipped as unreadable are
+    left out of every split and ``n`` counts the test samples scored."""
 
-    Samples skipped as unreadable are left out of every split; ``n`` counts the test samples scored.
-    """
-    from overspec.protocols import attack_detection as ad
+    name = "attack"
+    targets = ("pad", "mad")
+    settings_type = AttackSettings
+    report = ReportSection("attack detection", metric="d_eer")
+    order = 50
 
-    entry = context.benchmark(unit.dataset)
-    scoring = unit.protocol.split("/", 1)[1]
-    splits = benchmark_splits(context, entry)
-    encoder = context.model(spec)
-    kept, skipped = {}, 0
-    for role in (r for r in splits if r != "train" or scoring == "probe"):
-        feats = context.store.image_features(encoder, splits[role])
-        index = np.flatnonzero(feats.valid)
-        if index.size == 0:
-            raise ValueError(f"benchmark {entry.name!r}: all {len(feats.valid)} images of its {role!r} split are "
-                             "unreadable; nothing left to evaluate")
-        kept[role] = (splits[role].subset(index), np.asarray(feats.x)[index])
-        skipped += feats.n_skipped
-    score = _attack_scorer(context, encoder, entry.name, scoring, kept)
-    scored = {role: ad.AttackScores.of(split, _finite_scores(entry.name, role, scoring, score(x)))
-              for role, (split, x) in kept.items() if role != "train"}
-    result = ad.evaluate_scores(entry.name, entry.kind, scoring, scored["test"], scored.get("dev"))
-    n = len(scored["test"].scores)
-    rows = []
-    for row in result.rows():
-        extra = {"scoring": row["scoring"], "level": row["level"], "convention": row["convention"],
-                 "reachable": bool(row["reachable"]), "n_bona_fide": row["n_bona_fide"], "n_attack": row["n_attack"]}
-        rows.append(_row(splits["test"], row["metric"], row["value"], n, skipped, extra))
-    return rows, {}
+    def columns(self, kind: str) -> tuple[ReportColumn, ...]:
+        """The biometric-table columns of a MAD or PAD benchmark."""
+        return _MAD_COLUMNS if kind == "mad" else _PAD_COLUMNS
+
+    def headline(self, unit_name: str) -> tuple[str, str, bool] | None:
+        """The kind's first column, labelled with the unit's scoring ("D-EER own head")."""
+        metric, label, higher = super().headline(unit_name)
+        return metric, f"{label} {SCORING_LABELS[unit_name.partition('/')[2]]}", higher
+
+    def units(self, settings: AttackSettings, target: str) -> list[UnitPlan]:
+        """One unit per configured scoring; own-head scoring needs a head, zero-shot the text tower, the probe the
+        protocol's train split."""
+        needs = {"own_head": Needs(head=True), "probe": Needs(train_split=True), "zero_shot": Needs(text_tower=True)}
+        labels = {"own_head": "own-head attack scoring", "probe": "probe attack scoring",
+                  "zero_shot": "zero-shot attack scoring"}
+        return [UnitPlan(f"{target}/{s}", needs[s], label=labels[s]) for s in settings.scoring]
+
+    def owns(self, unit_name: str) -> bool:
+        """``mad/<scoring>`` and ``pad/<scoring>``."""
+        kind, _, scoring = unit_name.partition("/")
+        return kind in self.targets and scoring in ad.SCORING_METHODS
+
+    def unit_order(self, name: str) -> tuple:
+        """PAD before MAD, then the scoring preference (own head, probe, zero-shot)."""
+        kind, _, scoring = name.partition("/")
+        return (self.order, self.targets.index(kind), ad.SCORING_METHODS.index(scoring))
+
+    def run(self, unit: UnitPlan, inputs: AttackInputs, settings: AttackSettings) -> UnitOutput:
+        """Score every non-train split, then compute the kind's metrics on test (dev fixes PAD thresholds)."""
+        scoring = unit.name.split("/", 1)[1]
+        score = _scorer(inputs, scoring)
+        scored = {role: ad.AttackScores.of(part.split.subset(part.index),
+                                           _finite(inputs.benchmark, role, scoring, score(part.x)))
+                  for role, part in inputs.splits.items() if role != "train"}
+        result = ad.evaluate_scores(inputs.benchmark, inputs.kind, scoring, scored["test"], scored.get("dev"))
+        n, test = len(scored["test"].scores), inputs.splits["test"].split
+        rows = []
+        for row in result.rows():
+            extra = {"scoring": row["scoring"], "level": row["level"], "convention": row["convention"],
+                     "reachable": bool(row["reachable"]), "n_bona_fide": row["n_bona_fide"],
+                     "n_attack": row["n_attack"]}
+            rows.append(_row(test, row["metric"], row["value"], n, inputs.n_skipped, extra))
+        return UnitOutput(rows)
 
 
-def _attack_scorer(context, encoder, benchmark: str, scoring: str,
-                   kept: dict[str, tuple[LabelledImages, np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
+def _scorer(inputs: AttackInputs, scoring: str) -> Callable[[np.ndarray], np.ndarray]:
     """The function from features to attack scores (higher = bona fide) of one scoring method."""
-    from overspec.protocols import attack_detection as ad
-
     if scoring == "own_head":
-        return encoder.head.scores
+        return inputs.head.scores
     if scoring == "probe":
-        train, train_x = kept["train"]
-        return functools.partial(ad.probe_scores, train_x, train.labels, seed=context.config.seed)
-    test = kept["test"][0]
-    classifier = torch.from_numpy(np.array(context.store.text_classifier(
-        encoder, test.classnames, test.templates, dataset=f"{benchmark}/{test.split}")))
-    return functools.partial(ad.zero_shot_scores, classifier=classifier)
+        train = inputs.splits["train"]
+        return functools.partial(ad.probe_scores, train.x, train.labels, seed=inputs.seed)
+    return functools.partial(ad.zero_shot_scores, classifier=torch.from_numpy(inputs.classifier))
 
 
-def _finite_scores(benchmark: str, role: str, scoring: str, scores: np.ndarray) -> np.ndarray:
+def _finite(benchmark: str, role: str, scoring: str, scores: np.ndarray) -> np.ndarray:
     """``scores`` unchanged, after checking that none is NaN or infinite (the error names benchmark and split)."""
-    _require_finite(benchmark, f"{scoring} attack scores of its {role!r} split", scores)
+    require_finite(benchmark, f"{scoring} attack scores of its {role!r} split", scores)
     return scores
+
+
+VERIFICATION = Verification()
+IJB = IJBProtocol()
+ATTACK = AttackDetection()

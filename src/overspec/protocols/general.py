@@ -1,110 +1,149 @@
-"""General-vision units of a run: zero-shot and linear probe of one model on one dataset.
+"""The general-vision protocols of a study: zero-shot classification and the logistic-regression linear probe.
 
-These functions are the only place where the runner's lazily loaded models and splits meet the protocols, which
-themselves only see features and labels.
+Each is one registered :class:`~overspec.protocols.base.Protocol`; their units run on
+:class:`~overspec.protocols.inputs.ClassificationInputs` (features and labels), never on models.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from overspec.protocols.linear_probe import kshot_probe, linear_probe
 from overspec.features.text import prompt_set_fingerprint
+from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, settings_dict
+from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
+from overspec.protocols.linear_probe import KSHOTS, kshot_probe, linear_probe
 from overspec.protocols.zero_shot import evaluate_zero_shot
 
-__all__ = ["run_zero_shot", "run_linear_probe", "run_kshot_probe", "METRICS"]
+__all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT", "ZeroShotSettings"]
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall")
 
 
-def _rows(result: dict, split, n: int, extra: dict) -> list[dict]:
-    return [
-        {"split": split.split, "metric": metric, "value": float(result[metric]), "n": n,
-         "split_fingerprint": split.fingerprint, "extra": extra}
-        for metric in METRICS
-    ]
+@dataclass(frozen=True)
+class ZeroShotSettings:
+    """Zero-shot classification with each dataset's prompt ensemble."""
+
+    enabled: bool = True
 
 
-def _predictions(result: dict, labels: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class LinearProbeSettings:
+    """Logistic-regression probe on frozen features (CLIP-paper protocol) and optional k-shot probes."""
+
+    enabled: bool = True
+    val_fraction: float = 0.2
+    max_iter: int = 1000
+    kshot: tuple[int, ...] = ()
+    kshot_seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        bad = [k for k in self.kshot if k not in KSHOTS]
+        if bad:
+            raise ValueError(f"kshot values must be among {KSHOTS}, got {bad}")
+
+
+def _rows(result: dict, test: SplitFeatures, extra: dict) -> list[dict]:
+    return [{"split": test.split.split, "metric": metric, "value": float(result[metric]), "n": len(test.index),
+             "split_fingerprint": test.split.fingerprint, "extra": extra} for metric in METRICS]
+
+
+def _predictions(result: dict, test: SplitFeatures) -> dict[str, np.ndarray]:
     """Per-sample outputs with the true labels and each sample's index in the split (skipped images are absent)."""
-    predictions = result["predictions"]
-    return {"label": np.asarray(labels), "index": index, **{k: np.asarray(v) for k, v in predictions.items()}}
+    return {"label": np.asarray(test.labels), "index": test.index,
+            **{k: np.asarray(v) for k, v in result["predictions"].items()}}
 
 
-def _usable(context, encoder, split) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, labels and split indices of the images of ``split`` that decoded (all of them under "fail")."""
-    feats = context.store.image_features(encoder, split)
-    index = np.flatnonzero(feats.valid)
-    if index.size == 0:
-        raise ValueError(f"dataset {split.dataset!r} split {split.split!r}: all {len(split)} images are unreadable; "
-                         "nothing left to evaluate")
-    return np.asarray(feats.x)[index], np.asarray(split.labels)[index], index
+class ZeroShot(Protocol):
+    """Top-1, top-5 and mean per-class recall of the prompt-ensemble classifier on the test split."""
+
+    name = "zero_shot"
+    targets = (GENERAL,)
+    settings_type = ZeroShotSettings
+    report = ReportSection("zero-shot", gelo=True)
+    order = 10
+
+    def units(self, settings: ZeroShotSettings, target: str) -> list[UnitPlan]:
+        """One unit per dataset; it needs the text tower and the dataset's zero-shot task."""
+        return [UnitPlan(self.name, Needs(text_tower=True, task="zero_shot"), label="zero-shot")]
+
+    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: ZeroShotSettings) -> UnitOutput:
+        """Score the test split with the dataset's class names and prompt ensemble."""
+        test = inputs.test
+        result = evaluate_zero_shot(test.x, test.labels, torch.from_numpy(inputs.classifier))
+        names, templates = test.split.classnames, test.split.templates
+        extra = {"prompt_set": prompt_set_fingerprint(names, templates), "n_templates": len(templates),
+                 "n_classes": len(names), "features": "post-projection", "skipped_images": test.skipped}
+        return UnitOutput(_rows(result, test, extra), _predictions(result, test))
 
 
-def _train_features(context, encoder, dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Features and labels of the probe's training data (train, plus the official val split when there is one)
-    and how many of its images were skipped."""
-    from overspec.data.catalog import dataset_registry, has_role
-
-    roles = ["train", "val"] if has_role(dataset_registry().get(dataset), "val") else ["train"]
-    xs, ys, skipped = [], [], 0
-    for role in roles:
-        split = context.split(dataset, role)
-        x, y, index = _usable(context, encoder, split)
-        xs.append(x)
-        ys.append(y)
-        skipped += len(split) - len(index)
-    return np.concatenate(xs), np.concatenate(ys), skipped
+_KSHOT_UNIT = re.compile(r"linear_probe_(\d+)shot")
 
 
-def run_zero_shot(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Score ``unit.dataset``'s test split zero-shot with its class names and prompt ensemble."""
-    encoder = context.model(spec)
-    test = context.split(unit.dataset, "test")
-    if not test.classnames or not test.templates:
-        raise ValueError(f"dataset {unit.dataset!r} has no class names or templates: zero-shot needs both")
-    classifier = torch.from_numpy(np.array(context.store.text_classifier(
-        encoder, test.classnames, test.templates, dataset=f"{test.dataset}/{test.split}")))
-    x, labels, index = _usable(context, encoder, test)
-    result = evaluate_zero_shot(x, labels, classifier)
-    extra = {"prompt_set": prompt_set_fingerprint(test.classnames, test.templates),
-             "n_templates": len(test.templates), "n_classes": len(test.classnames), "features": "post-projection",
-             "skipped_images": len(test) - len(index)}
-    return _rows(result, test, len(index), extra), _predictions(result, labels, index)
+class LinearProbe(Protocol):
+    """The CLIP-paper probe (C searched on a validation split carved from train, refit, scored on test) and its
+    k-shot variants (C by cross-validation inside the k-shot set, mean over seeds)."""
+
+    name = "linear_probe"
+    targets = (GENERAL,)
+    settings_type = LinearProbeSettings
+    report = ReportSection("linear probe", gelo=True)
+    order = 20
+
+    def units(self, settings: LinearProbeSettings, target: str) -> list[UnitPlan]:
+        """The full probe, then one unit per k; each keyed by the settings its numbers depend on."""
+        needs = Needs(train_split=True, task="linear_probe")
+        full = UnitPlan(self.name, needs, settings_dict(settings, ("val_fraction", "max_iter")), "linear probe")
+        return [full] + [UnitPlan(f"{self.name}_{k}shot", needs, {"k": k, **settings_dict(
+            settings, ("max_iter", "kshot_seeds"))}, "linear probe") for k in settings.kshot]
+
+    def owns(self, unit_name: str) -> bool:
+        """The full probe and its ``linear_probe_<k>shot`` units."""
+        return unit_name == self.name or _KSHOT_UNIT.fullmatch(unit_name) is not None
+
+    def unit_order(self, name: str) -> tuple:
+        """The full probe first, then k-shot probes by k."""
+        match = _KSHOT_UNIT.fullmatch(name)
+        return (self.order, int(match.group(1)) if match else 0)
+
+    def in_findings(self, unit_name: str) -> bool:
+        """Only the full probe enters the study's GELO findings and figures."""
+        return unit_name == self.name
+
+    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: LinearProbeSettings) -> UnitOutput:
+        """Fit and score the full probe or, for a k-shot unit, the k-shot probes over the configured seeds."""
+        if unit.name != self.name:
+            return self._kshot(int(unit.settings["k"]), inputs, settings)
+        train, test = inputs.train, inputs.test
+        result = linear_probe(train.x, train.labels, test.x, test.labels, seed=inputs.seed,
+                              val_fraction=settings.val_fraction, max_iter=settings.max_iter, device=inputs.device)
+        extra = {"C": result["C"], "val_acc1": result["val_acc1"], "n_train": result["n_train"],
+                 "n_val": result["n_val"], "n_fits": result["n_fits"], "probe_split": result["split_fingerprint"],
+                 "features": "post-projection", "skipped_images": train.skipped + test.skipped}
+        return UnitOutput(_rows(result, test, extra), _predictions(result, test))
+
+    @staticmethod
+    def _kshot(k: int, inputs: ClassificationInputs, settings: LinearProbeSettings) -> UnitOutput:
+        train, test = inputs.train, inputs.test
+        result = kshot_probe(train.x, train.labels, test.x, test.labels, k=k, seeds=settings.kshot_seeds,
+                             max_iter=settings.max_iter, device=inputs.device)
+        rows = []
+        for metric in METRICS:
+            extra = {"k": k, "seeds": list(settings.kshot_seeds), "std": result["std"][metric],
+                     "per_seed": [float(run[metric]) for run in result["per_seed"]],
+                     "C_per_seed": [float(run["C"]) for run in result["per_seed"]],
+                     "skipped_images": train.skipped + test.skipped}
+            rows.append({"split": test.split.split, "metric": metric, "value": result["mean"][metric],
+                         "n": len(test.index), "split_fingerprint": test.split.fingerprint, "extra": extra})
+        return UnitOutput(rows)
 
 
-def run_linear_probe(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Fit the CLIP-protocol logistic-regression probe on train (C chosen on a carved val split), score on test."""
-    encoder = context.model(spec)
-    settings = context.config.linear_probe
-    x, y, skipped = _train_features(context, encoder, unit.dataset)
-    test = context.split(unit.dataset, "test")
-    test_x, test_y, index = _usable(context, encoder, test)
-    result = linear_probe(x, y, test_x, test_y, seed=context.config.seed, val_fraction=settings.val_fraction,
-                          max_iter=settings.max_iter, device=context.config.device)
-    extra = {"C": result["C"], "val_acc1": result["val_acc1"], "n_train": result["n_train"], "n_val": result["n_val"],
-             "n_fits": result["n_fits"], "probe_split": result["split_fingerprint"], "features": "post-projection",
-             "skipped_images": skipped + len(test) - len(index)}
-    return _rows(result, test, len(index), extra), _predictions(result, test_y, index)
-
-
-def run_kshot_probe(context, spec, unit) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Fit k-shot probes for several seeds; records hold the mean over seeds, ``extra`` the spread and Cs."""
-    k = int(unit.protocol.removeprefix("linear_probe_").removesuffix("shot"))
-    encoder = context.model(spec)
-    settings = context.config.linear_probe
-    x, y, skipped = _train_features(context, encoder, unit.dataset)
-    test = context.split(unit.dataset, "test")
-    test_x, test_y, index = _usable(context, encoder, test)
-    result = kshot_probe(x, y, test_x, test_y, k=k, seeds=settings.kshot_seeds, max_iter=settings.max_iter,
-                         device=context.config.device)
-    rows = []
-    for metric in METRICS:
-        extra = {"k": k, "seeds": list(settings.kshot_seeds), "std": result["std"][metric],
-                 "per_seed": [float(run[metric]) for run in result["per_seed"]],
-                 "C_per_seed": [float(run["C"]) for run in result["per_seed"]],
-                 "skipped_images": skipped + len(test) - len(index)}
-        rows.append({"split": test.split, "metric": metric, "value": result["mean"][metric], "n": len(index),
-                     "split_fingerprint": test.fingerprint, "extra": extra})
-    return rows, {}
+ZERO_SHOT = ZeroShot()
+LINEAR_PROBE = LinearProbe()

@@ -7,7 +7,6 @@ mean per-class recall do not depend on it). All class x template prompts are enc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 import torch

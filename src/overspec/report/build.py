@@ -16,11 +16,13 @@ import numpy as np
 import yaml
 
 from overspec.files import atomic_write_text
+from overspec.protocols.base import protocol_of_unit, unregistered_units
 from overspec.report import plots
 from overspec.report.findings import Finding, evaluate_findings
 from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, \
     to_markdown
 from overspec.report.rundata import RunData, load_run
+from overspec.report.summary import METRIC_TITLES
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
 from overspec.report.tables import SCORING_LABELS, BiometricTable, GeneralTable, biometric_table, general_protocols, \
     general_table
@@ -29,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_report", "compare_runs", "report_blocks", "specialisation_gain"]
 
-FINDING_PROTOCOLS = ("zero_shot", "linear_probe")
 _OWN_TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
 
 
@@ -152,7 +153,7 @@ def _figures(run: RunData, tables: dict[str, GeneralTable], boots: dict, bio: Bi
     figures = []
     bars = [plots.GeloBar(v, p, run.models[v].specialisation, t.gelo(v),
                           boots[p].interval(boots[p].gelo(v, t.bases[v], t.datasets)) if boots.get(p) else None)
-            for p, t in tables.items() if p in FINDING_PROTOCOLS for v in t.variants()]
+            for p, t in tables.items() if _in_findings(p) for v in t.variants()]
     if bars:
         figures.append(_figure_block("gelo_bars", "GELO per fine-tune and protocol", plots.gelo_bars(
             bars, out / "figures" / "gelo_bars.png"), out))
@@ -166,7 +167,7 @@ def _figures(run: RunData, tables: dict[str, GeneralTable], boots: dict, bio: Bi
                                      plots.gain_vs_loss(points, out / "figures" / "gain_vs_loss.png"), out))
     for protocol, table in tables.items():
         variants = table.variants()
-        if variants and protocol in FINDING_PROTOCOLS:
+        if variants and _in_findings(protocol):
             deltas = np.array([[100 * table.delta(v, d) for d in table.datasets] for v in variants])
             path = plots.delta_heatmap(variants, table.datasets, deltas, out / "figures" / f"delta_{protocol}.png",
                                        f"{protocol.replace('_', ' ')}: fine-tune − base (pp)")
@@ -192,9 +193,10 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
                   size_order: Mapping[str, float] | None = None, mcnemar_method: str = "midp",
                   out: Path | None = None) -> tuple[list[Block], list[Finding]]:
     """Return the report document of ``run`` and its findings; figures are written under ``out`` when given."""
-    tables = {p: t for p in general_protocols(run.records) if (t := general_table(run, p, "acc1")) is not None}
+    tables = {p: t for p in general_protocols(run.records)
+              if (t := general_table(run, p, protocol_of_unit(p).report.metric)) is not None}
     boots = {p: _bootstrap_or_none(run, t, n_boot, seed, level) for p, t in tables.items()}
-    findings = evaluate_findings(run, {p: t for p, t in tables.items() if p in FINDING_PROTOCOLS}, boots,
+    findings = evaluate_findings(run, {p: t for p, t in tables.items() if _in_findings(p)}, boots,
                                  size_order=size_order)
     blocks: list[Block] = [Heading(f"overspec trade-off report: {run.name}", 1), Paragraph(_run_summary(run)),
                            Paragraph(f"Intervals: {int(100 * level)}% percentile bootstrap over test images "
@@ -202,7 +204,8 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     blocks += _finding_blocks(findings)
     appendix: list[Block] = []
     for protocol, table in tables.items():
-        blocks += [Heading(f"{protocol.replace('_', ' ')} (top-1 accuracy)"), _accuracy_table(table)]
+        blocks += [Heading(f"{protocol.replace('_', ' ')} ({METRIC_TITLES.get(table.metric, table.metric)})"),
+                   _accuracy_table(table)]
         blocks.append(_summary_table(table, boots[protocol]))
         if table.variants():
             blocks.append(_delta_table(run, table, boots[protocol], mcnemar_method))
@@ -211,6 +214,10 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     bio = biometric_table(run)
     if bio.columns:
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
+    unknown = unregistered_units(r.protocol for r in run.records)
+    if unknown:
+        blocks.append(Paragraph(f"Not reported: no registered protocol reports {', '.join(unknown)} (their records "
+                                "are in results.jsonl)."))
     if out is not None:
         figures = _figures(run, tables, boots, bio, out)
         if figures:
@@ -218,6 +225,11 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     if appendix:
         blocks += [Heading("Appendix: accuracy intervals"), *appendix]
     return blocks, findings
+
+
+def _in_findings(unit_name: str) -> bool:
+    """Whether a general unit's table enters the study's GELO findings and figures (its protocol says)."""
+    return protocol_of_unit(unit_name).in_findings(unit_name)
 
 
 def _bootstrap_or_none(run, table, n_boot, seed, level) -> GeneralBootstrap | None:

@@ -1,4 +1,6 @@
-"""The Markdown summary of a run: one table per protocol, models as rows, datasets as columns, plus the mean."""
+"""The Markdown summary of a run: one table per general protocol unit (models as rows, datasets as columns, plus
+the mean), the biometric headline table, and the units that did not apply. Sections come from the protocol
+registry: each protocol's report section names its metric and, for biometric units, its headline column."""
 
 from __future__ import annotations
 
@@ -6,22 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from overspec.protocols.base import GENERAL, reported_units, unregistered_units
 from overspec.results.records import Record
 
-__all__ = ["summary_markdown", "protocol_table", "biometric_table", "BIOMETRIC_HEADLINES"]
+__all__ = ["summary_markdown", "protocol_table", "biometric_table"]
 
-GENERAL_PROTOCOLS = ("zero_shot", "linear_probe")
-# protocol -> (metric shown in the summary, column label, higher is better)
-BIOMETRIC_HEADLINES = {
-    "verification": ("accuracy", "acc", True),
-    "ijb": ("tar_at_far_0.0001", "TAR@FAR=1e-4", True),
-    "mad/own_head": ("d_eer", "D-EER own head", False),
-    "mad/probe": ("d_eer", "D-EER probe", False),
-    "mad/zero_shot": ("d_eer", "D-EER zero-shot", False),
-    "pad/own_head": ("hter_test_eer", "HTER own head", False),
-    "pad/probe": ("hter_test_eer", "HTER probe", False),
-    "pad/zero_shot": ("hter_test_eer", "HTER zero-shot", False),
-}
+METRIC_TITLES = {"acc1": "top-1 accuracy"}
 
 
 def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[str], datasets: Sequence[str],
@@ -41,15 +33,17 @@ def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[st
 
 def biometric_table(records: Sequence[Record], models: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Return (header, rows) of each biometric benchmark's headline metric in percent (↑/↓ marks the direction)."""
+    headlines = {name: protocol.headline(name) for name, protocol in reported_units(r.protocol for r in records)
+                 if GENERAL not in protocol.targets}
+    headlines = {name: line for name, line in headlines.items() if line is not None}
     columns = []
     for r in records:
-        if r.protocol in BIOMETRIC_HEADLINES and r.metric == BIOMETRIC_HEADLINES[r.protocol][0]:
+        if r.protocol in headlines and r.metric == headlines[r.protocol][0]:
             if (r.dataset, r.protocol) not in columns:
                 columns.append((r.dataset, r.protocol))
     cells = {(r.model, r.dataset, r.protocol): r.value for r in records
-             if r.protocol in BIOMETRIC_HEADLINES and r.metric == BIOMETRIC_HEADLINES[r.protocol][0]}
-    header = ["model"] + [f"{d} {BIOMETRIC_HEADLINES[p][1]} {'↑' if BIOMETRIC_HEADLINES[p][2] else '↓'}"
-                          for d, p in columns]
+             if r.protocol in headlines and r.metric == headlines[r.protocol][0]}
+    header = ["model"] + [f"{d} {headlines[p][1]} {'↑' if headlines[p][2] else '↓'}" for d, p in columns]
     rows = [[m] + [f"{100 * cells[(m, d, p)]:.2f}" if (m, d, p) in cells else "–" for d, p in columns]
             for m in models]
     return header, rows
@@ -63,16 +57,23 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 
 def summary_markdown(records: Sequence[Record], models: Sequence[str], datasets: Sequence[str], *,
                      skipped: Sequence[tuple[str, str]] = ()) -> str:
-    """Return the run summary: a top-1 accuracy (%) table per protocol, then the units that did not apply."""
+    """Return the run summary: a table per general protocol unit, the biometric headlines, then the units that
+    did not apply and the protocols no registered entry reports."""
     parts = ["# overspec run summary", ""]
-    protocols = sorted({r.protocol for r in records if r.protocol.startswith(GENERAL_PROTOCOLS)},
-                       key=lambda p: (p != "zero_shot", p))
-    for protocol in protocols:
-        header, rows = protocol_table(records, protocol, models, datasets)
-        parts += [f"## {protocol.replace('_', ' ')} — top-1 accuracy (%)", "", _markdown(header, rows), ""]
+    for name, protocol in reported_units(r.protocol for r in records):
+        if GENERAL not in protocol.targets:
+            continue
+        metric = protocol.report.metric
+        header, rows = protocol_table(records, name, models, datasets, metric)
+        title = METRIC_TITLES.get(metric, metric)
+        parts += [f"## {name.replace('_', ' ')} — {title} (%)", "", _markdown(header, rows), ""]
     header, rows = biometric_table(records, models)
     if len(header) > 1:
         parts += ["## biometric benchmarks (%)", "", _markdown(header, rows), ""]
+    unknown = unregistered_units(r.protocol for r in records)
+    if unknown:
+        parts += ["## Not reported", ""] + [f"- `{name}`: no registered protocol reports it (its records are in "
+                                            "results.jsonl)" for name in unknown] + [""]
     if skipped:
         parts += ["## Not applicable", ""] + [f"- `{unit}`: {why}" for unit, why in skipped] + [""]
     return "\n".join(parts)

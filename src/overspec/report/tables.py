@@ -11,12 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BIO_SCORING_PREFERENCE", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
+from overspec.protocols.attack_detection import SCORING_METHODS
+from overspec.protocols.base import GENERAL, reported_units
+from overspec.protocols.biometric import SCORING_LABELS
+
+__all__ = ["BIO_SCORING_PREFERENCE", "SCORING_LABELS", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
            "gelo", "general_protocols", "general_table", "mean_of"]
 
 # the scoring shown when a model has several for one MAD/PAD benchmark (its own head first)
-BIO_SCORING_PREFERENCE = ("own_head", "probe", "zero_shot")
-SCORING_LABELS = {"own_head": "own head", "probe": "probe", "zero_shot": "zero-shot"}
+BIO_SCORING_PREFERENCE = SCORING_METHODS
 
 
 def mean_of(values: Sequence[float]) -> float:
@@ -41,19 +44,9 @@ def gelo(variant_values: Sequence[float], base_values: Sequence[float]) -> float
 
 
 def general_protocols(records) -> list[str]:
-    """General-vision protocols present in ``records``: zero_shot, linear_probe, then k-shot probes by k."""
-    found = {r.protocol for r in records if r.protocol in ("zero_shot", "linear_probe")
-             or (r.protocol.startswith("linear_probe_") and r.protocol.endswith("shot"))}
-
-    def order(p: str) -> tuple:
-        if p == "zero_shot":
-            return (0, 0)
-        if p == "linear_probe":
-            return (1, 0)
-        digits = p[len("linear_probe_"):-len("shot")]
-        return (2, int(digits) if digits.isdigit() else 0)
-
-    return sorted(found, key=order)
+    """General-vision units present in ``records``, in the registry's report order (zero-shot, linear probe, then
+    k-shot probes by k, then other registered general protocols)."""
+    return [name for name, protocol in reported_units(r.protocol for r in records) if GENERAL in protocol.targets]
 
 
 @dataclass
@@ -140,16 +133,6 @@ class BiometricTable:
         return self.cells.get((model, self.columns.index(column)))
 
 
-# per task: candidate metric names (first present wins), column label, higher is better
-_VERIFICATION = [(("accuracy",), "acc", True)]
-_IJB = [(("tar_at_far_0.0001",), "TAR@FAR=1e-4", True)]
-_PAD = [(("hter_test_eer",), "HTER", False), (("auc",), "AUC", True)]
-_MAD = [(("d_eer",), "D-EER", False)] + [
-    ((f"apcer@bpcer{p}_nearest", f"apcer@bpcer{p}"), f"APCER@BPCER{p}%", False) for p in (1, 10, 20)] + [
-    ((f"bpcer@apcer{p}_nearest", f"bpcer@apcer{p}"), f"BPCER@APCER{p}%", False) for p in (1, 10, 20)]
-_KIND_ORDER = ("verification", "ijb", "pad", "mad")
-
-
 def _task_of(protocol: str) -> tuple[str, str]:
     kind, _, scoring = protocol.partition("/")
     return kind, scoring
@@ -161,24 +144,26 @@ def biometric_table(run) -> BiometricTable:
     For MAD/PAD a model's cell comes from its own head when it has one, else a probe on frozen features, else
     zero-shot prompts, and is labelled with that scoring (the study's cross-task cells are otherwise ambiguous).
     """
+    biometric = {name: protocol for name, protocol in reported_units(r.protocol for r in run.records)
+                 if GENERAL not in protocol.targets}
+    kinds = {_task_of(name)[0]: protocol for name, protocol in biometric.items()}
     by_key: dict[tuple[str, str, str, str, str], float] = {}
-    datasets: dict[str, list[str]] = {k: [] for k in _KIND_ORDER}
+    datasets: dict[str, list[str]] = {k: [] for k in kinds}
     for r in run.records:
-        kind, scoring = _task_of(r.protocol)
-        if kind not in datasets:
+        if r.protocol not in biometric:
             continue
+        kind, scoring = _task_of(r.protocol)
         by_key[(r.model, r.dataset, kind, scoring, r.metric)] = r.value
         if r.dataset not in datasets[kind]:
             datasets[kind].append(r.dataset)
-    specs = {"verification": _VERIFICATION, "ijb": _IJB, "pad": _PAD, "mad": _MAD}
     columns = []
-    for kind in _KIND_ORDER:
+    for kind, protocol in kinds.items():
         for dataset in datasets[kind]:
-            for names, label, higher in specs[kind]:
-                metric = next((n for n in names if any(k[1] == dataset and k[2] == kind and k[4] == n
-                                                       for k in by_key)), None)
+            for spec in protocol.columns(kind):
+                metric = next((n for n in spec.metrics if any(k[1] == dataset and k[2] == kind and k[4] == n
+                                                              for k in by_key)), None)
                 if metric is not None:
-                    columns.append(BioColumn(dataset, kind, metric, f"{dataset} {label}", higher))
+                    columns.append(BioColumn(dataset, kind, metric, f"{dataset} {spec.label}", spec.higher_is_better))
     models = [m for m in run.model_names() if any(k[0] == m for k in by_key)]
     cells = {}
     for index, column in enumerate(columns):
@@ -190,9 +175,9 @@ def biometric_table(run) -> BiometricTable:
 
 
 def _pick_cell(by_key: dict, model: str, column: BioColumn) -> BioCell | None:
-    if column.kind in ("verification", "ijb"):
-        value = by_key.get((model, column.dataset, column.kind, "", column.metric))
-        return None if value is None else BioCell(value)
+    value = by_key.get((model, column.dataset, column.kind, "", column.metric))
+    if value is not None:
+        return BioCell(value)
     for scoring in BIO_SCORING_PREFERENCE:
         value = by_key.get((model, column.dataset, column.kind, scoring, column.metric))
         if value is not None:

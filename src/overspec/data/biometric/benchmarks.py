@@ -1,28 +1,31 @@
 """Biometric benchmarks: one YAML entry each (kind, on-disk format, location), opened into what protocols need.
 
-Kinds: ``verification`` (insightface ``.bin`` pair files or a pairs CSV), ``ijb`` (insightface IJB meta folder),
-``mad`` and ``pad`` (protocol-list CSVs; ``ocim`` builds a PAD leave-one-out protocol from per-source lists).
-Code exists per format; adding a benchmark is one YAML file in ``data/biometric/catalog/``.
+Kinds are registered in :data:`BENCHMARK_KINDS`, each with its formats and an opener returning a typed opened
+benchmark: ``verification`` (insightface ``.bin`` pair files or a pairs CSV) → :class:`OpenedVerification`,
+``ijb`` (insightface IJB meta folder) → :class:`OpenedIJB`, ``mad`` and ``pad`` (protocol-list CSVs; ``ocim``
+builds a PAD leave-one-out protocol from per-source lists) → :class:`OpenedAttack`. Code exists per format;
+adding a benchmark is one YAML file in ``data/biometric/catalog/``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from overspec.config.typed import from_dict, load_yaml
-from overspec.data.base import DatasetLayoutError
+from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.registry import Registry
 
-__all__ = ["BiometricBenchmark", "biometric_registry", "open_verification", "open_ijb", "open_attack",
-           "benchmark_status", "KINDS"]
+__all__ = ["BiometricBenchmark", "BenchmarkKind", "BENCHMARK_KINDS", "OpenedAttack", "OpenedIJB",
+           "OpenedVerification", "biometric_registry", "open_benchmark", "open_verification", "open_ijb",
+           "open_attack", "benchmark_status"]
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
-KINDS = {"verification": ("bin", "pairs_csv"), "ijb": ("ijb",), "mad": ("attack_csv",),
-         "pad": ("attack_csv", "ocim")}
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,11 @@ class BiometricBenchmark:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {self.kind!r}")
-        if self.format not in KINDS[self.kind]:
-            raise ValueError(f"format of a {self.kind} benchmark must be one of {KINDS[self.kind]}, got {self.format!r}")
+        if self.kind not in BENCHMARK_KINDS:
+            raise ValueError(f"kind must be one of {BENCHMARK_KINDS.names()}, got {self.kind!r}")
+        formats = BENCHMARK_KINDS.get(self.kind).formats
+        if self.format not in formats:
+            raise ValueError(f"format of a {self.kind} benchmark must be one of {formats}, got {self.format!r}")
         if self.format == "ocim" and not {"target", "sources"} <= set(self.options):
             raise ValueError("an ocim benchmark needs options 'target' and 'sources' (source name -> protocol CSV)")
 
@@ -114,3 +118,82 @@ def open_attack(entry: BiometricBenchmark, data_root: Path):
             raise _missing(entry, path)
         sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad")
     return leave_one_out(sources, entry.options["target"])
+
+
+@dataclass(frozen=True)
+class OpenedVerification:
+    """A verification benchmark opened: its images in pair order (2k, 2k+1) and whether each pair is genuine."""
+
+    name: str
+    pairs: LabelledImages
+    issame: np.ndarray
+
+    def splits(self) -> dict[str, LabelledImages]:
+        """The image splits its units embed, by role."""
+        return {"pairs": self.pairs}
+
+
+@dataclass(frozen=True)
+class OpenedIJB:
+    """An IJB benchmark opened: its aligned face images and the parsed meta folder (templates, pairs, 1:N lists)."""
+
+    name: str
+    faces: LabelledImages
+    meta: Any
+
+    def splits(self) -> dict[str, LabelledImages]:
+        """The image splits its units embed, by role."""
+        return {"faces": self.faces}
+
+
+@dataclass(frozen=True)
+class OpenedAttack:
+    """A MAD or PAD benchmark opened: its kind and its protocol's splits (train, dev, test) by name."""
+
+    name: str
+    kind: str
+    by_role: Mapping[str, LabelledImages]
+
+    def splits(self) -> dict[str, LabelledImages]:
+        """The image splits its units embed, by role."""
+        return dict(self.by_role)
+
+
+Opened = OpenedVerification | OpenedIJB | OpenedAttack
+
+
+@dataclass(frozen=True)
+class BenchmarkKind:
+    """A kind of biometric benchmark: the on-disk formats it accepts and the opener of one of its entries."""
+
+    name: str
+    formats: tuple[str, ...]
+    opener: Callable[[BiometricBenchmark, Path], Opened]
+
+
+def _opened_verification(entry: BiometricBenchmark, data_root: Path) -> OpenedVerification:
+    pairs = open_verification(entry, data_root)
+    return OpenedVerification(entry.name, pairs.images_as_dataset(entry.name), pairs.issame)
+
+
+def _opened_ijb(entry: BiometricBenchmark, data_root: Path) -> OpenedIJB:
+    meta = open_ijb(entry, data_root)
+    return OpenedIJB(entry.name, meta.faces_dataset(entry.name), meta)
+
+
+def _opened_attack(entry: BiometricBenchmark, data_root: Path) -> OpenedAttack:
+    protocol = open_attack(entry, data_root)
+    return OpenedAttack(entry.name, entry.kind, {name: protocol.split(name) for name in protocol.splits()})
+
+
+BENCHMARK_KINDS: Registry[BenchmarkKind] = Registry("biometric benchmark kind")
+for _kind in (BenchmarkKind("verification", ("bin", "pairs_csv"), _opened_verification),
+              BenchmarkKind("ijb", ("ijb",), _opened_ijb),
+              BenchmarkKind("mad", ("attack_csv",), _opened_attack),
+              BenchmarkKind("pad", ("attack_csv", "ocim"), _opened_attack)):
+    BENCHMARK_KINDS.register(_kind.name, _kind)
+
+
+def open_benchmark(entry: BiometricBenchmark, data_root: Path) -> Opened:
+    """Open ``entry``'s files under ``data_root`` with its kind's opener."""
+    return BENCHMARK_KINDS.get(entry.kind).opener(entry, Path(data_root))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from overspec.models.base import ModelLoadError
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 
 __all__ = ["looks_like_path", "offline", "tag_is_cached", "weights_problem", "world_model_folder", "weight_files"]
 

@@ -15,7 +15,7 @@ import torch
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
-from overspec.models.spec import ModelSpec, PreprocessSpec
+from overspec.config.model import ModelSpec, PreprocessSpec
 
 __all__ = ["load_hf"]
 

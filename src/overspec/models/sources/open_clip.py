@@ -20,7 +20,7 @@ from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.models.sources.files import looks_like_path, offline, tag_is_cached, world_model_folder
-from overspec.models.spec import PreprocessSpec, ModelSpec
+from overspec.config.model import PreprocessSpec, ModelSpec
 from overspec.safeload import torch_load_error
 
 logger = logging.getLogger(__name__)
