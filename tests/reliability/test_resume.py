@@ -33,7 +33,7 @@ biometrics: [world-lfw, world-ijbc, world-mad, world-pad-OCI-to-M]
 cache_dir: ../cache
 output_dir: runs
 progress: false
-linear_probe: {max_iter: 30, kshot: []}
+protocols: {linear_probe: {max_iter: 30, kshot: []}}
 finetune:
   recipes: [froundation, madation, foundpad]
   profile: world
