@@ -24,7 +24,7 @@ from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
-from overspec.data.formats._common import check_options, layout_error, read_lines, require_dir, require_file
+from overspec.data.formats.common import check_options, layout_error, read_lines, require_dir, require_file
 
 __all__ = ["load_split", "CLASSNAMES_FILE", "TEMPLATES_FILE"]
 
