@@ -35,8 +35,11 @@ from filelock import FileLock, Timeout
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
+from overspec.data.formats.imagefolder import class_folders
+from overspec.data.formats.recordio import read_record_file
+from overspec.data.formats.wds import read_shards
 from overspec.files import atomic_write_text, remove_stale_temporaries
-from overspec.finetune.data import carve_dev, identity_folders, read_record_file, read_wds_shards
+from overspec.finetune.data import carve_dev
 from overspec.finetune.recipes import FinetuneConfig, config_hash
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
                                        file_problem, file_record, from_main)
@@ -88,7 +91,7 @@ def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig, *,
                                   Path(cache_dir) / "world-data" / "world" / "biometric")
     manifest = read_manifest(root)
     if task == "fr":
-        train = identity_folders(root / "fr_train", name="world-fr-train")
+        train = class_folders(root / "fr_train", name="world-fr-train")
         validator = _verification_validator(Path(manifest["verification"]["lfw"]))
         return TrainingData(train, validator, {}, f"world:{train.fingerprint}")
     if task == "mad":
@@ -110,8 +113,8 @@ def _fr_images(path: Path) -> LabelledImages:
     if path.is_dir() and (path / "train.rec").is_file():
         return read_record_file(path / "train.rec")
     if path.suffix == ".tar" or (path.is_dir() and any(path.glob("*.tar"))):
-        return read_wds_shards(path)
-    return identity_folders(path)
+        return read_shards(path)
+    return class_folders(path)
 
 
 def training_data(task: str, data: str | Path | None, *, cache_dir: Path, config: FinetuneConfig,
