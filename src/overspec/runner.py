@@ -8,9 +8,9 @@ and a changed model or setting recomputes exactly what it touches. Models are lo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -24,7 +24,7 @@ from overspec.config.run import RunConfig, resolved_dict
 from overspec.config.typed import ConfigError
 from overspec.data.world.checks import checked_once
 from overspec.features.store import FeatureStore, ModelFeatures
-from overspec.files import atomic_write_text, combine, file_sha256
+from overspec.files import atomic_write_bytes, atomic_write_text, bytes_sha256, combine, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
@@ -481,15 +481,15 @@ def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
     ``np.savez`` stamps each member with the current time, so two identical runs would differ; members are written
     here with a constant date, in sorted order, without pickles.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(arrays):
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
-    os.replace(tmp, path)
-    return file_sha256(path)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return bytes_sha256(data)
 
 
 def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],

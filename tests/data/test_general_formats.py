@@ -16,7 +16,7 @@ from PIL import Image
 from overspec.data.base import DatasetLayoutError
 from overspec.data.catalog import get_dataset, load_dataset, parse_entry, shipped_classnames
 from overspec.data.formats import FORMATS, SplitRequest
-from overspec.data.formats._common import carve_indices
+from overspec.data.formats.common import carve_indices
 
 
 def _color(label: int, index: int = 0) -> tuple[int, int, int]:

@@ -21,7 +21,7 @@ import yaml
 from overspec.config.typed import parse_yaml
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import FORMATS, SplitRequest
-from overspec.data.formats._common import read_lines
+from overspec.data.formats.common import read_lines
 from overspec.registry import Registry, nearest_names
 
 __all__ = [

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision import transforms as T
 
 from overspec.data.base import LabelledImages
-from overspec.models.preprocess import _ToBGR
+from overspec.models.preprocess import ToBGR
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def split_preprocess(preprocess: Callable[[Image.Image], torch.Tensor]) -> Split
     tail = steps[cut + 1:]
     if not tail or not isinstance(tail[0], T.Normalize) or len(tail) > 2:
         return _unsplit(preprocess)
-    if len(tail) == 2 and not isinstance(tail[1], _ToBGR):
+    if len(tail) == 2 and not isinstance(tail[1], ToBGR):
         return _unsplit(preprocess)
     normalize = tail[0]
     return SplitPreprocess(_ToUint8(steps[:cut]), tuple(map(float, normalize.mean)), tuple(map(float, normalize.std)),

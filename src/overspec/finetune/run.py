@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,8 +35,11 @@ from filelock import FileLock, Timeout
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
-from overspec.files import atomic_write_text
-from overspec.finetune.data import carve_dev, identity_folders, read_record_file, read_wds_shards
+from overspec.data.formats.imagefolder import class_folders
+from overspec.data.formats.recordio import read_record_file
+from overspec.data.formats.wds import read_shards
+from overspec.files import atomic_write_text, remove_stale_temporaries
+from overspec.finetune.data import carve_dev
 from overspec.finetune.recipes import FinetuneConfig, config_hash
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
                                        file_problem, file_record, from_main)
@@ -90,7 +91,7 @@ def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig, *,
                                   Path(cache_dir) / "world-data" / "world" / "biometric")
     manifest = read_manifest(root)
     if task == "fr":
-        train = identity_folders(root / "fr_train", name="world-fr-train")
+        train = class_folders(root / "fr_train", name="world-fr-train")
         validator = _verification_validator(Path(manifest["verification"]["lfw"]))
         return TrainingData(train, validator, {}, f"world:{train.fingerprint}")
     if task == "mad":
@@ -112,8 +113,8 @@ def _fr_images(path: Path) -> LabelledImages:
     if path.is_dir() and (path / "train.rec").is_file():
         return read_record_file(path / "train.rec")
     if path.suffix == ".tar" or (path.is_dir() and any(path.glob("*.tar"))):
-        return read_wds_shards(path)
-    return identity_folders(path)
+        return read_shards(path)
+    return class_folders(path)
 
 
 def training_data(task: str, data: str | Path | None, *, cache_dir: Path, config: FinetuneConfig,
@@ -212,21 +213,8 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files and checkpoint folders left by killed runs (safe: the caller holds the lock)."""
-    for path in out_dir.glob(".*.tmp"):
-        path.unlink(missing_ok=True)
-    for path in (out_dir / CHECKPOINTS).glob("*.tmp"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Flush ``tmp`` to disk and rename it to ``final``."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir / CHECKPOINTS)
 
 
 def _save_weights(out_dir: Path, encoder: Encoder, config: FinetuneConfig,
@@ -234,15 +222,11 @@ def _save_weights(out_dir: Path, encoder: Encoder, config: FinetuneConfig,
     """Write the LoRA adapter (and the binary head for MAD / PAD) atomically; return their paths."""
     from overspec.models.lora import lora_base_fingerprint, save_lora_adapter
 
-    adapter = out_dir / ADAPTER_FILE
-    tmp = _temporary(adapter)
-    _publish(save_lora_adapter(tmp, encoder, encoder.module, config.lora), adapter)
+    adapter = save_lora_adapter(out_dir / ADAPTER_FILE, encoder, encoder.module, config.lora)
     if config.task == "fr":
         return adapter, None
-    head = out_dir / HEAD_FILE
-    tmp = _temporary(head)
-    _publish(save_binary_head(tmp, result.head.to_binary_head(), base_fingerprint=lora_base_fingerprint(encoder)),
-             head)
+    head = save_binary_head(out_dir / HEAD_FILE, result.head.to_binary_head(),
+                            base_fingerprint=lora_base_fingerprint(encoder))
     return adapter, head
 
 

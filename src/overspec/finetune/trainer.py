@@ -45,7 +45,7 @@ from overspec.data.base import LabelledImages
 from overspec.data.formats.bin_pairs import BinPairs
 from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
-from overspec.files import atomic_write_text, file_sha256
+from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
@@ -414,33 +414,34 @@ class Trainer:
     def save_checkpoint(self, step: int) -> Path | None:
         """Write the full training state after ``step`` steps (rank 0 writes; every rank gives its RNG states).
 
-        The files go to ``step-NNNNNNN.<pid>.tmp`` (fsynced, ``state.json`` with their checksums last), which is
-        then renamed: readers never see a partial checkpoint and concurrent writers never share a temporary name.
+        The files go to a temporary folder (:func:`overspec.files.atomic_folder`; fsynced, ``state.json`` with
+        their checksums last) swapped in whole: readers never see a partial checkpoint and concurrent writers never
+        share a temporary name.
         """
         rng_tensors, rng_plain = _rng_snapshot()
         all_tensors, all_plain = _gather(rng_tensors), _gather(rng_plain)
         if not distributed.is_main():
             return None
         final = self.out_dir / CHECKPOINTS / f"step-{step:07d}"
-        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with atomic_folder(final) as tmp:
+            self._write_checkpoint(tmp, step, all_tensors, all_plain)
+        return final
+
+    def _write_checkpoint(self, folder: Path, step: int, all_tensors: list[dict[str, torch.Tensor]],
+                          all_plain: list[dict]) -> None:
+        """Write the checkpoint files of step ``step`` into ``folder``, ``state.json`` (with checksums) last."""
         opt_tensors, opt_meta = _optimizer_tensors(self.optimizer)
         contents = {"trainable.safetensors": self._trainable_state(), "optimizer.safetensors": opt_tensors,
                     "rng.safetensors": {f"rank{r}.{k}": v.contiguous()
                                         for r, t in enumerate(all_tensors) for k, v in t.items()}}
         for name, tensors in contents.items():
-            _save_synced(tensors, tmp / name)
+            _save_synced(tensors, folder / name)
         state = {"step": step, "run_hash": self.run_hash, "world_size": distributed.world_size(),
                  "optimizer": opt_meta, "rng": all_plain, "last_loss": self.last_loss,
                  "sampler": {"kind": type(self.plan).__name__, "seed": self.config.seed, "next_step": step},
                  "schedule": {"kind": self.config.schedule.kind, "next_step": step},
-                 "files": {name: file_record(tmp / name) for name in contents}}
-        atomic_write_text(tmp / STATE_FILE, json.dumps(state))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        return final
+                 "files": {name: file_record(folder / name) for name in contents}}
+        atomic_write_text(folder / STATE_FILE, json.dumps(state))
 
     def load_checkpoint(self, folder: Path) -> int:
         """Verify, then restore everything :meth:`save_checkpoint` wrote; return the step to continue from.

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from overspec.files import atomic_write_bytes
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.config.model import ModelSpec
@@ -36,10 +37,8 @@ def save_weights_adapter(path: Path, base: Encoder, tensors: dict[str, torch.Ten
     if unknown:
         raise KeyError(f"adapter keys not in the image tower of {base.name!r}: {unknown[:10]}")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     metadata = {"kind": "weights", "mode": mode, "base_fingerprint": image_weights_fingerprint(base)}
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
     return path
 
 

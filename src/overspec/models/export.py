@@ -13,7 +13,6 @@ import contextlib
 import importlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from types import ModuleType
 
 import torch
 
+from overspec.files import atomic_write_bytes, temporary_name
 from overspec.models.base import Encoder
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def export_onnx(encoder: Encoder, path: Path, *, opset: int = 17, tolerance: flo
     onnx, ort = require_export_packages()
     path = Path(path)
     size = _input_size(encoder)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_name(path)
     was_training = encoder.module.training
     encoder.module.eval()
     try:
@@ -166,17 +166,14 @@ def export_onnx(encoder: Encoder, path: Path, *, opset: int = 17, tolerance: flo
             _export_graph(tower, example, tmp, opset, dynamo)
             _write_metadata(tmp, encoder, onnx)
             diffs = _parity(tower, tmp, size, batch_sizes, seed, ort)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        worst = max(diffs.values())
+        if worst > tolerance:
+            raise ExportError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} (> {tolerance:g}) "
+                              f"on batches {sorted(diffs)}; file not written")
+        atomic_write_bytes(path, tmp.read_bytes())
     finally:
-        encoder.module.train(was_training)
-    worst = max(diffs.values())
-    if worst > tolerance:
         tmp.unlink(missing_ok=True)
-        raise ExportError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} (> {tolerance:g}) "
-                          f"on batches {sorted(diffs)}; file not written")
-    os.replace(tmp, path)
+        encoder.module.train(was_training)
     logger.info("exported %s to %s (max abs diff %.3g)", encoder.name, path, worst)
     return {"path": str(path), "opset": opset, "input_shape": ["batch", 3, size, size], "lora_merged": merged,
             "max_abs_diff": {str(n): d for n, d in diffs.items()}, "max_abs_diff_overall": worst,

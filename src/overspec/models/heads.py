@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from overspec.files import atomic_write_bytes
 from overspec.models.base import ModelLoadError
 
 __all__ = ["BinaryHead", "save_binary_head", "load_binary_head"]
@@ -56,13 +57,12 @@ class BinaryHead:
 def save_binary_head(path: Path, head: BinaryHead, *, base_fingerprint: str = "") -> Path:
     """Write ``head`` atomically as safetensors (``weight``, ``bias``) with its convention in the metadata."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     metadata = {"kind": "binary_head", "input": "projected image embedding",
                 "normalise_input": str(head.normalise_input).lower(), "bona_fide_column": "1",
                 "base_fingerprint": base_fingerprint}
-    save_file({"weight": head.weight.detach().float().contiguous().cpu(),
-               "bias": head.bias.detach().float().contiguous().cpu()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    tensors = {"weight": head.weight.detach().float().contiguous().cpu(),
+               "bias": head.bias.detach().float().contiguous().cpu()}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from overspec.files import atomic_write_bytes
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import tensors_fingerprint
 
@@ -480,9 +481,7 @@ def save_lora_adapter(path: Path, encoder: Encoder, model: nn.Module, config: Lo
         raise LoraError(f"encoder {encoder.name!r} has no LoRA adapters to save")
     path = Path(path)
     metadata = {"kind": "lora", "base_fingerprint": lora_base_fingerprint(encoder), "lora_config": config.to_json()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 

@@ -11,7 +11,7 @@ from torchvision import transforms as T
 from overspec.data.base import content_fingerprint
 from overspec.config.model import PreprocessSpec
 
-__all__ = ["build_transform", "preprocess_fingerprint"]
+__all__ = ["ToBGR", "build_transform", "preprocess_fingerprint"]
 
 _MODES = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -20,7 +20,7 @@ _MODES = {
 }
 
 
-class _ToBGR(torch.nn.Module):
+class ToBGR(torch.nn.Module):
     """Swap the channel axis of a ``(3, H, W)`` tensor from RGB to BGR."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def build_transform(spec: PreprocessSpec) -> Callable[[Image.Image], torch.Tenso
         steps = [T.Resize((spec.size, spec.size), interpolation=mode)]
     steps += [T.ToTensor(), T.Normalize(spec.mean, spec.std)]
     if spec.channel_order == "BGR":
-        steps.append(_ToBGR())
+        steps.append(ToBGR())
     return T.Compose(steps)
 
 

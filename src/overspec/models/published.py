@@ -320,7 +320,7 @@ def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     (λ, default 1); ``preprocess_profile``. ``spec.head`` (a ``_header.pth`` or safetensors head) sets
     ``encoder.head``.
     """
-    from overspec.models.sources.open_clip import _as_encoder
+    from overspec.models.sources.open_clip import as_encoder
 
     architecture = _architecture(spec)
     _check_quick_gelu(spec, architecture)
@@ -337,7 +337,7 @@ def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     del state
     model.to(device).eval()
     preprocess = _profile_for(spec)
-    encoder = _as_encoder(spec, model, preprocess, open_clip.get_tokenizer(architecture))
+    encoder = as_encoder(spec, model, preprocess, open_clip.get_tokenizer(architecture))
     encoder.info = {**encoder.info, "source": "published", "checkpoint": str(path), "lora": {
         **asdict(info), "adapted": list(info.adapted), "scaling_from": origin}, "preprocess_fingerprint": preprocess_fingerprint(preprocess)}
     if spec.head:

@@ -6,12 +6,15 @@ no display needed).
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from overspec.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +64,9 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, format="png")
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

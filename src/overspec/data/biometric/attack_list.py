@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from overspec.files import atomic_write_text
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.formats.common import is_image_suffix
+from overspec.files import atomic_write_text
 
 __all__ = [
     "COLUMNS", "LABELS", "SPLITS", "TASKS", "CLASSNAMES", "TEMPLATES", "OCIM_PROTOCOLS",
@@ -50,7 +51,6 @@ OCIM_PROTOCOLS = {
     "O_C_M_to_I": (("O", "C", "M"), "I"),
     "I_C_M_to_O": (("I", "C", "M"), "O"),
 }
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 class ProtocolListError(ValueError):
@@ -199,7 +199,7 @@ def write_protocol(path: str | Path, protocol: AttackProtocol) -> Path:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_suffix(p.suffix))
 
 
 def _video_id(image: Path, class_dir: Path, root: Path, video_from: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
-from overspec.data.formats._common import check_options, layout_error, open_rgb, read_lines, require_dir, require_file
+from overspec.data.formats.common import check_options, layout_error, open_rgb, read_lines, require_dir, require_file
 
 __all__ = ["load_split", "HEADER"]
 

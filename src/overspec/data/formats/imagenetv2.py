@@ -15,7 +15,7 @@ import numpy as np
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
-from overspec.data.formats._common import (
+from overspec.data.formats.common import (
     check_options,
     layout_error,
     list_images,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
-from overspec.data.formats._common import (
+from overspec.data.formats.common import (
     carve_options,
     carved_split,
     check_options,

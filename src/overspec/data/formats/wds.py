@@ -1,6 +1,6 @@
-"""CLIP_benchmark WebDataset folders (``wds/<name>``), read with the standard ``tarfile`` module.
+"""WebDataset tar shards, read with the standard ``tarfile`` module: the one reader for the catalog and fine-tuning.
 
-Layout (general-eval.md §6.2)::
+Catalog layout, CLIP_benchmark ``wds/<name>`` folders (general-eval.md §6.2)::
 
     <root>/classnames.txt                          one class name per line, in label order
     <root>/zeroshot_classification_templates.txt   one template per line, placeholder {c}
@@ -8,13 +8,17 @@ Layout (general-eval.md §6.2)::
     <root>/<split>/nshards.txt                     number of shards N
     <root>/<split>/0.tar ... <N-1>.tar             samples: <key>.{webp,png,jpg,jpeg} + <key>.cls (integer label)
 
-The shards are indexed once (member offsets and labels); items are then read by seeking to the image bytes, so
-random access needs no re-scan and no ``webdataset`` dependency.
+Fine-tuning (:func:`read_shards`) takes one ``.tar`` or a folder of ``*.tar`` of the same samples.
+
+Samples follow webdataset's rule: a member's key is its name up to the first dot of its base name (directories
+included) and its field is the rest, so ``a/b.c.jpg`` is field ``c.jpg`` of sample ``a/b``. A sample needs an
+image field (one of the image suffixes, e.g. ``jpg``) and a ``cls`` field; samples keep their tar order. The shards
+are indexed once (member offsets and labels); items are then read by seeking to the image bytes, so random access
+needs no re-scan and no ``webdataset`` dependency.
 """
 
 from __future__ import annotations
 
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +28,22 @@ from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
-from overspec.data.formats._common import check_options, layout_error, read_lines, require_dir, require_file
+from overspec.data.formats.common import (
+    check_options,
+    decode_rgb,
+    is_image_suffix,
+    layout_error,
+    read_lines,
+    require_dir,
+    require_file,
+)
 
-__all__ = ["load_split", "CLASSNAMES_FILE", "TEMPLATES_FILE"]
+__all__ = ["load_split", "read_shards", "split_key", "CLASSNAMES_FILE", "TEMPLATES_FILE", "SHARDS_LAYOUT"]
 
 CLASSNAMES_FILE = "classnames.txt"
 TEMPLATES_FILE = "zeroshot_classification_templates.txt"
-_IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
+#: What :func:`read_shards` expects, quoted in its layout errors.
+SHARDS_LAYOUT = "tar shards of <key>.jpg|png|webp + <key>.cls"
 
 
 @dataclass(frozen=True)
@@ -85,32 +98,17 @@ def _shard_paths(request: SplitRequest, split_dir: Path) -> list[Path]:
 
 
 def _index_shards(request: SplitRequest, shards: list[Path]) -> tuple[list[str], list[_Member], list[int]]:
-    """Return the sample keys, image locations and labels of every shard, in shard order."""
+    """Return the sample keys (``<shard>/<key>``), image locations and labels of every shard, in shard order."""
     keys: list[str] = []
     members: list[_Member] = []
     labels: list[int] = []
     for number, shard in enumerate(shards):
-        images: dict[str, _Member] = {}
-        classes: dict[str, int] = {}
-        order: list[str] = []
-        try:
-            with tarfile.open(shard, mode="r:") as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    key, _, extension = _split_name(info.name)
-                    if key not in images and key not in classes:
-                        order.append(key)
-                    if extension.lower() in _IMAGE_EXTENSIONS:
-                        images[key] = _Member(number, info.offset_data, info.size)
-                    elif extension == "cls":
-                        classes[key] = _read_label(request, shard, tar, info)
-        except tarfile.TarError as exc:
-            raise layout_error(request, shard, f"not a readable tar file ({exc})") from exc
-        for key in order:
+        fields, images, classes = _index_shard(request, number, shard)
+        for key, names in fields.items():
             if key not in images or key not in classes:
                 missing = "image" if key not in images else ".cls label"
-                raise layout_error(request, shard, f"sample {key!r} has no {missing}")
+                raise layout_error(request, shard, f"sample {key!r} has no {missing} (fields: {', '.join(names)}; "
+                                                   "a key ends at the first dot of the file name)")
             keys.append(f"{shard.name}/{key}")
             members.append(images[key])
             labels.append(classes[key])
@@ -119,11 +117,33 @@ def _index_shards(request: SplitRequest, shards: list[Path]) -> tuple[list[str],
     return keys, members, labels
 
 
-def _split_name(name: str) -> tuple[str, str, str]:
-    """Split a member name into (key, '.', extension) at the first dot of its base name (webdataset rule)."""
+def _index_shard(request: SplitRequest, number: int,
+                 shard: Path) -> tuple[dict[str, list[str]], dict[str, _Member], dict[str, int]]:
+    """Return every sample's fields (tar order), image locations and labels of shard ``number``."""
+    fields: dict[str, list[str]] = {}
+    images: dict[str, _Member] = {}
+    classes: dict[str, int] = {}
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, field = split_key(info.name)
+                fields.setdefault(key, []).append(field)
+                if is_image_suffix(f".{field}"):
+                    images[key] = _Member(number, info.offset_data, info.size)
+                elif field == "cls":
+                    classes[key] = _read_label(request, shard, tar, info)
+    except tarfile.TarError as exc:
+        raise layout_error(request, shard, f"not a readable tar file ({exc})") from exc
+    return fields, images, classes
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """Split a tar member name into (sample key, field) at the first dot of its base name (webdataset's rule)."""
     folder, _, base = name.rpartition("/")
-    stem, dot, extension = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), dot, extension
+    stem, _, field = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), field
 
 
 def _read_label(request: SplitRequest, shard: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> int:
@@ -137,6 +157,24 @@ def _read_label(request: SplitRequest, shard: Path, tar: tarfile.TarFile, info: 
 def _read_image(shards: list[Path], member: _Member) -> Image.Image:
     with open(shards[member.shard], "rb") as handle:
         handle.seek(member.offset)
-        data = handle.read(member.size)
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+        return decode_rgb(handle.read(member.size))
+
+
+def read_shards(path: str | Path, name: str | None = None) -> LabelledImages:
+    """Read one ``.tar`` or a folder of ``*.tar`` (sorted by name) as one ``train`` split (fine-tuning's input)."""
+    path = Path(path)
+    request = SplitRequest(name or path.stem, path, "train", SHARDS_LAYOUT)
+    shards = sorted(path.glob("*.tar")) if path.is_dir() else [path]
+    if not shards:
+        raise layout_error(request, path, "no .tar shards there")
+    shards = [require_file(request, shard) for shard in shards]
+    keys, members, labels = _index_shards(request, shards)
+    return LabelledImages(
+        dataset=request.dataset,
+        split=request.split,
+        labels=np.asarray(labels, dtype=np.int64),
+        read=lambda i: _read_image(shards, members[i]),
+        identity=("wds", tuple((s.name, s.stat().st_size) for s in shards)),
+        info={"format": "wds", "shards": len(shards)},
+        locate=lambda i: str(shards[0].parent / keys[i]),
+    )

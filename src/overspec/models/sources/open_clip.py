@@ -25,7 +25,7 @@ from overspec.safeload import torch_load_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_open_clip", "resolve_architecture"]
+__all__ = ["as_encoder", "load_open_clip", "resolve_architecture"]
 
 #: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
 _MAX_DETAIL = 600
@@ -45,7 +45,7 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
         raise ModelLoadError(_explain_failure(spec, exc)) from exc
     model.eval()
     preprocess = spec.preprocess or _preprocess_from_model(model)
-    return _as_encoder(spec, model, preprocess, _tokenizer(name))
+    return as_encoder(spec, model, preprocess, _tokenizer(name))
 
 
 #: Tokenizers built in this process, by (model name, the model config that decides the tokenizer).
@@ -143,7 +143,8 @@ def _preprocess_from_model(model: torch.nn.Module) -> PreprocessSpec:
     )
 
 
-def _as_encoder(spec: ModelSpec, model: torch.nn.Module, preprocess: PreprocessSpec, tokenizer) -> Encoder:
+def as_encoder(spec: ModelSpec, model: torch.nn.Module, preprocess: PreprocessSpec, tokenizer) -> Encoder:
+    """Wrap a built open_clip ``model`` as an :class:`Encoder` with its tower fingerprints (also for releases)."""
     image_weights = {k: v for k, v in model.state_dict().items() if k.startswith("visual.")}
     image_fp = combine(tensors_fingerprint(image_weights.items()), preprocess_fingerprint(preprocess))
     text_fn = text_fp = None

@@ -1,7 +1,9 @@
-"""Helpers shared by the format loaders: layout errors, image listing, text lists and carved splits."""
+"""Helpers shared by the format loaders: layout errors, the one image-suffix list, image listing and decoding,
+text lists and carved splits."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -17,11 +19,13 @@ from overspec.registry import nearest_names
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "is_image_suffix",
     "layout_error",
     "require_dir",
     "require_file",
     "list_images",
     "open_rgb",
+    "decode_rgb",
     "relative_names",
     "files_identity",
     "read_lines",
@@ -31,7 +35,7 @@ __all__ = [
     "check_options",
 ]
 
-#: File suffixes read as images by the folder-based formats (compared lower-case).
+#: File suffixes read as images, by every format and reader (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
 
 _CARVE_KEYS = ("test_fraction", "val_fraction", "seed", "source")
@@ -66,15 +70,25 @@ def check_options(request: SplitRequest, allowed: Iterable[str]) -> None:
             raise ValueError(f"dataset {request.dataset!r}: unknown option {key!r}{hint}")
 
 
+def is_image_suffix(suffix: str) -> bool:
+    """True when a file suffix (``".JPG"``; a webdataset extension is given its dot) names an image."""
+    return suffix.lower() in IMAGE_EXTENSIONS
+
+
 def list_images(folder: Path) -> list[Path]:
     """Return the image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.iterdir() if is_image_suffix(p.suffix) and p.is_file())
 
 
-def open_rgb(path: Path | str) -> Image.Image:
-    """Decode the image at ``path`` as an RGB PIL image (grayscale and palette images are converted)."""
+def open_rgb(path: Path | str | io.BytesIO) -> Image.Image:
+    """Decode the image at ``path`` (or in a byte stream) as an RGB PIL image (grayscale, palette converted)."""
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """Decode encoded image bytes (a tar member, a record) as an RGB PIL image."""
+    return open_rgb(io.BytesIO(data))
 
 
 def relative_names(paths: Iterable[Path | str], root: Path) -> list[str]:
