@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from overspec.config.run import RunConfig, resolved_dict
 from overspec.data.base import LabelledImages
-from overspec.data.world.checks import checked_once
+from overspec.world.checks import checked_once
 from overspec.features import FeatureStore
 from overspec.files import atomic_write_text, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
@@ -176,8 +176,8 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
     if config.world:
-        from overspec.data.world import ensure_world
-        from overspec.data.world.biometric import ensure_biometric_world
+        from overspec.world import ensure_world
+        from overspec.world.biometric import ensure_biometric_world
 
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
         ensure_world(data_root, seed=config.seed)  # writes <data_root>/world/<dataset>, the catalog's roots

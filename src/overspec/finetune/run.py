@@ -84,7 +84,7 @@ def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig, *,
     """The embedded biometric world's training data for ``task``, generated on first use in ``world_root``
     (default ``<cache_dir>/world-data/world/biometric``, where the default run evaluates)."""
     from overspec.data.biometric.attack_list import leave_one_out, read_protocol
-    from overspec.data.world.biometric import ensure_biometric_world, read_manifest
+    from overspec.world.biometric import ensure_biometric_world, read_manifest
 
     root = ensure_biometric_world(Path(world_root) if world_root else
                                   Path(cache_dir) / "world-data" / "world" / "biometric")

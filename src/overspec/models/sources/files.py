@@ -56,7 +56,7 @@ def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
 
 def world_model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     """Return the ``local-dir`` folder of a ``world:NAME`` spec, generating the world and pretraining on first use."""
-    from overspec.data.world import ensure_tiny_clips, ensure_world
+    from overspec.world import ensure_tiny_clips, ensure_world
 
     world = ensure_world(cache_dir / "world-data")  # the same world the default run evaluates on
     folders = ensure_tiny_clips(cache_dir / "world-models", world_root=world)

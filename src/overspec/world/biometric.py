@@ -38,11 +38,11 @@ from PIL import Image
 from overspec.data.biometric.attack_list import AttackProtocol, AttackSample, write_protocol
 from overspec.data.formats.bin_pairs import write_bin
 from overspec.data.formats.ijb import IJBFace, write_ijb_meta
-from overspec.data.world import attacks as A
-from overspec.data.world import faces as F
-from overspec.data.world import morphs as M
-from overspec.data.world.checks import content_matches
-from overspec.data.world.general import folder_hash
+from overspec.world import attacks as A
+from overspec.world import faces as F
+from overspec.world import morphs as M
+from overspec.world.checks import content_matches
+from overspec.world.general import folder_hash
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
            "MANIFEST"]

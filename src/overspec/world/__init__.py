@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from overspec.data.world.general import WORLD_DATASETS, WorldDataset, caption_corpus, ensure_world, world_hash
+from overspec.world.general import WORLD_DATASETS, WorldDataset, caption_corpus, ensure_world, world_hash
 
 __all__ = [
     "TINY_CLIPS",
@@ -30,5 +30,5 @@ _PRETRAIN_NAMES = {"TINY_CLIPS", "ensure_tiny_clips", "pretrain_tiny_clip", "reg
 
 def __getattr__(name: str) -> object:
     if name in _PRETRAIN_NAMES:
-        return getattr(importlib.import_module("overspec.data.world.pretrain"), name)
+        return getattr(importlib.import_module("overspec.world.pretrain"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from overspec.data.world import general
+from overspec.world import general
 
-CATALOG = Path(general.__file__).resolve().parents[1] / "catalog" / "world"
+CATALOG = Path(general.__file__).resolve().parents[1] / "data" / "catalog" / "world"
 
 
 def _rows(folder: Path, split: str) -> list[tuple[str, int]]:

@@ -10,7 +10,7 @@ import pytest
 from overspec.data.biometric.attack_list import ocim_protocols, protocol_from_folders, read_protocol
 from overspec.data.formats.bin_pairs import read_bin
 from overspec.data.formats.ijb import read_ijb_meta
-from overspec.data.world.biometric import MARKER, WorldSizes, ensure_biometric_world, read_manifest
+from overspec.world.biometric import MARKER, WorldSizes, ensure_biometric_world, read_manifest
 
 TINY = WorldSizes(pairs=20, ijb_subjects=4, mad_subjects=(3, 2), mad_morph_pairs=(2, 1), pad_subjects=(1, 1, 1),
                   pad_frames=2, fr_identities=3, fr_images=2)

@@ -11,7 +11,7 @@ A dataset folder is built under a temporary name and renamed into place, then ho
 the seed, generator version and a content hash; :func:`ensure_world` is a no-op while those match.
 
 The caption corpus (:func:`caption_corpus`) describes TRAIN images only, from attributes written beside the
-train split (``train_attributes.jsonl``); it is what the tiny CLIPs of :mod:`overspec.data.world.pretrain`
+train split (``train_attributes.jsonl``); it is what the tiny CLIPs of :mod:`overspec.world.pretrain`
 learn the class names from.
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from overspec.data.world.checks import content_matches
+from overspec.world.checks import content_matches
 
 __all__ = [
     "IMAGE_SIZE",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from overspec.data.world import general
+from overspec.world import general
 
 
 @pytest.fixture(scope="session")

@@ -46,8 +46,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from overspec.files import atomic_write_bytes
-from overspec.data.world.checks import content_matches
-from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
+from overspec.world.checks import content_matches
+from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.files import file_sha256
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TINY_CLIPS = ("tiny-s", "tiny-m")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "models" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PREPROCESS_CFG = {"size": IMAGE_SIZE, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
 METADATA = "training.json"
@@ -399,7 +399,7 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
                        progress: bool = False) -> Path:
     """Train ``tiny-s`` or ``tiny-m`` on the world's caption corpus and return its ``local-dir:`` folder.
 
-    ``world_root`` is what :func:`~overspec.data.world.general.ensure_world` returned. ``recipe`` replaces the
+    ``world_root`` is what :func:`~overspec.world.general.ensure_world` returned. ``recipe`` replaces the
     size's entry in :data:`RECIPES`; ``steps`` and ``batch_size`` override single settings (short runs in tests).
     If ``<out_dir>/<size>`` already holds a model trained under the same :func:`training_key` it is returned at
     once; otherwise (missing or stale) the folder is built under a temporary name and renamed into place. An
