@@ -176,12 +176,10 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
     if config.world:
-        from overspec.world import ensure_world
-        from overspec.world.biometric import ensure_biometric_world
+        from overspec.world import prepare
 
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
-        ensure_world(data_root, seed=config.seed)  # writes <data_root>/world/<dataset>, the catalog's roots
-        ensure_biometric_world(data_root / "world" / "biometric", seed=config.seed)
+        data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the catalog's world/ roots
         names = list(config.datasets) or [n for n in dataset_registry().names()
                                            if dataset_registry().get(n).root.startswith("world/")]
         benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
@@ -246,7 +244,10 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     from overspec.data.catalog import dataset_registry, dataset_status
 
     if config.world:
+        from overspec.world import seed_root
+
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
+        data_root = seed_root(data_root, config.seed)
         datasets = list(config.datasets) or [n for n in dataset_registry().names()
                                               if dataset_registry().get(n).root.startswith("world/")]
         benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
@@ -315,8 +316,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
             if data is None:
                 raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
             if data == "world" and config.world:  # the biometric world this run evaluates on, wherever it lies
-                data = world_training_data(recipe_config.task, config.cache_path, recipe_config,
-                                           world_root=data_root / "world" / "biometric")
+                data = world_training_data(recipe_config.task, recipe_config, data_root)
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
             path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from overspec.files import atomic_folder, atomic_write_bytes, file_sha256, remove_stale_temporaries
 from overspec.world.checks import content_matches
 from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
+from overspec.world.layout import seed_root
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -441,14 +442,15 @@ def ensure_tiny_clips(cache_dir: Path, seed: int = 0, *, world_root: Path | None
                       recipes: dict[str, TrainingRecipe] | None = None, progress: bool = True) -> dict[str, Path]:
     """Return ``{"tiny-s": folder, "tiny-m": folder}``, generating the world and pretraining on first use.
 
-    Without ``world_root`` the world is generated under ``<cache_dir>`` (it is a pure function of ``seed``);
+    Without ``world_root`` the world of ``seed`` is generated under ``<cache_dir>`` (in the folder
+    :func:`~overspec.world.layout.seed_root` gives, so worlds of different seeds never share one);
     ``recipes`` (default :data:`RECIPES`) says how each size is trained.
     Models still to train are trained in parallel processes (one per size, one thread each) when the machine has
     the cores, which gives the same weights as training them one after the other.
     Load a folder with ``open_clip.create_model_and_transforms("local-dir:" + str(folder))``.
     """
     cache_dir = Path(cache_dir)
-    world = ensure_world(cache_dir, seed) if world_root is None else Path(world_root)
+    world = ensure_world(seed_root(cache_dir, seed), seed) if world_root is None else Path(world_root)
     out_dir = cache_dir / "tiny-clips" / f"seed-{seed}"
     recipes = recipes or RECIPES
     data_hash = world_hash(world)
