@@ -76,7 +76,7 @@ def produced_folder(spec: ModelSpec, cache_dir: Path) -> Path:
     try:
         return Path(WEIGHT_SCHEMES.get(scheme)(name, Path(cache_dir)))
     except LookupError as exc:
-        raise ModelLoadError(f"model {spec.name!r}: {exc}") from None
+        raise ModelLoadError(f"model {spec.name!r}: {exc}") from exc
 
 
 def weight_files(spec: ModelSpec, cache_dir: Path) -> list[Path] | None:
