@@ -434,7 +434,9 @@ def ensure_world(root: Path, seed: int = 0) -> Path:
     """Generate the world datasets under ``<root>/world/<name>/`` unless already complete; return ``<root>/world``.
 
     A second call with the same seed only re-hashes the folders; a missing, partial, edited or other-seed
-    dataset is regenerated. A file lock keeps concurrent callers from building the same world twice.
+    dataset is regenerated. A file lock keeps concurrent callers from building the same world twice. Callers
+    give each seed its own ``root`` (:func:`~overspec.world.layout.seed_root`), so no complete world is replaced
+    under a reader.
     """
     world = Path(root) / "world"
     world.mkdir(parents=True, exist_ok=True)
