@@ -11,7 +11,7 @@ WORLD_BENCHMARKS = ("world-lfw", "world-cfp_fp", "world-agedb_30", "world-ijbc",
 
 @pytest.fixture(scope="module")
 def small_biometric_world(tmp_path_factory):
-    from overspec.data.world.biometric import WorldSizes, ensure_biometric_world
+    from overspec.world.biometric import WorldSizes, ensure_biometric_world
 
     root = tmp_path_factory.mktemp("bio")
     sizes = WorldSizes(pairs=40, ijb_subjects=6, mad_subjects=(6, 6), mad_morph_pairs=(6, 6), pad_subjects=(2, 1, 2),

@@ -99,13 +99,14 @@ def atomic_folder(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale_temporaries(folder: Path) -> int:
-    """Remove the temporary files and folders that killed writes left directly in ``folder``; return how many."""
+def remove_stale_temporaries(folder: Path, name: str = "") -> int:
+    """Remove the temporary files and folders that killed writes left directly in ``folder`` (with ``name``, only
+    those of writes to ``folder / name``, so a lock held on that one target suffices); return how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
-    for entry in folder.glob(f".*{_TMP_SUFFIX}"):
+    for entry in folder.glob(f".{name}.*{_TMP_SUFFIX}" if name else f".*{_TMP_SUFFIX}"):
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:

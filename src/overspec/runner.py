@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from overspec.config.run import RunConfig, resolved_dict
 from overspec.config.typed import ConfigError
-from overspec.data.world.checks import checked_once
+from overspec.world.checks import checked_once
 from overspec.features.store import FeatureStore, ModelFeatures
 from overspec.files import atomic_write_bytes, atomic_write_text, bytes_sha256, combine, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
@@ -235,12 +235,10 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
     if config.world:
-        from overspec.data.world import ensure_world
-        from overspec.data.world.biometric import ensure_biometric_world
+        from overspec.world import prepare
 
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
-        ensure_world(data_root, seed=config.seed)  # writes <data_root>/world/<dataset>, the catalog's roots
-        ensure_biometric_world(data_root / "world" / "biometric", seed=config.seed)
+        data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the catalog's world/ roots
         names = list(config.datasets) or [n for n in dataset_registry().names()
                                            if dataset_registry().get(n).root.startswith("world/")]
         benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
@@ -301,7 +299,10 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
     if config.world:
+        from overspec.world import seed_root
+
         data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
+        data_root = seed_root(data_root, config.seed)
         datasets = list(config.datasets) or [n for n in dataset_registry().names()
                                               if dataset_registry().get(n).root.startswith("world/")]
         benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
@@ -366,8 +367,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
             if data is None:
                 raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
             if data == "world" and config.world:  # the biometric world this run evaluates on, wherever it lies
-                data = world_training_data(recipe_config.task, config.cache_path, recipe_config,
-                                           world_root=data_root / "world" / "biometric")
+                data = world_training_data(recipe_config.task, recipe_config, data_root)
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
             path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,

@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 
 from overspec.cli.main import main
-from overspec.data.world import biometric, general, pretrain
+from overspec.world import biometric, general, pretrain
 
 SMALL_BIOMETRIC = biometric.WorldSizes(pairs=40, ijb_subjects=6, mad_subjects=(10, 6), mad_morph_pairs=(10, 6),
                                        pad_subjects=(3, 2, 3), pad_frames=2, fr_identities=4, fr_images=3)

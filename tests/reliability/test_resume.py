@@ -127,7 +127,8 @@ def test_two_studies_on_one_cache_then_sigkills_and_resume_all_match(tmp_path: P
     for entry in (tmp_path / "shared" / "cache" / "features").rglob("*.npy"):
         read_array(entry)  # raises if a concurrent write left a corrupt entry
     assert litter(tmp_path / "shared") == []
-    assert not (tmp_path / "shared" / "cache" / "world-data" / "world" / "biometric").exists()  # fine-tunes used data/
+    assert not (tmp_path / "shared" / "cache" / "world-data").exists()  # fine-tunes used data/, tiny CLIPs their own
+    assert (tmp_path / "shared" / "cache" / "world-models" / "world").is_dir()
 
     rng = random.Random(int(os.environ.get("OVERSPEC_FAULT_SEED", "20261124")))
     study = tmp_path / "solo" / "a"

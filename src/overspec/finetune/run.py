@@ -12,9 +12,9 @@ Reliability: every output is written to a process-unique temporary name in its f
 ``finetune.json`` last, so it marks a complete result; ``<out_dir>/.lock`` (a :class:`filelock.FileLock`)
 serialises processes fine-tuning into the same folder (see :func:`finetune` for torch.distributed).
 
-Data: ``"world"`` (or None) is the embedded biometric world (FR: ``fr_train/`` with ``verification/lfw.bin``
-for validation; MAD: ``mad/protocol.csv``, train split with 20 % of its subjects held out as dev; PAD: train and
-dev splits of sources O, C, I, target M). Otherwise FR takes identity folders, a ``.rec`` file (or a folder
+Data: ``"world"`` (or None) is the embedded biometric world's training sets (:func:`overspec.world.training_sets`:
+FR identity folders validated on verification pairs; MAD's train split, with a share of its subjects held out as
+dev; PAD's leave-one-out sources). Otherwise FR takes identity folders, a ``.rec`` file (or a folder
 holding ``train.rec``) or webdataset shards, with an optional ``.bin`` for validation; MAD / PAD take a
 protocol CSV (its ``dev`` split validates; without one, subjects are held out of ``train``).
 """
@@ -50,7 +50,7 @@ from overspec.config.model import ModelSpec
 from overspec.registry import Registry
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",
-           "model_preset_dict", "MODEL_FILE", "WORLD_PAD_TARGET"]
+           "model_preset_dict", "MODEL_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ RUN_FILE = "finetune.json"
 ADAPTER_FILE = "adapter.safetensors"
 HEAD_FILE = "head.safetensors"
 LOCK_FILE = ".lock"
-WORLD_PAD_TARGET = "M"
 
 
 @dataclass
@@ -80,31 +79,19 @@ def _verification_validator(path: Path | None):
     return VerificationValidator(read_bin(path))
 
 
-def world_training_data(task: str, cache_dir: Path, config: FinetuneConfig, *,
-                        world_root: Path | None = None) -> TrainingData:
-    """The embedded biometric world's training data for ``task``, generated on first use in ``world_root``
-    (default ``<cache_dir>/world-data/world/biometric``, where the default run evaluates)."""
-    from overspec.data.biometric.attack_list import leave_one_out, read_protocol
-    from overspec.data.world.biometric import ensure_biometric_world, read_manifest
+def world_training_data(task: str, config: FinetuneConfig, data_root: Path) -> TrainingData:
+    """The embedded biometric world's training data for ``task``, from the world prepared under ``data_root``
+    (what :func:`overspec.world.prepare` returned)."""
+    from overspec.world import training_sets
 
-    root = ensure_biometric_world(Path(world_root) if world_root else
-                                  Path(cache_dir) / "world-data" / "world" / "biometric")
-    manifest = read_manifest(root)
+    sets = training_sets(task, data_root)
     if task == "fr":
-        train = class_folders(root / "fr_train", name="world-fr-train")
-        validator = _verification_validator(Path(manifest["verification"]["lfw"]))
-        return TrainingData(train, validator, {}, f"world:{train.fingerprint}")
-    if task == "mad":
-        protocol = read_protocol(manifest["mad"]["protocol"], name="world-mad", task="mad")
-        train, dev = carve_dev(protocol.split("train"), config.dev_fraction, config.seed)
-        test = protocol.split("test")
-    else:
-        sources = {k: read_protocol(root / "pad" / k / "protocol.csv", name=f"world-pad-{k}", task="pad")
-                   for k in ("O", "C", "I", "M")}
-        protocol = leave_one_out(sources, WORLD_PAD_TARGET, sources=("O", "C", "I"))
-        train, dev, test = protocol.split("train"), protocol.split("dev"), protocol.split("test")
+        return TrainingData(sets.train, _verification_validator(sets.pairs), {}, f"world:{sets.train.fingerprint}")
+    train, dev = (sets.train, sets.dev) if sets.dev is not None else carve_dev(sets.train, config.dev_fraction,
+                                                                               config.seed)
     validator = AttackValidator(dev, method=config.eer_method)
-    return TrainingData(train, validator, {"dev": dev, "test": test}, f"world:{train.fingerprint}:{dev.fingerprint}")
+    return TrainingData(train, validator, {"dev": dev, "test": sets.test},
+                        f"world:{train.fingerprint}:{dev.fingerprint}")
 
 
 def _fr_images(path: Path) -> LabelledImages:
@@ -121,7 +108,9 @@ def training_data(task: str, data: str | Path | None, *, cache_dir: Path, config
                   val: str | Path | None = None) -> TrainingData:
     """Resolve ``data`` (``"world"``/None, a folder, a ``.rec``, shards or a protocol CSV) for ``task``."""
     if data is None or str(data) == "world":
-        return world_training_data(task, cache_dir, config)
+        from overspec.world import default_root, prepare
+
+        return world_training_data(task, config, prepare(default_root(cache_dir)))
     path = Path(data).expanduser()
     if task == "fr":
         train = _fr_images(path)

@@ -1,19 +1,29 @@
 """What a model spec's weights name on disk, answered without importing any model library.
 
-``world:NAME`` (a tiny CLIP pretrained on first use), ``local-dir:FOLDER``, a checkpoint file or folder, or a
-pretrained tag. The preflight check and the model identity (:mod:`overspec.models.identity`) use these; only the
-question whether a tag is in the local cache imports open_clip.
+``SCHEME:NAME`` (a folder a producer registered in :data:`WEIGHT_SCHEMES` makes on first use, such as
+``world:tiny-s``), ``local-dir:FOLDER``, a checkpoint file or folder, or a pretrained tag. The preflight check and
+the model identity (:mod:`overspec.models.identity`) use these; only the question whether a tag is in the local
+cache imports open_clip.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from overspec.models.base import ModelLoadError
 from overspec.config.model import ModelSpec
+from overspec.registry import Registry
 
-__all__ = ["looks_like_path", "offline", "tag_is_cached", "weights_problem", "world_model_folder", "weight_files"]
+__all__ = ["WEIGHT_SCHEMES", "looks_like_path", "offline", "produced_folder", "scheme_of", "tag_is_cached",
+           "weights_problem", "weight_files"]
+
+#: Producers of open_clip ``local-dir`` folders by weights scheme: ``SCHEME:NAME`` -> ``resolver(NAME, cache_dir)``,
+#: which makes the folder on first use and raises LookupError for a name it does not know. Entries are lazy, so
+#: models never import a producer until a spec names its scheme.
+WEIGHT_SCHEMES: Registry[Callable[[str, Path], Path]] = Registry("weights scheme")
+WEIGHT_SCHEMES.register_lazy("world", "overspec.world.models:folder_of")
 
 
 def looks_like_path(weights: str) -> bool:
@@ -45,7 +55,7 @@ def tag_is_cached(architecture: str, tag: str, cache_dir: Path) -> bool:
 def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
     """Why ``spec``'s weights cannot be had right now (missing file, uncached tag while offline), or ''."""
     weights = spec.weights or ""
-    if weights.startswith(("world:", "local-dir:")) or not weights:
+    if scheme_of(weights) or weights.startswith("local-dir:") or not weights:
         return ""
     if looks_like_path(weights):
         return "" if Path(weights).expanduser().is_file() else f"weights file not found: {weights}"
@@ -54,27 +64,30 @@ def weights_problem(spec: ModelSpec, cache_dir: Path) -> str:
     return ""
 
 
-def world_model_folder(spec: ModelSpec, cache_dir: Path) -> Path:
-    """Return the ``local-dir`` folder of a ``world:NAME`` spec, generating the world and pretraining on first use."""
-    from overspec.data.world import ensure_tiny_clips, ensure_world
+def scheme_of(weights: str) -> str:
+    """The registered scheme a weights string names (``"world"`` for ``world:tiny-s``), or ''."""
+    scheme, colon, _ = weights.partition(":")
+    return scheme if colon and scheme in WEIGHT_SCHEMES else ""
 
-    world = ensure_world(cache_dir / "world-data")  # the same world the default run evaluates on
-    folders = ensure_tiny_clips(cache_dir / "world-models", world_root=world)
-    key = (spec.weights or "").split(":", 1)[1]
-    if key not in folders:
-        raise ModelLoadError(f"model {spec.name!r}: unknown world model {key!r}; known: {sorted(folders)}")
-    return folders[key]
+
+def produced_folder(spec: ModelSpec, cache_dir: Path) -> Path:
+    """Return the ``local-dir`` folder of a ``SCHEME:NAME`` spec, made by the scheme's producer on first use."""
+    scheme, _, name = (spec.weights or "").partition(":")
+    try:
+        return Path(WEIGHT_SCHEMES.get(scheme)(name, Path(cache_dir)))
+    except LookupError as exc:
+        raise ModelLoadError(f"model {spec.name!r}: {exc}") from exc
 
 
 def weight_files(spec: ModelSpec, cache_dir: Path) -> list[Path] | None:
     """Return every local file ``spec``'s weights are read from, or None when they are not local files.
 
-    ``world:`` and ``local-dir:`` folders and checkpoint folders give all files under them; a checkpoint file
-    gives itself. Pretrained tags, hub names and random initialisation (no weights) give None.
+    Produced (``SCHEME:NAME``) and ``local-dir:`` folders and checkpoint folders give all files under them; a
+    checkpoint file gives itself. Pretrained tags, hub names and random initialisation (no weights) give None.
     """
     weights = spec.weights or ""
-    if weights.startswith("world:"):
-        folder = world_model_folder(spec, cache_dir)
+    if scheme_of(weights):
+        folder = produced_folder(spec, cache_dir)
     elif weights.startswith("local-dir:"):
         folder = Path(weights.split(":", 1)[1]).expanduser()
     elif weights and looks_like_path(weights):

@@ -1,5 +1,5 @@
 """Load open_clip models: built-in or custom-JSON architectures with a pretrained tag, a local checkpoint file,
-a ``local-dir:`` folder, or one of the project's own tiny CLIPs (``world:NAME``).
+a ``local-dir:`` folder, or a folder a registered producer makes (``world:NAME``, the project's own tiny CLIPs).
 
 Nothing is downloaded unless the weights are a pretrained tag; offline, a tag that is not in the local cache is a
 clear error that says how to point at a local file instead (open_clip issues #580, #528).
@@ -19,7 +19,7 @@ import torch
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
-from overspec.models.sources.files import looks_like_path, offline, tag_is_cached, world_model_folder
+from overspec.models.sources.files import looks_like_path, offline, produced_folder, scheme_of, tag_is_cached
 from overspec.config.model import PreprocessSpec, ModelSpec
 from overspec.safeload import torch_load_error
 
@@ -77,10 +77,10 @@ def _model_config_text(name: str) -> str | None:
 
 
 def _resolve_name_and_weights(spec: ModelSpec, cache_dir: Path) -> tuple[str, str | None]:
-    """Return (open_clip model name, pretrained argument), registering custom configs and tiny world models."""
+    """Return (open_clip model name, pretrained argument), registering custom configs and produced folders."""
     weights = spec.weights
-    if weights and weights.startswith("world:"):
-        return f"local-dir:{world_model_folder(spec, cache_dir)}", None
+    if weights and scheme_of(weights):
+        return f"local-dir:{produced_folder(spec, cache_dir)}", None
     if weights and weights.startswith("local-dir:"):
         folder = Path(weights.split(":", 1)[1]).expanduser()
         if not (folder / "open_clip_config.json").is_file():

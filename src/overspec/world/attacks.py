@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageFilter
 
-from overspec.data.world.faces import (FRONTAL, Capture, Identity, RenderedFace, finish_image, render_face,
+from overspec.world.faces import (FRONTAL, Capture, Identity, RenderedFace, finish_image, render_face,
                                        sample_capture)
 
 __all__ = ["PAI_SPECIES", "CameraStyle", "apply_camera", "render_bona_fide_video", "render_attack_video"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overspec.data.world.checks import checked_once, content_matches
+from overspec.world.checks import checked_once, content_matches
 
 
 def _counting(calls: list[Path]):
@@ -40,7 +40,7 @@ def test_inside_a_block_a_match_is_hashed_once_and_a_mismatch_every_time(tmp_pat
 def test_folder_hash_orders_files_as_sorted_paths_and_skips_markers(tmp_path):
     import hashlib
 
-    from overspec.data.world.general import MARKER, folder_hash
+    from overspec.world.general import MARKER, folder_hash
 
     for name in ("a/x", "a-b/x", "a.b", "a/b/c", "Z", "a/" + MARKER, MARKER, "a b/y"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

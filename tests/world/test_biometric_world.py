@@ -10,7 +10,8 @@ import pytest
 from overspec.data.biometric.attack_list import ocim_protocols, protocol_from_folders, read_protocol
 from overspec.data.formats.bin_pairs import read_bin
 from overspec.data.formats.ijb import read_ijb_meta
-from overspec.data.world.biometric import MARKER, WorldSizes, ensure_biometric_world, read_manifest
+from overspec.files import temporary_name
+from overspec.world.biometric import MARKER, WorldSizes, ensure_biometric_world, read_manifest
 
 TINY = WorldSizes(pairs=20, ijb_subjects=4, mad_subjects=(3, 2), mad_morph_pairs=(2, 1), pad_subjects=(1, 1, 1),
                   pad_frames=2, fr_identities=3, fr_images=2)
@@ -92,9 +93,10 @@ def test_second_call_is_a_noop_and_edits_trigger_a_rebuild(world):
     ensure_biometric_world(world, seed=1, sizes=TINY)
     assert (world / MARKER).stat().st_mtime_ns == stamp
     (world / "fr_train" / "id0000" / "00.png").write_bytes(b"tampered")
+    temporary_name(world).mkdir()  # the temporary folder of a killed generator
     ensure_biometric_world(world, seed=1, sizes=TINY)
     assert (world / MARKER).read_text() == marker  # same content hash: regenerated deterministically
-    assert not [p for p in world.parent.iterdir() if p.name.startswith(".world-")]
+    assert not [p for p in world.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_same_seed_same_content_other_seed_differs(tmp_path, world):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from overspec.data.world import pretrain
+from overspec.world import pretrain
 
 
 def test_shift_matches_a_per_image_crop_of_the_padded_batch() -> None:

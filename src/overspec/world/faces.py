@@ -5,7 +5,7 @@ A face is drawn from an :class:`Identity` (geometry and colouring that stay fixe
 ellipsoids so that yaw moves features across the face and hides the far eye, which gives frontal-vs-profile
 pairs their difficulty. Every render returns the five landmarks in ArcFace order (left eye, right eye, nose
 tip, left mouth corner, right mouth corner; "left" = image left, biometric-protocols.md §3.1) in pixels.
-Morphs live in :mod:`~overspec.data.world.morphs`, presentation attacks in :mod:`~overspec.data.world.attacks`.
+Morphs live in :mod:`~overspec.world.morphs`, presentation attacks in :mod:`~overspec.world.attacks`.
 Everything is numpy + PIL and deterministic from explicit seeds.
 """
 

@@ -15,7 +15,7 @@
     manifest.json, COMPLETE.json             paths and counts; seed, generator version and content hash
 
 Every set draws its own identities, so no evaluation identity appears in ``fr_train``. The folder is built
-under a temporary name beside ``root`` and renamed into place, and a second call with the same seed is a no-op
+in a temporary folder beside ``root`` and swapped in whole (:func:`overspec.files.atomic_folder`), and a second call with the same seed is a no-op
 while the content hash matches. Sizes keep generation to a few tens of seconds on two cores.
 """
 
@@ -24,9 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,11 +35,12 @@ from PIL import Image
 from overspec.data.biometric.attack_list import AttackProtocol, AttackSample, write_protocol
 from overspec.data.formats.bin_pairs import write_bin
 from overspec.data.formats.ijb import IJBFace, write_ijb_meta
-from overspec.data.world import attacks as A
-from overspec.data.world import faces as F
-from overspec.data.world import morphs as M
-from overspec.data.world.checks import content_matches
-from overspec.data.world.general import folder_hash
+from overspec.files import atomic_folder, remove_stale_temporaries
+from overspec.world import attacks as A
+from overspec.world import faces as F
+from overspec.world import morphs as M
+from overspec.world.checks import content_matches
+from overspec.world.general import folder_hash
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
            "MANIFEST"]
@@ -312,16 +310,10 @@ def ensure_biometric_world(root: Path, seed: int = 0, sizes: WorldSizes = WorldS
             return root
         if root.exists() and any(root.iterdir()) and not (root / MARKER).exists() and not (root / MANIFEST).exists():
             raise FileExistsError(f"{root} is not empty and is not a biometric world; choose an empty or new folder")
+        remove_stale_temporaries(root.parent, root.name)  # what a killed generator left
         logger.info("generating the biometric world (seed %d) in %s", seed, root)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-        try:
-            _build(tmp, seed, sizes)
-            if root.exists():
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        with atomic_folder(root) as folder:
+            _build(folder, seed, sizes)
     return root
 
 

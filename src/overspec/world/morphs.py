@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from scipy.spatial import Delaunay
 
-from overspec.data.world.faces import Capture, Identity, RenderedFace, finish_image, render_face
+from overspec.world.faces import Capture, Identity, RenderedFace, finish_image, render_face
 
 __all__ = ["MORPH_METHODS", "morph_blend", "morph_warp", "morph_identity", "render_latent_morph",
            "piecewise_affine_warp"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from overspec.data.world import general, pretrain
+from overspec.world import general, pretrain
 
 SHORT = {"steps": 24, "batch_size": 32}
 
@@ -103,7 +103,7 @@ def test_pretraining_leaves_the_callers_torch_state_alone(general_world: Path, t
 
 @pytest.mark.slow
 def test_full_pretraining_beats_chance_on_every_world_dataset(tmp_path: Path) -> None:
-    from tests.data.world.zero_shot_table import zero_shot_table
+    from tests.world.zero_shot_table import zero_shot_table
 
     folders = pretrain.ensure_tiny_clips(tmp_path)
     table = zero_shot_table(folders, tmp_path / "world")

@@ -4,7 +4,7 @@ Computed independently of overspec's protocols: open_clip loads the ``local-dir:
 straight from the csv files, and the classifier is the CLIP prompt ensemble (mean of L2-normalised template
 embeddings per class, renormalised; logits = image . classifier).
 
-Run: ``python tests/data/world/zero_shot_table.py CACHE_DIR`` (pretrains on first use).
+Run: ``python tests/world/zero_shot_table.py CACHE_DIR`` (pretrains on first use).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from overspec.data.world.general import WORLD_DATASETS
+from overspec.world.general import WORLD_DATASETS
 
 
 def read_split(folder: Path, split: str) -> tuple[list[Path], np.ndarray]:
@@ -63,7 +63,7 @@ if __name__ == "__main__":
     import os
     import time
 
-    from overspec.data.world.pretrain import ensure_tiny_clips
+    from overspec.world.pretrain import ensure_tiny_clips
 
     torch.set_num_threads(int(os.environ.get("OVERSPEC_THREADS", "2")))
     cache = Path(sys.argv[1])

@@ -30,8 +30,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -45,10 +43,10 @@ from filelock import FileLock
 from PIL import Image
 from tqdm.auto import tqdm
 
-from overspec.files import atomic_write_bytes
-from overspec.data.world.checks import content_matches
-from overspec.data.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
-from overspec.files import file_sha256
+from overspec.files import atomic_folder, atomic_write_bytes, file_sha256, remove_stale_temporaries
+from overspec.world.checks import content_matches
+from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
+from overspec.world.layout import seed_root
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -64,7 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TINY_CLIPS = ("tiny-s", "tiny-m")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "models" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 PREPROCESS_CFG = {"size": IMAGE_SIZE, "mode": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
                   "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}
 METADATA = "training.json"
@@ -399,10 +397,10 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
                        progress: bool = False) -> Path:
     """Train ``tiny-s`` or ``tiny-m`` on the world's caption corpus and return its ``local-dir:`` folder.
 
-    ``world_root`` is what :func:`~overspec.data.world.general.ensure_world` returned. ``recipe`` replaces the
+    ``world_root`` is what :func:`~overspec.world.general.ensure_world` returned. ``recipe`` replaces the
     size's entry in :data:`RECIPES`; ``steps`` and ``batch_size`` override single settings (short runs in tests).
     If ``<out_dir>/<size>`` already holds a model trained under the same :func:`training_key` it is returned at
-    once; otherwise (missing or stale) the folder is built under a temporary name and renamed into place. An
+    once; otherwise (missing or stale) the folder is built in a temporary folder and swapped in whole. An
     interrupted run leaves ``<out_dir>/.<size>.resume.pt`` behind and the next call continues from it, with the
     same weights as an uninterrupted run.
     """
@@ -418,8 +416,7 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
     with FileLock(str(final.parent / f".{size}.lock")):
         if _is_trained(final, key):
             return final
-        for leftover in final.parent.glob(f".{size}-*"):  # temporary folders of a run that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_stale_temporaries(final.parent, size)  # what a killed run left
         register_tiny_configs()
         started = time.perf_counter()
         data = _load_pairs(Path(world_root), size, seed)
@@ -434,15 +431,8 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
             "initial_loss": losses[0], "final_loss": losses[-1], "losses": [round(x, 5) for x in losses],
             "seconds": round(time.perf_counter() - started, 2),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{size}-", dir=final.parent))
-        try:
-            _write_model(tmp, size, model, metadata)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        with atomic_folder(final) as folder:
+            _write_model(folder, size, model, metadata)
         snapshots.clear()
         logger.info("pretrained %s in %.1fs: loss %.3f -> %.3f", size, metadata["seconds"], losses[0], losses[-1])
     return final
@@ -452,14 +442,15 @@ def ensure_tiny_clips(cache_dir: Path, seed: int = 0, *, world_root: Path | None
                       recipes: dict[str, TrainingRecipe] | None = None, progress: bool = True) -> dict[str, Path]:
     """Return ``{"tiny-s": folder, "tiny-m": folder}``, generating the world and pretraining on first use.
 
-    Without ``world_root`` the world is generated under ``<cache_dir>`` (it is a pure function of ``seed``);
+    Without ``world_root`` the world of ``seed`` is generated under ``<cache_dir>`` (in the folder
+    :func:`~overspec.world.layout.seed_root` gives, so worlds of different seeds never share one);
     ``recipes`` (default :data:`RECIPES`) says how each size is trained.
     Models still to train are trained in parallel processes (one per size, one thread each) when the machine has
     the cores, which gives the same weights as training them one after the other.
     Load a folder with ``open_clip.create_model_and_transforms("local-dir:" + str(folder))``.
     """
     cache_dir = Path(cache_dir)
-    world = ensure_world(cache_dir, seed) if world_root is None else Path(world_root)
+    world = ensure_world(seed_root(cache_dir, seed), seed) if world_root is None else Path(world_root)
     out_dir = cache_dir / "tiny-clips" / f"seed-{seed}"
     recipes = recipes or RECIPES
     data_hash = world_hash(world)

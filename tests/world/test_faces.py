@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from overspec.data.world import attacks as A
-from overspec.data.world import faces as F
-from overspec.data.world import morphs as M
+from overspec.world import attacks as A
+from overspec.world import faces as F
+from overspec.world import morphs as M
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from overspec.data.world import general
+from overspec.files import temporary_name
+from overspec.world import general
 
-CATALOG = Path(general.__file__).resolve().parents[1] / "catalog" / "world"
+CATALOG = Path(general.__file__).resolve().parents[1] / "data" / "catalog" / "world"
 
 
 def _rows(folder: Path, split: str) -> list[tuple[str, int]]:
@@ -57,10 +58,10 @@ def test_second_call_is_a_noop_and_damage_is_repaired(tmp_path: Path, small_gene
     (world / "world-shapes" / "test" / "00001.png").unlink()  # a half-written folder
     (world / "world-digits" / general.MARKER).unlink()  # a folder that never finished
     (world / "world-counts" / "train.csv").write_text("path,label\n")  # an edited one
-    (world / ".world-patterns-killed").mkdir()  # the temporary folder of a killed generator
+    temporary_name(world / "world-patterns").mkdir()  # the temporary folder of a killed generator
     general.ensure_world(tmp_path, seed=0)
     assert _tree_bytes(world) == before
-    assert not [p for p in world.iterdir() if p.name.startswith(".world-")]  # no temporary folders left behind
+    assert not [p for p in world.iterdir() if p.name.endswith(".tmp")]  # no temporary folders left behind
 
 
 def test_another_seed_replaces_the_world(tmp_path: Path, small_general_world) -> None:

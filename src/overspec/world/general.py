@@ -7,11 +7,11 @@ are 32x32 RGB PNGs in the ``csv`` format (``classnames.txt``, ``templates.txt``,
 ``path,label``). The handwritten digits are scikit-learn's real ``load_digits`` scans (UCI optdigits).
 
 Generation is a pure function of the seed (one numpy ``Generator`` per dataset and split, no global state).
-A dataset folder is built under a temporary name and renamed into place, then holds ``COMPLETE.json`` with
-the seed, generator version and a content hash; :func:`ensure_world` is a no-op while those match.
+A dataset folder is built in a temporary folder swapped in whole (:func:`overspec.files.atomic_folder`) and holds
+``COMPLETE.json`` with the seed, generator version and a content hash; :func:`ensure_world` is a no-op while those match.
 
 The caption corpus (:func:`caption_corpus`) describes TRAIN images only, from attributes written beside the
-train split (``train_attributes.jsonl``); it is what the tiny CLIPs of :mod:`overspec.data.world.pretrain`
+train split (``train_attributes.jsonl``); it is what the tiny CLIPs of :mod:`overspec.world.pretrain`
 learn the class names from.
 """
 
@@ -26,8 +26,6 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,8 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
-from overspec.data.world.checks import content_matches
+from overspec.files import atomic_folder, remove_stale_temporaries
+from overspec.world.checks import content_matches
 
 __all__ = [
     "IMAGE_SIZE",
@@ -424,33 +423,26 @@ def _is_complete(folder: Path, spec: WorldDataset, seed: int) -> bool:
 
 
 def _build_dataset(spec: WorldDataset, world: Path, seed: int) -> None:
-    """Generate ``spec`` into a temporary folder beside its final place, then swap it in."""
-    final = world / spec.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=world))
-    try:
-        _write_dataset(spec, tmp, seed)
-        marker = {**_marker(spec, seed), "content_hash": folder_hash(tmp)}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    """Generate ``spec`` into a temporary folder beside its final place, swapped in whole once it is complete."""
+    with atomic_folder(world / spec.name) as folder:
+        _write_dataset(spec, folder, seed)
+        marker = {**_marker(spec, seed), "content_hash": folder_hash(folder)}
+        (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 
 def ensure_world(root: Path, seed: int = 0) -> Path:
     """Generate the world datasets under ``<root>/world/<name>/`` unless already complete; return ``<root>/world``.
 
     A second call with the same seed only re-hashes the folders; a missing, partial, edited or other-seed
-    dataset is regenerated. A file lock keeps concurrent callers from building the same world twice.
+    dataset is regenerated. A file lock keeps concurrent callers from building the same world twice. Callers
+    give each seed its own ``root`` (:func:`~overspec.world.layout.seed_root`), so no complete world is replaced
+    under a reader.
     """
     world = Path(root) / "world"
     world.mkdir(parents=True, exist_ok=True)
     with FileLock(str(world / ".lock")):
-        for leftover in world.glob(".world-*"):  # temporary folders of a generator that was killed
-            shutil.rmtree(leftover, ignore_errors=True)
         for spec in WORLD_DATASETS.values():
+            remove_stale_temporaries(world, spec.name)  # what a killed generator left
             if _is_complete(world / spec.name, spec, seed):
                 continue
             logger.info("generating world dataset %s (seed %d) in %s", spec.name, seed, world / spec.name)
