@@ -13,7 +13,7 @@ import pytest
 
 from overspec.models.base import ModelLoadError
 from overspec.models.sources.files import produced_folder
-from overspec.models.spec import ModelSpec
+from overspec.config.model import ModelSpec
 from overspec.world import biometric, general, pretrain
 from overspec.world.layout import biometric_root, prepare, seed_root
 
