@@ -7,6 +7,7 @@ and a changed model or setting recomputes exactly what it touches. Models are lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,11 +22,13 @@ import yaml
 from tqdm.auto import tqdm
 
 from overspec.config.run import RunConfig, resolved_dict
-from overspec.config.typed import ConfigError
+from overspec.config.model import PreprocessSpec
+from overspec.config.typed import ConfigError, from_dict
 from overspec.world.checks import checked_once
 from overspec.features.store import FeatureStore, ModelFeatures
 from overspec.files import atomic_write_bytes, atomic_write_text, bytes_sha256, combine, file_sha256
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
+from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
 from overspec.protocols.inputs import compute_unit
@@ -35,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PlannedUnit", "PreflightError", "RunResult", "Target", "Unit", "plan_study", "planned_run", "run_study",
            "validated_settings"]
+
+
+#: What general-vision units feed a fine-tune: its base model's preprocessing (CLIP_benchmark) or its own.
+GENERAL_PREPROCESSING = ("base", "own")
 
 
 class PreflightError(ValueError):
@@ -77,6 +84,7 @@ class _Context:
         self._facts: dict[str, ModelFacts] = {}
         self._identities: dict[str, str | None] = {}
         self._opened: dict[str, object] = {}
+        self.specs: dict[str, ModelSpec] = {}
 
     def model(self, spec: ModelSpec) -> Encoder:
         """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
@@ -109,9 +117,35 @@ class _Context:
             self._identities[spec.name] = model_identity(spec, self.config.cache_path)
         return self._identities[spec.name]
 
-    def features(self, spec: ModelSpec) -> ModelFeatures:
-        """The model's view of the feature store (the model is loaded on first use)."""
-        return ModelFeatures(self.store, lambda: self.model(spec))
+    def own_preprocess(self, spec: ModelSpec) -> PreprocessSpec | None:
+        """The preprocessing a model feeds itself (from its recorded facts when they are current)."""
+        described = self.facts(spec).preprocess
+        return None if described is None else from_dict(PreprocessSpec, described, where=f"model {spec.name!r}")
+
+    def preprocess_for(self, spec: ModelSpec, kind: str) -> tuple[PreprocessSpec | None, str]:
+        """The preprocessing a unit of ``kind`` feeds ``spec`` (None: the model's own) and where it comes from.
+
+        Biometric units feed each model its own (released) profile. General units feed the spec's
+        ``general_preprocess`` when it names one, else (``general_preprocessing: base``) the base model's, as
+        CLIP_benchmark feeds every model the base CLIP's transform, so a variant's general numbers differ from its
+        base's only through its weights.
+        """
+        if kind != GENERAL:
+            return None, "own"
+        chosen, source = spec.general_preprocess, "spec general_preprocess"
+        base = self.specs.get(spec.base or "")
+        if chosen is None and base is not None and self.config.general_preprocessing == "base":
+            chosen, source = self.own_preprocess(base), f"base {base.name}"
+        if chosen is None or chosen == self.own_preprocess(spec):
+            return None, "own"
+        return chosen, source
+
+    def features(self, spec: ModelSpec, kind: str) -> ModelFeatures:
+        """The model's view of the feature store for a unit of ``kind`` (the model is loaded on first use)."""
+        chosen, _ = self.preprocess_for(spec, kind)
+        if chosen is None:
+            return ModelFeatures(self.store, lambda: self.model(spec))
+        return ModelFeatures(self.store, lambda: with_preprocess(self.model(spec), chosen))
 
     def opened(self, target: Target):
         """A general dataset's splits or a biometric benchmark's typed opened form, opened once per run."""
@@ -158,6 +192,9 @@ def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
 
     try:
         settings = resolve_settings(config.protocols)
+        if config.general_preprocessing not in GENERAL_PREPROCESSING:
+            raise ConfigError(f"general_preprocessing must be one of {GENERAL_PREPROCESSING}, got "
+                              f"{config.general_preprocessing!r}")
         if config.on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {config.on_bad_image!r}")
         for recipe in config.finetune.recipes:
@@ -179,15 +216,31 @@ def _recipe_config(config: RunConfig, recipe: str):
 
 
 def planned_run(config: RunConfig, settings: dict[str, object], specs: list[ModelSpec], datasets: list[str],
-                benchmarks: list[str]) -> list[PlannedUnit]:
-    """Every unit of the run, in result order: general datasets for every model first, then biometric benchmarks."""
+                benchmarks: list[str], controls: list[ModelSpec] = ()) -> list[PlannedUnit]:
+    """Every unit of the run, in result order: general datasets for every model (then every preprocessing control)
+    first, then biometric benchmarks for every model."""
     from overspec.data.biometric.benchmarks import biometric_registry
 
     general = [Target(name, GENERAL, None) for name in datasets]
     biometric = [Target(name, entry.kind, entry) for name in benchmarks
                  for entry in [biometric_registry().get(name)]]
-    return [PlannedUnit(spec, target, protocol, plan) for group in (general, biometric) for spec in specs
+    return [PlannedUnit(spec, target, protocol, plan)
+            for group, models in ((general, [*specs, *controls]), (biometric, specs)) for spec in models
             for target in group for protocol, plan in planned_units(settings, target.kind)]
+
+
+def _preprocessing_controls(context: _Context, specs: list[ModelSpec]) -> list[ModelSpec]:
+    """For each variant whose own preprocessing differs from its base's: the base fed the variant's preprocessing
+    on general data, so the report can split a variant's general loss into a preprocessing part and a weights part."""
+    controls = []
+    for spec in specs:
+        base = context.specs.get(spec.base or "")
+        own = context.own_preprocess(spec) if base is not None else None
+        if own is None or own == context.own_preprocess(base):
+            continue
+        controls.append(dataclasses.replace(base, name=f"{base.name}~{spec.name}-preprocess", general_preprocess=own,
+                                            options={**base.options, "control_of": spec.name}))
+    return controls
 
 
 def run_study(config: RunConfig) -> RunResult:
@@ -213,9 +266,11 @@ def _run_study(config: RunConfig) -> RunResult:
     run_dir = config.run_dir
     (run_dir / "units").mkdir(parents=True, exist_ok=True)
     specs = _with_finetuned_variants(config, specs, data_root)
+    context.specs = {spec.name: spec for spec in specs}
+    controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [])
-    units = planned_run(config, settings, specs, datasets, benchmarks)
+    units = planned_run(config, settings, specs, datasets, benchmarks, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
         reason = _skip_reason(planned)
         if reason:
@@ -223,7 +278,7 @@ def _run_study(config: RunConfig) -> RunResult:
             continue
         result.records.extend(_run_unit(context, planned, settings, chash, result))
     result.seconds = time.perf_counter() - start
-    _write_outputs(config, context, result, chash, specs, datasets + benchmarks)
+    _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
     return result
 
 
@@ -414,8 +469,10 @@ def _unit_key(context: _Context, planned: PlannedUnit) -> str:
         split_fps = [split.fingerprint for split in splits.values()]
     else:
         split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
-    return combine("unit-v2", planned.plan.name, facts.fingerprint, str(facts.text_fingerprint), *split_fps,
-                   json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed))
+    chosen, _ = context.preprocess_for(planned.spec, planned.target.kind)
+    preprocess = "own" if chosen is None else preprocess_fingerprint(chosen)
+    return combine("unit-v2", planned.plan.name, facts.fingerprint, str(facts.text_fingerprint), preprocess,
+                   *split_fps, json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed))
 
 
 def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, object], chash: str,
@@ -430,16 +487,26 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
         result.reused.append(unit.slug)
         return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
     started = time.perf_counter()
-    output = compute_unit(planned.protocol, planned.plan, planned.target.kind, context.opened(planned.target),
-                          context.features(spec), settings[planned.protocol.name], config.seed, config.device)
+    kind = planned.target.kind
+    output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target),
+                          context.features(spec, kind), settings[planned.protocol.name], config.seed, config.device)
     encoder = context.model(spec)
+    preprocess = _preprocess_label(context, spec, kind)
     records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
-                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash, **row) for row in output.rows]
+                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash,
+                      **{**row, "extra": {**row["extra"], "preprocess": preprocess}}) for row in output.rows]
     predictions_sha = _save_predictions(predictions_path, output.predictions) if output.predictions else ""
     atomic_write_text(path, _unit_file_text(key, [asdict(r) for r in records], predictions_sha))
     result.computed.append(unit.slug)
     result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
     return records
+
+
+def _preprocess_label(context: _Context, spec: ModelSpec, kind: str) -> dict:
+    """What a unit's records say of the preprocessing it fed the model: where it came from and its settings."""
+    chosen, source = context.preprocess_for(spec, kind)
+    described = asdict(chosen) if chosen is not None else context.facts(spec).preprocess
+    return {"from": source, **json.loads(json.dumps(described or {}))}
 
 
 def _unit_checksum(key: str, records: list[dict], predictions_sha: str) -> str:
@@ -503,6 +570,7 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
                                                                                    default=str)), sort_keys=True))
     fingerprints = {r.model: r.model_fingerprint for r in result.records}
     models = {s.name: {"base": s.base, "specialisation": s.specialisation, "source": s.source,
+                       "control_of": s.options.get("control_of", ""),
                        "architecture": s.architecture, "weights": s.weights, "adapter": s.adapter, "head": s.head,
                        "text": s.text, "parameters": context.facts(s).image_parameters} for s in specs}
     provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),

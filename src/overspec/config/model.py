@@ -51,7 +51,9 @@ class ModelSpec:
 
     ``weights`` is a pretrained tag (downloads only when the machine has a network and the user asked for it), a
     local checkpoint file, ``local-dir:PATH`` (open_clip folder layout) or ``world:NAME`` (a tiny CLIP the project
-    pretrains itself). ``preprocess`` overrides what the weights' own config says. ``text=False`` keeps only the image
+    pretrains itself). ``preprocess`` overrides what the weights' own config says (it feeds biometric units);
+    ``general_preprocess`` feeds general-vision units (default: the base model's, see the run's
+    ``general_preprocessing``). ``text=False`` keeps only the image
     tower (linear probe only, never zero-shot). ``head`` is a binary attack-detection head file
     (:mod:`overspec.models.heads`). A fine-tuned variant names its ``base`` model (another spec's name) and its
     ``specialisation`` (``fr``, ``mad`` or ``pad``), which the report uses to pair variants with their base.
@@ -67,6 +69,7 @@ class ModelSpec:
     weights: str | None = None
     config_file: str | None = None
     preprocess: PreprocessSpec | None = None
+    general_preprocess: PreprocessSpec | None = None
     quick_gelu: bool = False
     text: bool = True
     adapter: str | None = None

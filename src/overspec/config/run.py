@@ -54,6 +54,7 @@ class RunConfig:
     num_workers: int = 0
     progress: bool = True
     on_bad_image: str = "fail"
+    general_preprocessing: str = "base"
     protocols: dict[str, dict] = field(default_factory=dict)
     finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ModelFacts", "model_identity", "read_facts", "write_facts"]
 
-IDENTITY_VERSION = 1  # bump when what load_model builds from the same files changes
+IDENTITY_VERSION = 2  # bump when what load_model builds from the same files changes
 #: Libraries whose version can change what the same files load into.
 _LIBRARIES = ("torch", "open_clip_torch", "transformers", "timm", "safetensors")
 
@@ -38,12 +38,15 @@ class ModelFacts:
     fingerprint: str
     text_fingerprint: str | None
     image_parameters: int
+    preprocess: dict | None = None
 
     @classmethod
     def of(cls, encoder: Encoder) -> ModelFacts:
         """Return the facts of a loaded encoder."""
         parameters = sum(int(v.numel()) for v in encoder.image_state().values())
-        return cls(encoder.fingerprint, encoder.text_fingerprint, parameters)
+        preprocess = (encoder.info or {}).get("preprocess")
+        return cls(encoder.fingerprint, encoder.text_fingerprint, parameters,
+                   None if preprocess is None else json.loads(json.dumps(preprocess)))
 
 
 def model_identity(spec: ModelSpec, cache_dir: Path) -> str | None:

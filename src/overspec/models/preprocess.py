@@ -1,17 +1,20 @@
-"""Build the image transform described by a :class:`PreprocessSpec` and fingerprint it."""
+"""Build the image transform described by a :class:`PreprocessSpec`, fingerprint it, and feed a model another one."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from overspec.data.base import content_fingerprint
 from overspec.config.model import PreprocessSpec
+from overspec.data.base import content_fingerprint
+from overspec.files import combine
+from overspec.models.base import Encoder
 
-__all__ = ["ToBGR", "build_transform", "preprocess_fingerprint"]
+__all__ = ["ToBGR", "build_transform", "own_preprocess", "preprocess_fingerprint", "with_preprocess"]
 
 _MODES = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -45,3 +48,19 @@ def preprocess_fingerprint(spec: PreprocessSpec) -> str:
     return content_fingerprint(
         "preprocess-v1", spec.size, spec.mean, spec.std, spec.interpolation, spec.resize_mode, spec.channel_order
     )
+
+
+def own_preprocess(encoder: Encoder) -> PreprocessSpec | None:
+    """The preprocessing a loaded model feeds itself (None when its source does not describe it)."""
+    described = (encoder.info or {}).get("preprocess")
+    return None if described is None else PreprocessSpec(**described)
+
+
+def with_preprocess(encoder: Encoder, spec: PreprocessSpec) -> Encoder:
+    """The same weights fed ``spec`` instead of their own preprocessing, under a fingerprint of their own (features
+    of the two never share a cache entry)."""
+    return dataclasses.replace(
+        encoder, preprocess=build_transform(spec),
+        fingerprint=combine("preprocess-override-v1", encoder.fingerprint, preprocess_fingerprint(spec)),
+        info={**(encoder.info or {}), "preprocess": dataclasses.asdict(spec),
+              "preprocess_fingerprint": preprocess_fingerprint(spec)})

@@ -94,6 +94,31 @@ def _delta_table(run: RunData, table: GeneralTable, boot: GeneralBootstrap | Non
                  ["variant", "dataset", "delta", "delta_low", "delta_high", "b", "c", "p_value"])
 
 
+def _control_table(run: RunData, tables: dict[str, GeneralTable]) -> Table | None:
+    """How much of each variant's general change its preprocessing alone explains: the base fed the variant's
+    preprocessing (the control) against the base, beside the variant (fed the base's) against the base."""
+    header = ["variant", "protocol", "base Avg", "control Avg", "variant Avg", "preprocessing part (pp)",
+              "weights part (pp)"]
+    rows, data = [], []
+    for control, info in run.models.items():
+        variant = info.control_of
+        base = run.models[variant].base if variant in run.models else ""
+        for protocol, table in tables.items():
+            if not (_in_findings(protocol) and {control, variant, base} <= set(table.models)):
+                continue
+            averages = [table.average(m) for m in (base, control, variant)]
+            parts = [100 * (averages[1] - averages[0]), 100 * (averages[2] - averages[0])]
+            rows.append([variant, protocol, *(_pct(a) for a in averages), *(f"{x:+.2f}" for x in parts)])
+            data.append([variant, protocol, *averages, *parts])
+    if not rows:
+        return None
+    return Table("preprocessing_control", "preprocessing control: the base fed each variant's own preprocessing",
+                 header, rows, data, ["General units feed every variant its base's preprocessing, so the variant's "
+                                      "change is its weights' part; the control shows what its preprocessing alone "
+                                      "would have cost."],
+                 ["variant", "protocol", "base_avg", "control_avg", "variant_avg", "preprocessing_pp", "weights_pp"])
+
+
 def _mcnemar_of(run: RunData, variant: str, base: str, dataset: str, table: GeneralTable, method: str):
     if table.metric != "acc1":
         return None
@@ -211,6 +236,9 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
             blocks.append(_delta_table(run, table, boots[protocol], mcnemar_method))
         if boots[protocol] is not None:
             appendix.append(_accuracy_interval_table(table, boots[protocol]))
+    control = _control_table(run, tables)
+    if control is not None:
+        blocks += [Heading("Preprocessing control"), control]
     bio = biometric_table(run)
     if bio.columns:
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]

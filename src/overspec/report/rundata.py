@@ -23,11 +23,13 @@ __all__ = ["ModelInfo", "RunData", "load_run", "unit_slug"]
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What provenance says about one model: its base (if it is a fine-tune), specialisation and size."""
+    """What provenance says about one model: its base (if it is a fine-tune), specialisation, the variant it is a
+    preprocessing control of (the base fed that variant's preprocessing), and its size."""
 
     name: str
     base: str = ""
     specialisation: str = ""
+    control_of: str = ""
     parameters: int | None = None
     size: int | None = None
 
@@ -64,6 +66,7 @@ class RunData:
         for name, entry in (self.provenance.get("models") or {}).items():
             infos[name] = ModelInfo(name=name, base=entry.get("base") or "",
                                     specialisation=entry.get("specialisation") or "",
+                                    control_of=entry.get("control_of") or "",
                                     parameters=entry.get("parameters"), size=entry.get("size"))
         for record in self.records:
             infos.setdefault(record.model, ModelInfo(name=record.model))
