@@ -58,6 +58,9 @@ class ModelSpec:
     """
 
     def __post_init__(self) -> None:
+        from overspec.config.typed import check_path_component
+
+        check_path_component(self.name, "model name")
         if self.specialisation not in ("", "fr", "mad", "pad"):
             raise ValueError(f"specialisation must be '', 'fr', 'mad' or 'pad', got {self.specialisation!r}")
 

@@ -1,0 +1,147 @@
+"""The bad-input catalogue, round two (issue 13): inputs that crashed, misled or silently gave wrong numbers.
+
+Each case is refused with one line naming the file or key at fault (exit status 2 from the command line, nothing
+written), or is now handled as a user expects.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from overspec.config.run import MAX_SEED, load_run_config
+from overspec.config.typed import ConfigError
+from overspec.models import ModelSpec
+from tests.reliability.test_bad_inputs import assert_cli_refuses, assert_one_line, run_cli, write_config
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run configs: YAML that explodes, repeats itself or is not text; names that become paths.
+
+ALIAS_BOMB = "\n".join(
+    [f'a: &a [{", ".join(["lol"] * 9)}]']
+    + [f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]" for prev, name in zip("abcdefgh", "bcdefghi")]
+) + "\n"
+
+
+def _write(tmp_path, text: str | bytes, name: str = "study.yaml"):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def _base_settings(tmp_path) -> str:
+    return yaml.safe_dump({"output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
+                           "data_root": str(tmp_path / "data"), "progress": False})
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    (ALIAS_BOMB, ["aliases expanded"]),
+    ("models: [tiny-s]\nbatch_size: 8\nbatch_size: 16\n", ["duplicated key 'batch_size'", "line 3"]),
+    ("models: [tiny-s]\nlinear_probe: {kshot: [1], kshot: [4]}\n", ["duplicated key 'kshot'"]),
+    (b"models: [tiny-s]\nname: caf\xe9\n", ["not UTF-8"]),
+    ("", ["empty"]),
+    ("# only a comment\n", ["empty"]),
+    ("models: []\n", ["models", "no models"]),
+    ("datasets: [x]\n", ["models", "no models"]),
+    ("models: [tiny-s]\nseed: -1\n", ["seed", "-1"]),
+    (f"models: [tiny-s]\nseed: {MAX_SEED + 1}\n", ["seed", str(MAX_SEED + 1)]),
+    ("models: [tiny-s, tiny-s]\n", ["models", "'tiny-s'", "2 models"]),
+    ("models: [tiny-s, {name: tiny-s, architecture: micro-clip}]\n", ["'tiny-s'", "2 models"]),
+    ("models: [tiny-s]\nname: '..'\n", ["name", "'..'"]),
+    ("models: [tiny-s]\nname: a/b\n", ["name", "'a/b'"]),
+    ("models: [tiny-s]\nname: -rf\n", ["name", "'-rf'"]),
+    ("models: [{name: ../../x, architecture: micro-clip}]\n", ["model name", "'../../x'"]),
+    ("models: [{name: '..', architecture: micro-clip}]\n", ["model name", "'..'"]),
+], ids=["alias-bomb", "duplicated-key", "duplicated-nested-key", "not-utf8", "empty", "comment-only",
+        "models-empty", "models-unset", "seed-negative", "seed-too-large", "duplicated-preset",
+        "inline-named-like-preset", "run-name-dotdot", "run-name-slash", "run-name-dash", "model-name-escapes",
+        "model-name-dotdot"])
+def test_bad_run_config_files(tmp_path, capsys, text, named):
+    body = text if isinstance(text, bytes) or not text.strip() or text.startswith("#") else \
+        text + _base_settings(tmp_path)
+    config = _write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_run_config(config)
+    message = assert_one_line(info.value, str(config), *named)
+    assert len(message) < 700, f"unbounded message of {len(message)} characters"
+    assert_cli_refuses(capsys, tmp_path, ["run", str(config)], str(config), *named)
+    assert_cli_refuses(capsys, tmp_path, ["run", str(config), "--dry-run"], str(config), *named)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("batch_size", "x" * 100_000),
+    ("datasets", {"x": ["y" * 10_000] * 1000}),
+    ("models", [[["deep"] * 100] * 100]),
+    ("name", "n" * 100_000 + "/"),
+])
+def test_huge_values_are_quoted_briefly(tmp_path, key, value):
+    config = _write(tmp_path, yaml.safe_dump({"models": ["tiny-s"], key: value}))
+    with pytest.raises(ConfigError) as info:
+        load_run_config(config)
+    assert_one_line(info.value, key)
+    assert len(str(info.value)) < 700
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink-loop"])
+def test_config_path_that_is_not_a_file(tmp_path, capsys, kind):
+    config = tmp_path / "study.yaml"
+    if kind == "folder":
+        config.mkdir()
+    else:
+        os.symlink(tmp_path / "loop.yaml", config)
+        os.symlink(config, tmp_path / "loop.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_run_config(config)
+    assert_one_line(info.value, str(config))
+    assert_cli_refuses(capsys, tmp_path, ["run", str(config)], str(config))
+
+
+def test_model_names_that_escape_are_refused_in_specs():
+    for name in ("..", "../../x", "a/b", "", "-x", "a\0b"):
+        with pytest.raises(ValueError, match="model name"):
+            ModelSpec(name=name)
+
+
+def test_relative_paths_are_resolved_from_the_config_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = _write(folder, yaml.safe_dump({
+        "models": ["tiny-s", {"name": "mine", "architecture": "micro-clip", "weights": "w/mine.pt",
+                              "adapter": "lora.safetensors"}],
+        "data_root": "data", "output_dir": "../runs", "cache_dir": "/abs/cache", "dataset_files": ["mine.yaml"],
+        "finetune": {"data": {"madation": "mad/protocol.csv"}}}))
+    loaded = load_run_config(config, output_dir="cli-runs")
+    assert loaded.data_root == str(folder / "data")
+    assert loaded.cache_dir == "/abs/cache"
+    assert loaded.output_dir == "cli-runs"  # command-line flags stay relative to the working folder
+    assert loaded.dataset_files == (str(folder / "mine.yaml"),)
+    assert loaded.finetune.data == {"madation": str(folder / "mad/protocol.csv")}
+    assert loaded.models[1].weights == str(folder / "w/mine.pt")
+    assert loaded.models[1].adapter == str(folder / "lora.safetensors")
+
+
+def test_relative_dataset_file_is_named_resolved_in_the_error(tmp_path, capsys):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = write_config(folder, models=["tiny-s"], dataset_files=["missing.yaml"], datasets=["x"])
+    assert_cli_refuses(capsys, tmp_path, ["run", str(config)], str(folder / "missing.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ctrl-C.
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    import overspec.runner
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(overspec.runner, "run_study", interrupted)
+    config = write_config(tmp_path, models=["tiny-s"])
+    code, lines = run_cli(capsys, ["run", str(config)])
+    assert code == 130
+    assert lines == ["overspec run: interrupted; run the same command to resume"]
