@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from overspec.config.run import MAX_SEED, load_run_config
 from overspec.config.typed import ConfigError
+from overspec.data.catalog import load_dataset
+from overspec.data.images import open_rgb, to_rgb
 from overspec.models import ModelSpec
-from tests.reliability.test_bad_inputs import assert_cli_refuses, assert_one_line, run_cli, write_config
+from tests.reliability.test_bad_inputs import (
+    assert_cli_refuses,
+    assert_one_line,
+    entry_of,
+    make_csv_dataset,
+    run_cli,
+    write_config,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Run configs: YAML that explodes, repeats itself or is not text; names that become paths.
@@ -145,3 +156,97 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     code, lines = run_cli(capsys, ["run", str(config)])
     assert code == 130
     assert lines == ["overspec run: interrupted; run the same command to resume"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding: every PIL mode becomes the 8-bit RGB a viewer shows; shapes whose resize needs gigabytes are refused.
+
+GREY_LEVELS = [0, 128, 255]
+
+
+def _palette_image(transparent: bool) -> Image.Image:
+    image = Image.new("P", (3, 1))
+    image.putpalette([10, 20, 30, 200, 100, 50] + [0, 0, 0] * 254)
+    image.putdata([0, 1, 1])
+    if transparent:
+        image.info["transparency"] = 0
+    return image
+
+
+def _with_alpha(mode: str) -> Image.Image:
+    """Grey 100 fully transparent, half transparent and opaque: composited over white."""
+    if mode == "PA":
+        image = Image.new("PA", (3, 1))
+        image.putpalette([100, 100, 100] * 256)
+        image.putdata([(0, 0), (0, 128), (0, 255)])
+        return image
+    image = Image.new("LA", (3, 1))
+    image.putdata([(100, 0), (100, 128), (100, 255)])
+    return image if mode == "LA" else image.convert(mode)
+
+
+def _as_rgb(levels: list) -> np.ndarray:
+    return np.array([[[v] * 3 if np.isscalar(v) else v for v in levels]], dtype=np.uint8)
+
+
+ALPHA_OVER_WHITE = _as_rgb([255, 178, 100])  # 100 * a + 255 * (1 - a), a = 0, 128/255, 1
+
+DECODE_CASES = {
+    "I;16": (lambda: Image.fromarray(np.array([[0, 257 * 128, 65535]], np.uint16)), _as_rgb(GREY_LEVELS)),
+    "I;16B": (lambda: Image.fromarray(np.array([[0, 257 * 128, 65535]], ">u2")), _as_rgb(GREY_LEVELS)),
+    "I": (lambda: Image.fromarray(np.array([[0, 257 * 128, 65535]], np.int32)), _as_rgb(GREY_LEVELS)),
+    "F-unit": (lambda: Image.fromarray(np.array([[0.0, 128 / 255, 1.0]], np.float32)), _as_rgb(GREY_LEVELS)),
+    "F-bytes": (lambda: Image.fromarray(np.array([[0.0, 128.0, 255.0]], np.float32)), _as_rgb(GREY_LEVELS)),
+    "LA": (lambda: _with_alpha("LA"), ALPHA_OVER_WHITE),
+    "PA": (lambda: _with_alpha("PA"), ALPHA_OVER_WHITE),
+    "RGBA": (lambda: _with_alpha("RGBA"), ALPHA_OVER_WHITE),
+    "P": (lambda: _palette_image(False), _as_rgb([(10, 20, 30), (200, 100, 50), (200, 100, 50)])),
+    "P-transparent": (lambda: _palette_image(True), _as_rgb([255, (200, 100, 50), (200, 100, 50)])),
+    "CMYK": (lambda: Image.frombytes("CMYK", (3, 1), bytes([0, 0, 0, 0, 0, 0, 0, 255, 255, 0, 0, 0])),
+             _as_rgb([255, 0, (0, 255, 255)])),
+    "1": (lambda: Image.frombytes("1", (3, 1), bytes([0b01100000])), _as_rgb([0, 255, 255])),
+    "L": (lambda: Image.fromarray(np.array([[0, 128, 255]], np.uint8)), _as_rgb(GREY_LEVELS)),
+    "RGB": (lambda: Image.fromarray(_as_rgb([(1, 2, 3), 4, 5])), _as_rgb([(1, 2, 3), 4, 5])),
+}
+
+
+@pytest.mark.parametrize("case", list(DECODE_CASES))
+def test_every_accepted_mode_decodes_as_expected(case):
+    make, expected = DECODE_CASES[case]
+    image = make()
+    assert image.mode == case.split("-")[0]
+    decoded = to_rgb(image)
+    assert decoded.mode == "RGB"
+    np.testing.assert_allclose(np.asarray(decoded, dtype=int), expected.astype(int), atol=1)
+
+
+@pytest.mark.parametrize(("mode", "suffix"), [("I;16", ".png"), ("I;16B", ".png"), ("LA", ".png"),
+                                              ("P-transparent", ".png"), ("CMYK", ".tif"), ("F-unit", ".tif")])
+def test_high_depth_files_decode_through_a_dataset(tmp_path, mode, suffix):
+    """A 16-bit PNG used to decode as all white through the loaders (``convert("RGB")`` clips)."""
+    entry = entry_of(make_csv_dataset(tmp_path / "data", f"depth-{abs(hash(mode)) % 10**6}"))
+    root = tmp_path / "data" / entry.name
+    make, expected = DECODE_CASES[mode]
+    make().save(root / f"0{suffix}")
+    (root / "test.csv").write_text(f"path,label\n0{suffix},0\n1.png,1\n")
+    split = load_dataset(entry, "test", tmp_path / "data")
+    np.testing.assert_allclose(np.asarray(split.decoded(0), dtype=int), expected.astype(int), atol=1)
+
+
+@pytest.mark.parametrize("size", [(1_000_000, 1), (1, 20_000), (30_000, 200)])
+def test_extreme_aspect_ratio_is_refused_naming_the_file(tmp_path, size):
+    entry = entry_of(make_csv_dataset(tmp_path / "data", f"strip-{size[0]}x{size[1]}"))
+    root = tmp_path / "data" / entry.name
+    Image.new("L", size).save(root / "1.png")
+    assert (root / "1.png").stat().st_size < 200_000
+    split = load_dataset(entry, "test", tmp_path / "data")
+    with pytest.raises(ValueError, match="aspect ratio"):
+        split[1]
+    problem = split.decode_problem(1)
+    assert_one_line(split.bad_image_error(1, problem), str(root / "1.png"), f"{size[0]}x{size[1]}", "aspect ratio")
+    with pytest.raises(ValueError, match="aspect ratio"):
+        open_rgb(root / "1.png")
+
+
+def test_moderate_aspect_ratio_still_decodes():
+    assert to_rgb(Image.new("L", (100 * 3, 3))).size == (300, 3)

@@ -16,6 +16,8 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
+from overspec.data.images import check_shape, to_rgb
+
 __all__ = ["LabelledImages", "CheckedImages", "DatasetLayoutError", "BadImageError", "content_fingerprint",
            "DECODE_ERRORS"]
 
@@ -102,8 +104,9 @@ class LabelledImages(torch.utils.data.Dataset):
     def decoded(self, index: int) -> Image.Image:
         """Return image ``index`` fully decoded as RGB (so a damaged file fails here, not in the transform)."""
         image = self.read(index)
+        check_shape(image.size)
         image.load()
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image)
 
     def decode_problem(self, index: int) -> str:
         """Return why image ``index`` cannot be decoded, or ``""`` when it decodes."""

@@ -23,7 +23,6 @@ slices of the same global batch.
 
 from __future__ import annotations
 
-import io
 import logging
 import struct
 import tarfile
@@ -37,6 +36,7 @@ from PIL import Image
 
 from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.images import open_rgb
 
 __all__ = [
     "identity_folders", "read_record_file", "write_record_file", "read_wds_shards", "carve_dev",
@@ -49,11 +49,6 @@ RECORD_MAGIC = 0xCED7230A
 _IR_HEADER = struct.Struct("<IfQQ")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _LENGTH_MASK = (1 << 29) - 1
-
-
-def _open_rgb(data: bytes | Path) -> Image.Image:
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
-        return image.convert("RGB")
 
 
 # ------------------------------------------------------------------------------------------- identity folders
@@ -73,7 +68,7 @@ def identity_folders(root: str | Path, name: str | None = None) -> LabelledImage
         labels += [label] * len(files)
     if not paths:
         raise DatasetLayoutError(name or root.name, root, expected, "no identity folders with images")
-    return LabelledImages(name or root.name, "train", np.asarray(labels), lambda i: _open_rgb(root / paths[i]),
+    return LabelledImages(name or root.name, "train", np.asarray(labels), lambda i: open_rgb(root / paths[i]),
                           identity=("identity-folders", tuple(paths)), classnames=tuple(identities),
                           info={"format": "identity-folders", "root": str(root)})
 
@@ -181,7 +176,7 @@ def read_record_file(rec: str | Path, idx: str | Path | None = None, name: str |
 
     def read(i: int) -> Image.Image:
         with rec.open("rb") as handle:
-            return _open_rgb(_unpack_ir(_read_record(handle, rec, positions[i]))[1])
+            return open_rgb(_unpack_ir(_read_record(handle, rec, positions[i]))[1])
 
     return LabelledImages(name or rec.stem, "train", np.asarray(labels), read,
                           identity=("mxnet-rec", rec.stat().st_size, tuple(keys)),
@@ -269,7 +264,7 @@ def read_wds_shards(path: str | Path, name: str | None = None) -> LabelledImages
         member = members[i]
         with member.shard.open("rb") as handle:
             handle.seek(member.offset)
-            return _open_rgb(handle.read(member.size))
+            return open_rgb(handle.read(member.size))
 
     identity = ("wds", tuple((s.name, s.stat().st_size) for s in shards))
     return LabelledImages(name or path.stem, "train", np.asarray(labels), read, identity=identity,

@@ -27,6 +27,7 @@ from PIL import Image
 
 from overspec.files import atomic_write_text
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.images import open_rgb
 
 __all__ = [
     "COLUMNS", "LABELS", "SPLITS", "TASKS", "CLASSNAMES", "TEMPLATES", "OCIM_PROTOCOLS",
@@ -120,8 +121,7 @@ class AttackProtocol:
         paths = [s.path for s in samples]
 
         def read(index: int) -> Image.Image:
-            with Image.open(root / paths[index]) as image:
-                return image.convert("RGB")
+            return open_rgb(root / paths[index])
 
         identity = tuple((s.path, s.label, s.attack_type, s.video_id) for s in samples)
         info = {key: np.array([getattr(s, key) for s in samples], dtype=object)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import SplitRequest
+from overspec.data.images import open_rgb
 from overspec.registry import nearest_names
 
 __all__ = [
@@ -69,12 +69,6 @@ def check_options(request: SplitRequest, allowed: Iterable[str]) -> None:
 def list_images(folder: Path) -> list[Path]:
     """Return the image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def open_rgb(path: Path | str) -> Image.Image:
-    """Decode the image at ``path`` as an RGB PIL image (grayscale and palette images are converted)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def relative_names(paths: Iterable[Path | str], root: Path) -> list[str]:

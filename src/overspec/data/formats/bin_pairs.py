@@ -23,6 +23,7 @@ from PIL import Image
 
 from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.images import open_rgb
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, UnreadableFileError, restricted_loads
 
 __all__ = ["BinPairs", "BIN_GLOBALS", "read_bin", "write_bin", "read_pairs_csv"]
@@ -133,8 +134,7 @@ def _issame_array(issame_list: Sequence[object], path: Path) -> np.ndarray:
 def _decode_image(buffer: bytes, path: Path, index: int) -> Image.Image:
     """Decode one stored JPEG/PNG buffer to an RGB image."""
     try:
-        with Image.open(io.BytesIO(buffer)) as image:
-            return image.convert("RGB")
+        return open_rgb(buffer)
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableFileError(f"{path}: image {index} is not a decodable image ({exc})") from exc
 
@@ -225,5 +225,4 @@ def _parse_issame(text: str | None, csv_path: Path, line: int) -> bool:
 
 def _open_rgb(path: Path) -> Image.Image:
     """Open an image file as RGB."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return open_rgb(path)

@@ -29,6 +29,7 @@ from PIL import Image
 from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint
 from overspec.data.biometric.align import align_face
+from overspec.data.images import open_rgb
 
 __all__ = ["IJBFace", "IJBMeta", "TemplateSubjects", "read_ijb_meta", "write_ijb_meta", "detect_prefix"]
 
@@ -96,8 +97,7 @@ class IJBMeta:
         names, landmarks = self.image_names, self.landmarks
 
         def read(index: int) -> Image.Image:
-            with Image.open(crops / names[index]) as image:
-                return align_face(image.convert("RGB"), landmarks[index], size)
+            return align_face(open_rgb(crops / names[index]), landmarks[index], size)
 
         identity = content_fingerprint(self.prefix, "\n".join(names), landmarks, size)
         return LabelledImages(

@@ -24,10 +24,10 @@ from types import FunctionType
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
+from overspec.data.images import to_rgb
 from overspec.data.formats._common import (
     carve_options,
     carved_split,
@@ -130,16 +130,12 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         dataset=request.dataset,
         split=request.split,
         labels=labels,
-        read=lambda i: _rgb(dataset[int(order[i])][0]),
+        read=lambda i: to_rgb(dataset[int(order[i])][0]),
         identity=(type(dataset).__name__.removesuffix("WithoutChecksums"), config, samples),
         classnames=native,
         info=info,
         locate=None if paths is None else (lambda i: str(paths[int(order[i])])),
     )
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _labels(request: SplitRequest, dataset: Any) -> np.ndarray:

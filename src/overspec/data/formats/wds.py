@@ -14,7 +14,6 @@ random access needs no re-scan and no ``webdataset`` dependency.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.data.formats import SplitRequest
+from overspec.data.images import open_rgb
 from overspec.data.formats._common import check_options, layout_error, read_lines, require_dir, require_file
 
 __all__ = ["load_split", "CLASSNAMES_FILE", "TEMPLATES_FILE"]
@@ -138,5 +138,4 @@ def _read_image(shards: list[Path], member: _Member) -> Image.Image:
     with open(shards[member.shard], "rb") as handle:
         handle.seek(member.offset)
         data = handle.read(member.size)
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
+    return open_rgb(data)
