@@ -6,6 +6,7 @@ written), or is now handled as a user expects.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -15,9 +16,11 @@ from PIL import Image
 
 from overspec.config.run import MAX_SEED, load_run_config
 from overspec.config.typed import ConfigError
-from overspec.data.catalog import load_dataset
+from overspec.data import digests
+from overspec.data.catalog import load_dataset, parse_entry, shipped_classnames
 from overspec.data.images import open_rgb, to_rgb
 from overspec.models import ModelSpec
+from tests.data import test_general_formats as gf
 from tests.reliability.test_bad_inputs import (
     assert_cli_refuses,
     assert_one_line,
@@ -250,3 +253,116 @@ def test_extreme_aspect_ratio_is_refused_naming_the_file(tmp_path, size):
 
 def test_moderate_aspect_ratio_still_decodes():
     assert to_rgb(Image.new("L", (100 * 3, 3))).size == (300, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Split fingerprints follow the bytes of the images: an image rewritten under its name is not served stale features.
+
+
+def _rewrite_same_size(path) -> None:
+    """Change the bytes of ``path`` in place, keeping its size and modification time."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+
+
+def _recolour(path, colour) -> None:
+    """Repaint the image at ``path`` (same format and size) in ``colour``."""
+    with Image.open(path) as image:
+        fmt, size = image.format, image.size
+    Image.new("RGB", size, colour).save(path, format=fmt)
+
+
+def _csv_case(tmp_path):
+    gf._write_csv_folder(tmp_path / "own", [("img/a.png", 1), ("b.png", 0)])
+    return gf._csv_entry(), "train", tmp_path / "own" / "img" / "a.png"
+
+
+def _imagefolder_case(tmp_path):
+    entry = parse_entry({"name": "folders", "format": "imagefolder", "root": "f", "classnames": "loader",
+                         "splits": {"train": "train"}, "templates": "cifar10", "layout": "<split>/<class>/*"},
+                        origin="test")
+    for label, name in enumerate(["ant", "bee"]):
+        gf._write_image(tmp_path / "f" / "train" / name / "a.png", gf._color(label))
+    return entry, "train", tmp_path / "f" / "train" / "bee" / "a.png"
+
+
+def _imagenetv2_case(tmp_path):
+    base = tmp_path / "imagenetv2" / "ImageNetV2-matched-frequency"
+    for label in range(3):
+        gf._write_image(base / str(label) / "0.jpeg", gf._color(label))
+    return "imagenetv2", "test", base / "1" / "0.jpeg"
+
+
+def _torchvision_arrays_case(tmp_path):
+    gf._write_cifar10(tmp_path)
+    entry = parse_entry({"name": "cifar-local", "format": "torchvision", "root": ".", "classnames": "loader",
+                         "splits": {"test": "test"}, "templates": "cifar10", "layout": "cifar-10-batches-py", "tasks": ["zero_shot"],
+                         "options": {"class": "CIFAR10", "verify_checksums": False}}, origin="test")
+    return entry, "test", tmp_path / "cifar-10-batches-py" / "test_batch"
+
+
+def _torchvision_files_case(tmp_path):
+    names = shipped_classnames("food101")
+    folders = [name.replace(" ", "_") for name in names]
+    base = tmp_path / "food101" / "food-101"
+    test = {folder: [f"{folder}/{500 + i}"] for i, folder in enumerate(folders)}
+    for rel in (r for rels in test.values() for r in rels):
+        gf._write_image(base / "images" / f"{rel}.jpg", gf._color(folders.index(rel.split("/")[0])))
+    (base / "meta").mkdir()
+    (base / "meta" / "train.json").write_text(json.dumps({}))
+    (base / "meta" / "test.json").write_text(json.dumps(test))
+    return "food101", "test", base / "images" / folders[3] / "503.jpg"
+
+
+def _wds_case(tmp_path):
+    gf._write_wds(tmp_path / "tiny", [[2, 0, 1], [1, 1]])
+    return gf._wds_entry(), "test", tmp_path / "tiny" / "test" / "1.tar"
+
+
+SPLIT_CASES = {"csv": _csv_case, "imagefolder": _imagefolder_case, "imagenetv2": _imagenetv2_case,
+               "torchvision-arrays": _torchvision_arrays_case, "torchvision-files": _torchvision_files_case,
+               "wds": _wds_case}
+
+
+@pytest.mark.parametrize("case", list(SPLIT_CASES))
+@pytest.mark.parametrize("edit", ["same-size-and-mtime", "recoloured"])
+def test_rewriting_an_image_in_place_changes_the_split_fingerprint(tmp_path, case, edit):
+    entry, split_name, image = SPLIT_CASES[case](tmp_path)
+    before = load_dataset(entry, split_name, tmp_path)
+    first = before.fingerprint
+    assert load_dataset(entry, split_name, tmp_path).fingerprint == first
+    if edit == "recoloured" and image.suffix not in (".tar", "") and image.name != "test_batch":
+        _recolour(image, (1, 2, 3))
+    else:
+        _rewrite_same_size(image)
+    after = load_dataset(entry, split_name, tmp_path)
+    assert after.identity == before.identity
+    assert after.fingerprint != first
+
+
+def test_file_digests_are_remembered_across_runs_and_follow_edits(tmp_path, monkeypatch):
+    monkeypatch.setattr(digests, "_RACY_NS", -1)  # every file counts as settled, so it is remembered at once
+    cache = tmp_path / "digests"
+    monkeypatch.setattr(digests, "_state", {"folder": cache})
+    entry, split_name, image = _csv_case(tmp_path)
+    first = load_dataset(entry, split_name, tmp_path).fingerprint
+    assert len(list(cache.glob("*.json"))) == 1
+    monkeypatch.setattr(digests, "_MEMO", {})  # a new process: only the remembered table is left
+    assert load_dataset(entry, split_name, tmp_path).fingerprint == first
+    Image.new("RGB", (9, 9), (5, 6, 7)).save(image)
+    assert load_dataset(entry, split_name, tmp_path).fingerprint != first
+
+
+def test_recently_changed_files_are_not_remembered(tmp_path):
+    """Two edits within one clock tick keep size, mtime and ctime alike: such files are hashed every time."""
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"one")
+    first = digests.files_digest([path])
+    stamp = os.stat(path)
+    path.write_bytes(b"two")
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert digests.files_digest([path]) != first

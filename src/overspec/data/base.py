@@ -74,6 +74,8 @@ class LabelledImages(torch.utils.data.Dataset):
 
     ``read`` loads image ``i``; ``identity`` is any stable description of the sample list (relative paths and
     labels, or file checksums) from which :attr:`fingerprint` is derived, so caches notice a changed split.
+    ``content``, when set, returns a digest of the bytes behind the split (its image files), so that images
+    rewritten under the same names change the fingerprint too.
     ``transform``, when set, is applied to each image (e.g. a model's preprocessing). ``locate``, when set,
     says where item ``i`` lives (a file path, or a file and member) so that errors can name it.
     """
@@ -88,6 +90,7 @@ class LabelledImages(torch.utils.data.Dataset):
     transform: Callable[[Image.Image], object] | None = None
     info: dict = field(default_factory=dict)
     locate: Callable[[int], str] | None = None
+    content: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -132,8 +135,9 @@ class LabelledImages(torch.utils.data.Dataset):
 
     @property
     def fingerprint(self) -> str:
-        """Content key of this split: dataset, split, sample identity and labels."""
-        return content_fingerprint(self.dataset, self.split, self.identity, self.labels)
+        """Content key of this split: dataset, split, sample identity, labels and the bytes of its files."""
+        parts = (self.dataset, self.split, self.identity, self.labels)
+        return content_fingerprint(*parts, self.content()) if self.content else content_fingerprint(*parts)
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +148,7 @@ class LabelledImages(torch.utils.data.Dataset):
         """Return a copy of this split whose items pass through ``transform``."""
         return LabelledImages(
             self.dataset, self.split, self.labels, self.read, self.identity,
-            self.classnames, self.templates, transform, dict(self.info), self.locate,
+            self.classnames, self.templates, transform, dict(self.info), self.locate, self.content,
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> LabelledImages:
@@ -161,7 +165,7 @@ class LabelledImages(torch.utils.data.Dataset):
         return LabelledImages(
             self.dataset, split or self.split, self.labels[idx], lambda i: parent(int(idx[i])),
             (self.identity, idx.tobytes()), self.classnames, self.templates, self.transform, info,
-            lambda i: parent_location(int(idx[i])),
+            lambda i: parent_location(int(idx[i])), self.content,
         )
 
 

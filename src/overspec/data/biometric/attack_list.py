@@ -27,6 +27,7 @@ from PIL import Image
 
 from overspec.files import atomic_write_text
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.images import open_rgb
 
 __all__ = [
@@ -130,7 +131,7 @@ class AttackProtocol:
         return LabelledImages(
             dataset=self.name, split=name, labels=np.array([int(s.is_bona_fide) for s in samples]), read=read,
             identity=identity, classnames=CLASSNAMES[self.task], templates=TEMPLATES, info=info,
-            locate=lambda i: str(root / paths[i]),
+            locate=lambda i: str(root / paths[i]), content=lazy_files_digest([root / p for p in paths]),
         )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.formats._common import check_options, layout_error, open_rgb, read_lines, require_dir, require_file
 
@@ -43,6 +44,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         templates=tuple(templates),
         info={"table": table.name, "native_classes": tuple(classnames)},
         locate=lambda i: str(root / rel_paths[i]),
+        content=lazy_files_digest([root / p for p in rel_paths]),
     )
 
 

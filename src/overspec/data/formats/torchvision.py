@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.images import to_rgb
 from overspec.data.formats._common import (
@@ -118,9 +119,11 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         order = np.argsort(np.asarray(names, dtype=object), kind="stable")
         samples: object = tuple(names[i] for i in order)
         labels = labels[order]
+        files = paths
     else:
         order = np.arange(len(labels))
         samples = files_identity(root)
+        files = [root / name for name, _ in samples]
     config = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "download"))
     native = _native_classes(dataset)
     info = {"torchvision_class": type(dataset).__name__, "native_split": kwargs.get("split", kwargs.get("train"))}
@@ -135,6 +138,7 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         classnames=native,
         info=info,
         locate=None if paths is None else (lambda i: str(paths[int(order[i])])),
+        content=lazy_files_digest(files),
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.images import open_rgb
 from overspec.data.formats._common import check_options, layout_error, read_lines, require_dir, require_file
@@ -60,6 +61,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         templates=tuple(_optional_lines(root / TEMPLATES_FILE)),
         info=info,
         locate=lambda i: str(split_dir / keys[i]),
+        content=lazy_files_digest(shards),
     )
 
 
