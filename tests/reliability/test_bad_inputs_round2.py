@@ -17,17 +17,21 @@ from PIL import Image
 from overspec.config.run import MAX_SEED, load_run_config
 from overspec.config.typed import ConfigError
 from overspec.data import digests
+from overspec.data.base import DatasetLayoutError
+from overspec.data.biometric.attack_list import ProtocolListError, read_protocol
 from overspec.data.catalog import load_dataset, parse_entry, shipped_classnames
 from overspec.data.images import open_rgb, to_rgb
 from overspec.models import ModelSpec
 from tests.data import test_general_formats as gf
 from tests.reliability.test_bad_inputs import (
+    GOOD_ROW,
     assert_cli_refuses,
     assert_one_line,
     entry_of,
     make_csv_dataset,
     run_cli,
     write_config,
+    write_protocol_csv,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -366,3 +370,107 @@ def test_recently_changed_files_are_not_remembered(tmp_path):
     path.write_bytes(b"two")
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert digests.files_digest([path]) != first
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Protocol lists and csv datasets: repeated rows, overlapping splits, paths leaving the root, encodings.
+
+
+def _rows(*specs: tuple[str, str, str]) -> list[dict]:
+    """Protocol rows from ``(path, label, split)``."""
+    return [{**GOOD_ROW, "path": p, "label": label, "split": split, "video_id": p,
+             "attack_type": "print" if label == "attack" else ""} for p, label, split in specs]
+
+
+def test_repeated_attack_rows_are_refused_naming_the_lines(tmp_path):
+    """30 copies of one attack row moved a D-EER from 35 % to 66 %."""
+    rows = _rows(("a.png", "bona_fide", "test"), ("b.png", "attack", "test"))
+    path = write_protocol_csv(tmp_path, rows + [rows[1]] * 30)
+    with pytest.raises(ProtocolListError) as info:
+        read_protocol(path, check_files=False)
+    assert_one_line(info.value, str(path), "line 4", "'b.png'", "repeats line 3")
+
+
+def test_sample_in_train_and_test_is_refused_naming_both_lines(tmp_path):
+    path = write_protocol_csv(tmp_path, _rows(("a.png", "bona_fide", "train"), ("b.png", "attack", "train"),
+                                              ("c.png", "bona_fide", "test"), ("a.png", "bona_fide", "test")))
+    with pytest.raises(ProtocolListError) as info:
+        read_protocol(path, check_files=False)
+    assert_one_line(info.value, str(path), "line 5", "'a.png'", "'test'", "'train'", "line 2")
+
+
+@pytest.mark.parametrize("bad", ["../../outside.png", "x/../../../outside.png", "/etc/passwd"])
+def test_protocol_paths_leaving_the_data_root_are_refused(tmp_path, bad):
+    """The list lives in ``data/lists``: ``../a.png`` stays in the data root, these leave it."""
+    root = tmp_path / "data"
+    (root / "lists").mkdir(parents=True)
+    rows = _rows(("../a.png", "bona_fide", "test"), (bad, "attack", "test"))
+    path = write_protocol_csv(root / "lists", rows)
+    with pytest.raises(ProtocolListError) as info:
+        read_protocol(path, check_files=False, within=root)
+    assert_one_line(info.value, str(path), "line 3", "'path'")
+
+
+def test_protocol_paths_inside_the_data_root_are_kept(tmp_path):
+    root = tmp_path / "data"
+    (root / "lists").mkdir(parents=True)
+    path = write_protocol_csv(root / "lists", _rows(("../a.png", "bona_fide", "test"), ("b.png", "attack", "test")))
+    assert [s.path for s in read_protocol(path, check_files=False, within=root).samples] == ["../a.png", "b.png"]
+
+
+def test_protocol_csv_with_a_byte_order_mark_is_read(tmp_path):
+    path = write_protocol_csv(tmp_path, _rows(("a.png", "bona_fide", "test"), ("b.png", "attack", "test")))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert [s.path for s in read_protocol(path, check_files=False).samples] == ["a.png", "b.png"]
+
+
+def test_protocol_csv_that_is_not_utf8_names_the_file(tmp_path):
+    path = write_protocol_csv(tmp_path, _rows(("a.png", "bona_fide", "test")))
+    path.write_bytes(path.read_bytes().replace(b"a.png", b"caf\xe9.png"))
+    with pytest.raises(ProtocolListError) as info:
+        read_protocol(path, check_files=False)
+    assert_one_line(info.value, str(path), "UTF-8")
+
+
+def test_missing_train_split_names_the_protocol_file(tmp_path):
+    path = write_protocol_csv(tmp_path, _rows(("a.png", "bona_fide", "test"), ("b.png", "attack", "test")))
+    protocol = read_protocol(path, check_files=False)
+    with pytest.raises(ProtocolListError) as info:
+        protocol.split("train")
+    assert isinstance(info.value, KeyError)  # callers that catch a missing split by KeyError still do
+    assert_one_line(info.value, str(path), "no 'train' split", "test")
+
+
+@pytest.mark.parametrize(("present", "absent"), [("attack", "bona fide"), ("bona_fide", "attack")])
+def test_benchmark_test_split_needs_both_labels(tmp_path, present, absent):
+    path = write_protocol_csv(tmp_path, _rows(("a.png", "bona_fide", "train"), ("b.png", "attack", "train"),
+                                              ("c.png", present, "test")))
+    with pytest.raises(ProtocolListError) as info:
+        read_protocol(path, check_files=False).require_scorable()
+    assert_one_line(info.value, str(path), f"no {absent} samples")
+
+
+@pytest.mark.parametrize("bad", ["../outside.png", "sub/../../outside.png", "/etc/hostname"])
+def test_csv_dataset_paths_leaving_the_root_are_refused(tmp_path, bad):
+    entry = entry_of(make_csv_dataset(tmp_path / "data", "escape"))
+    table = tmp_path / "data" / "escape" / "test.csv"
+    table.write_text(f"path,label\n0.png,0\n{bad},1\n")
+    with pytest.raises(DatasetLayoutError) as info:
+        load_dataset(entry, "test", tmp_path / "data")
+    assert_one_line(info.value, str(table), "line 3", repr(bad))
+
+
+def test_csv_dataset_with_a_byte_order_mark_is_read(tmp_path):
+    entry = entry_of(make_csv_dataset(tmp_path / "data", "bom"))
+    table = tmp_path / "data" / "bom" / "test.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    assert len(load_dataset(entry, "test", tmp_path / "data")) == 3
+
+
+def test_csv_dataset_that_is_not_utf8_names_the_file(tmp_path, capsys):
+    entry_path = make_csv_dataset(tmp_path / "data", "latin")
+    table = tmp_path / "data" / "latin" / "test.csv"
+    table.write_bytes(table.read_bytes() + b"caf\xe9.png,0\n")
+    with pytest.raises(DatasetLayoutError) as info:
+        load_dataset(entry_of(entry_path), "test", tmp_path / "data")
+    assert_one_line(info.value, str(table), "UTF-8")

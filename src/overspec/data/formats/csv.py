@@ -8,6 +8,7 @@ with the placeholder ``{c}``. This is the format of the embedded world and of us
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,11 @@ def load_split(request: SplitRequest) -> LabelledImages:
 
 def _read_table(request: SplitRequest, table: Path, num_classes: int) -> tuple[list[str], list[int]]:
     """Return the paths and labels of ``table``, rejecting a wrong header, bad labels or an empty table."""
-    with open(table, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as exc:
+        raise layout_error(request, table, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not rows or tuple(cell.strip() for cell in rows[0]) != HEADER:
         raise layout_error(request, table, f"the first line must be the header {','.join(HEADER)}")
     paths, labels = [], []
@@ -64,6 +68,9 @@ def _read_table(request: SplitRequest, table: Path, num_classes: int) -> tuple[l
         if not label.lstrip("-").isdigit() or not 0 <= int(label) < num_classes:
             raise layout_error(request, table,
                                f"line {line_number}: label {label!r} is not an integer in [0, {num_classes})")
+        if Path(path).is_absolute() or os.path.normpath(path).split(os.sep)[0] == "..":
+            raise layout_error(request, table, f"line {line_number}: path {path!r} leaves the dataset folder; "
+                                               "paths are relative to it")
         paths.append(path)
         labels.append(int(label))
     if not paths:
