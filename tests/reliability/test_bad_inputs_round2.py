@@ -11,8 +11,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
+from safetensors.torch import save_file
 
 from overspec.config.run import MAX_SEED, load_run_config
 from overspec.config.typed import ConfigError
@@ -21,7 +23,9 @@ from overspec.data.base import DatasetLayoutError
 from overspec.data.biometric.attack_list import ProtocolListError, read_protocol
 from overspec.data.catalog import load_dataset, parse_entry, shipped_classnames
 from overspec.data.images import open_rgb, to_rgb
-from overspec.models import ModelSpec
+from overspec.models import ModelSpec, load_model
+from overspec.models.base import ModelLoadError
+from tests.models._reference_clip import split_state
 from tests.data import test_general_formats as gf
 from tests.reliability.test_bad_inputs import (
     GOOD_ROW,
@@ -29,6 +33,7 @@ from tests.reliability.test_bad_inputs import (
     assert_one_line,
     entry_of,
     make_csv_dataset,
+    micro_state,  # noqa: F401 - a fixture
     run_cli,
     write_config,
     write_protocol_csv,
@@ -474,3 +479,69 @@ def test_csv_dataset_that_is_not_utf8_names_the_file(tmp_path, capsys):
     with pytest.raises(DatasetLayoutError) as info:
         load_dataset(entry_of(entry_path), "test", tmp_path / "data")
     assert_one_line(info.value, str(table), "UTF-8")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints: integer weights, files that are not state dicts, misnamed or damaged files, transposed embeddings.
+
+
+def _as_dtype(key: str, dtype: torch.dtype):
+    return lambda state, path: torch.save({k: v.to(dtype) if k == key else v for k, v in state.items()}, path)
+
+
+def _all_as_int8_safetensors(state, path):
+    save_file({k: v.to(torch.int8).contiguous() for k, v in state.items()}, str(path))
+
+
+def _truncated_safetensors(state, path):
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+CHECKPOINT_CASES = {
+    "int32-param": ("w.pt", _as_dtype("visual.proj", torch.int32), ["visual.proj", "int32", "float32"]),
+    "int8-everything": ("w.safetensors", _all_as_int8_safetensors, ["int8", "integer weights"]),
+    "empty-pt": ("w.pt", lambda state, path: path.write_bytes(b""), ["empty"]),
+    "list-pt": ("w.pt", lambda state, path: torch.save([1, 2, 3], path), ["holds a list", "not a state dict"]),
+    "safetensors-in-pt": ("w.pt", lambda state, path: save_file({k: v.contiguous() for k, v in state.items()},
+                                                               str(path)), ["safetensors file", "w.safetensors"]),
+    "truncated-safetensors": ("w.safetensors", _truncated_safetensors, ["not a readable safetensors file"]),
+    "bad-header-safetensors": ("w.safetensors", lambda state, path: path.write_bytes(b"\xff" * 8 + b"{oops"),
+                               ["not a readable safetensors file"]),
+    "transposed-positional-embedding": (
+        "w.pt", lambda state, path: torch.save({k: v.T.contiguous() if k == "visual.positional_embedding" else v
+                                                for k, v in state.items()}, path),
+        ["visual.positional_embedding", "transposed"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
+def test_bad_open_clip_checkpoints_are_refused_naming_the_file(tmp_path, micro_state, case):
+    name, write, named = CHECKPOINT_CASES[case]
+    path = tmp_path / name
+    write(micro_state, path)
+    with pytest.raises((ValueError, ModelLoadError)) as info:
+        load_model(ModelSpec(name="m", architecture="micro-clip", weights=str(path)), cache_dir=tmp_path)
+    assert_one_line(info.value, str(path), *named)
+
+
+def test_integer_weights_in_a_run_exit_2_without_results(tmp_path, capsys, micro_state):
+    weights = tmp_path / "weights.pt"
+    _as_dtype("visual.proj", torch.int8)(micro_state, weights)
+    name = f"intckpt-{abs(hash(str(tmp_path))) % 10**8}"
+    entry = make_csv_dataset(tmp_path / "data", name)
+    config = write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], linear_probe={"enabled": False},
+                          models=[{"name": "int8", "architecture": "micro-clip", "weights": str(weights)}])
+    assert_cli_refuses(capsys, tmp_path, ["run", str(config), "--no-report"], str(weights), "visual.proj", "int8")
+
+
+def test_published_checkpoint_with_integer_weights(tmp_path, micro_state):
+    state = split_state(micro_state)
+    key = "visual.transformer.resblocks.0.attn.q_proj.weight"
+    state[key] = state[key].to(torch.int32)
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    spec = ModelSpec(name="pub", source="published", architecture="micro-clip", quick_gelu=True, weights=str(path))
+    with pytest.raises((ValueError, ModelLoadError)) as info:
+        load_model(spec, cache_dir=tmp_path)
+    assert_one_line(info.value, str(path), key, "int32")
