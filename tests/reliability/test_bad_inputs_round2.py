@@ -6,8 +6,11 @@ written), or is now handled as a user expects.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -545,3 +548,102 @@ def test_published_checkpoint_with_integer_weights(tmp_path, micro_state):
     with pytest.raises((ValueError, ModelLoadError)) as info:
         load_model(spec, cache_dir=tmp_path)
     assert_one_line(info.value, str(path), key, "int32")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The file system: read-only folders, a full disk, a folder where a cache file belongs, an unwritable export path.
+# Each is one line naming the path, exit status 2, and no temporary or half-written file left behind.
+
+
+@pytest.fixture
+def micro_run(tmp_path, micro_state):
+    """A run config evaluating a micro CLIP zero-shot on a 3-image csv dataset (a few seconds)."""
+    weights = tmp_path / "weights.pt"
+    torch.save(micro_state, weights)
+    name = f"micro-{abs(hash(str(tmp_path))) % 10**8}"
+    entry = make_csv_dataset(tmp_path / "data", name)
+    return write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], linear_probe={"enabled": False},
+                        models=[{"name": "micro", "architecture": "micro-clip", "weights": str(weights)}])
+
+
+def temporaries(folder) -> list:
+    return sorted(str(p) for p in folder.rglob("*") if ".tmp" in p.name) if folder.exists() else []
+
+
+def _refuse_mkdir_under(monkeypatch, folder) -> None:
+    """Make creating any folder under ``folder`` fail as on a read-only file system."""
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(folder)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("where", ["runs", "cache"])
+def test_read_only_run_folder_or_cache(tmp_path, capsys, monkeypatch, micro_run, where):
+    _refuse_mkdir_under(monkeypatch, tmp_path / where)
+    code, lines = run_cli(capsys, ["run", str(micro_run), "--no-report"])
+    assert code == 2, lines
+    assert len(lines) == 1 and "Permission denied" in lines[0] and str(tmp_path / where) in lines[0], lines
+    assert not temporaries(tmp_path)
+
+
+def _fail_midway(real):
+    """``real`` writing a few bytes of its output and then failing as on a full disk."""
+    def write(file, *args, **kwargs):
+        file.write(b"\x93NUMPY partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_full_disk_while_storing_features_leaves_no_temporary(tmp_path, capsys, monkeypatch, micro_run):
+    monkeypatch.setattr(np, "save", _fail_midway(np.save))
+    code, lines = run_cli(capsys, ["run", str(micro_run), "--no-report"])
+    assert code == 2, lines
+    assert len(lines) == 1 and "No space left on device" in lines[0] and str(tmp_path / "cache") in lines[0], lines
+    assert not temporaries(tmp_path / "cache"), temporaries(tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+@pytest.mark.xfail(strict=True, reason="runner._save_predictions writes its own .tmp without removing it on failure; "
+                   "passes once it writes through overspec.files (then remove this mark)")
+def test_full_disk_while_writing_predictions_leaves_no_temporary(tmp_path, capsys, monkeypatch, micro_run):
+    """Features are cached by a first run; the second fails writing the predictions file of a unit."""
+    assert run_cli(capsys, ["run", str(micro_run), "--no-report"])[0] == 0
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(np.lib.format, "write_array", _fail_midway(np.lib.format.write_array))
+    code, lines = run_cli(capsys, ["run", str(micro_run), "--no-report"])
+    assert code == 2, lines
+    assert len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert not temporaries(tmp_path), temporaries(tmp_path)
+    assert not list((tmp_path / "runs").rglob("*.npz"))
+
+
+def test_cache_entry_replaced_by_a_folder(tmp_path, capsys, micro_run):
+    assert run_cli(capsys, ["run", str(micro_run), "--no-report"])[0] == 0
+    entry = next((tmp_path / "cache" / "features").rglob("*.npy"))
+    entry.unlink()
+    entry.mkdir()
+    shutil.rmtree(tmp_path / "runs")
+    code, lines = run_cli(capsys, ["run", str(micro_run), "--no-report"])
+    assert code == 2, lines
+    assert len(lines) == 1 and str(entry) in lines[0], lines
+    assert not temporaries(tmp_path)
+
+
+def test_export_to_an_unwritable_path(tmp_path, capsys, micro_state):
+    weights = tmp_path / "weights.pt"
+    torch.save(micro_state, weights)
+    preset = tmp_path / "micro.yaml"
+    preset.write_text(yaml.safe_dump({"name": "micro", "architecture": "micro-clip", "weights": str(weights)}))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    output = blocker / "model.onnx"
+    code, lines = run_cli(capsys, ["export", str(preset), "--output", str(output), "--cache-dir", str(tmp_path)])
+    assert code == 2, lines
+    assert len(lines) == 1 and str(blocker) in lines[0], lines
+    assert not temporaries(tmp_path)
