@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -647,3 +648,18 @@ def test_export_to_an_unwritable_path(tmp_path, capsys, micro_state):
     assert code == 2, lines
     assert len(lines) == 1 and str(blocker) in lines[0], lines
     assert not temporaries(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# An explicit empty list means none, not all.
+
+
+@pytest.mark.xfail(strict=True, reason="needs the runner change that tells an unset list (every world benchmark) "
+                                       "from an empty one (none); remove this mark once runner.py has it")
+def test_empty_biometrics_means_none_in_world_mode(tmp_path, capsys):
+    from overspec.runner import plan_study
+
+    config = _write(tmp_path, "world: true\nmodels: [tiny-s]\nbiometrics: []\ndatasets: [world-colours]\n"
+                    + _base_settings(tmp_path))
+    text, _ = plan_study(load_run_config(config))
+    assert re.search(r"\+ 0 biometric\)", text), text
