@@ -663,3 +663,19 @@ def test_empty_biometrics_means_none_in_world_mode(tmp_path, capsys):
                     + _base_settings(tmp_path))
     text, _ = plan_study(load_run_config(config))
     assert re.search(r"\+ 0 biometric\)", text), text
+
+
+def test_hf_folder_with_integer_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.models.test_other_sources import _tiny_hf_clip
+
+    _tiny_hf_clip(tmp_path)
+    path = next(tmp_path.glob("*.safetensors"))
+    tensors = load_file(str(path))
+    key = next(k for k in sorted(tensors) if k.startswith("vision_model.") and k.endswith("weight"))
+    tensors[key] = tensors[key].to(torch.int32)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    with pytest.raises((ValueError, ModelLoadError)) as info:
+        load_model(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), cache_dir=tmp_path)
+    assert_one_line(info.value, str(path), key, "I32")
