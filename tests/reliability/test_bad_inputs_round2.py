@@ -40,6 +40,7 @@ from tests.reliability.test_bad_inputs import (
     micro_state,  # noqa: F401 - a fixture
     run_cli,
     write_config,
+    write_ijb_meta_files,
     write_protocol_csv,
 )
 
@@ -679,3 +680,35 @@ def test_hf_folder_with_integer_weights(tmp_path):
     with pytest.raises((ValueError, ModelLoadError)) as info:
         load_model(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), cache_dir=tmp_path)
     assert_one_line(info.value, str(path), key, "I32")
+
+
+@pytest.mark.parametrize("bad", ["../outside.png", "/etc/hostname"])
+def test_pairs_csv_paths_leaving_the_image_root_are_refused(tmp_path, bad):
+    from overspec.data.formats.bin_pairs import read_pairs_csv
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    path = tmp_path / "pairs.csv"
+    path.write_text(f"path1,path2,issame\na.png,a.png,1\na.png,{bad},0\n")
+    with pytest.raises(DatasetLayoutError) as info:
+        read_pairs_csv(path)
+    assert_one_line(info.value, str(path), "line 3", "'path2'", repr(bad))
+
+
+def test_pairs_csv_that_is_not_utf8_names_the_file(tmp_path):
+    from overspec.data.formats.bin_pairs import read_pairs_csv
+
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"path1,path2,issame\ncaf\xe9.png,a.png,1\n")
+    with pytest.raises(DatasetLayoutError) as info:
+        read_pairs_csv(path)
+    assert_one_line(info.value, str(path), "UTF-8")
+
+
+def test_ijb_image_names_leaving_the_image_folder_are_refused(tmp_path):
+    from overspec.data.formats.ijb import read_ijb_meta
+
+    meta = write_ijb_meta_files(tmp_path / "ijb", "1 2 0\n")
+    (meta / "ijbc_face_tid_mid.txt").write_text("a.jpg 1 10\n../../b.jpg 2 20\n")
+    with pytest.raises(DatasetLayoutError) as info:
+        read_ijb_meta(tmp_path / "ijb")
+    assert_one_line(info.value, str(meta / "ijbc_face_tid_mid.txt"), "line 2", "'../../b.jpg'")

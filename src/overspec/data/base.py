@@ -7,6 +7,7 @@ Loaders (``overspec.data.formats``) turn a folder on disk into :class:`LabelledI
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from PIL import Image
 from overspec.data.images import check_shape, to_rgb
 
 __all__ = ["LabelledImages", "CheckedImages", "DatasetLayoutError", "BadImageError", "content_fingerprint",
-           "DECODE_ERRORS"]
+           "DECODE_ERRORS", "leaves_folder"]
 
 #: What a decoder raises for a corrupt, truncated, empty or missing image file (PIL raises OSError subclasses
 #: for most; some plugins raise SyntaxError, ValueError, EOFError or struct.error on damaged headers).
@@ -54,6 +55,11 @@ class BadImageError(ValueError):
 def _one_line(exc: BaseException) -> str:
     """The decoder's complaint as one line: exception type and message with whitespace collapsed."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def leaves_folder(relative: str) -> bool:
+    """Whether a path read from a list file is absolute or climbs out of the folder it is relative to."""
+    return Path(relative).is_absolute() or os.path.normpath(relative).split(os.sep)[0] == ".."
 
 
 def content_fingerprint(*parts: object) -> str:

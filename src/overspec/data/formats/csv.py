@@ -8,12 +8,11 @@ with the placeholder ``{c}``. This is the format of the embedded world and of us
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
-from overspec.data.base import LabelledImages
+from overspec.data.base import LabelledImages, leaves_folder
 from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.formats._common import check_options, layout_error, open_rgb, read_lines, require_dir, require_file
@@ -68,7 +67,7 @@ def _read_table(request: SplitRequest, table: Path, num_classes: int) -> tuple[l
         if not label.lstrip("-").isdigit() or not 0 <= int(label) < num_classes:
             raise layout_error(request, table,
                                f"line {line_number}: label {label!r} is not an integer in [0, {num_classes})")
-        if Path(path).is_absolute() or os.path.normpath(path).split(os.sep)[0] == "..":
+        if leaves_folder(path):
             raise layout_error(request, table, f"line {line_number}: path {path!r} leaves the dataset folder; "
                                                "paths are relative to it")
         paths.append(path)
