@@ -29,8 +29,8 @@ from overspec.data.catalog import load_dataset, parse_entry, shipped_classnames
 from overspec.data.images import open_rgb, to_rgb
 from overspec.models import ModelSpec, load_model
 from overspec.models.base import ModelLoadError
-from tests.models._reference_clip import split_state
 from tests.data import test_general_formats as gf
+from tests.models._reference_clip import split_state
 from tests.reliability.test_bad_inputs import (
     GOOD_ROW,
     assert_cli_refuses,
@@ -47,19 +47,22 @@ from tests.reliability.test_bad_inputs import (
 # ----------------------------------------------------------------------------------------------------------------
 # Run configs: YAML that explodes, repeats itself or is not text; names that become paths.
 
+#: 342 bytes that expand to 9**9 strings (the "billion laughs").
 ALIAS_BOMB = "\n".join(
     [f'a: &a [{", ".join(["lol"] * 9)}]']
     + [f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]" for prev, name in zip("abcdefgh", "bcdefghi")]
 ) + "\n"
 
 
-def _write(tmp_path, text: str | bytes, name: str = "study.yaml"):
+def _write(tmp_path: Path, text: str | bytes, name: str = "study.yaml") -> Path:
+    """Write ``text`` as the file ``name`` in ``tmp_path``."""
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
 
 
-def _base_settings(tmp_path) -> str:
+def _base_settings(tmp_path: Path) -> str:
+    """YAML lines keeping a run's outputs, cache and data inside ``tmp_path``."""
     return yaml.safe_dump({"output_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
                            "data_root": str(tmp_path / "data"), "progress": False})
 
@@ -87,9 +90,8 @@ def _base_settings(tmp_path) -> str:
         "inline-named-like-preset", "run-name-dotdot", "run-name-slash", "run-name-dash", "model-name-escapes",
         "model-name-dotdot"])
 def test_bad_run_config_files(tmp_path, capsys, text, named):
-    body = text if isinstance(text, bytes) or not text.strip() or text.startswith("#") else \
-        text + _base_settings(tmp_path)
-    config = _write(tmp_path, body)
+    complete = isinstance(text, str) and text.strip() and not text.startswith("#")
+    config = _write(tmp_path, text + _base_settings(tmp_path) if complete else text)
     with pytest.raises(ConfigError) as info:
         load_run_config(config)
     message = assert_one_line(info.value, str(config), *named)
@@ -182,6 +184,7 @@ GREY_LEVELS = [0, 128, 255]
 
 
 def _palette_image(transparent: bool) -> Image.Image:
+    """Three palette pixels (entries 0, 1, 1); entry 0 transparent when ``transparent``."""
     image = Image.new("P", (3, 1))
     image.putpalette([10, 20, 30, 200, 100, 50] + [0, 0, 0] * 254)
     image.putdata([0, 1, 1])
@@ -203,6 +206,7 @@ def _with_alpha(mode: str) -> Image.Image:
 
 
 def _as_rgb(levels: list) -> np.ndarray:
+    """A 1-row RGB array from grey levels or ``(r, g, b)`` triples."""
     return np.array([[[v] * 3 if np.isscalar(v) else v for v in levels]], dtype=np.uint8)
 
 
@@ -491,14 +495,17 @@ def test_csv_dataset_that_is_not_utf8_names_the_file(tmp_path, capsys):
 
 
 def _as_dtype(key: str, dtype: torch.dtype):
+    """A writer saving the state dict with tensor ``key`` cast to ``dtype``."""
     return lambda state, path: torch.save({k: v.to(dtype) if k == key else v for k, v in state.items()}, path)
 
 
 def _all_as_int8_safetensors(state, path):
+    """Every tensor stored as int8 in a safetensors file."""
     save_file({k: v.to(torch.int8).contiguous() for k, v in state.items()}, str(path))
 
 
 def _truncated_safetensors(state, path):
+    """A safetensors file cut in half."""
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -568,7 +575,8 @@ def micro_run(tmp_path, micro_state):
                         models=[{"name": "micro", "architecture": "micro-clip", "weights": str(weights)}])
 
 
-def temporaries(folder) -> list:
+def temporaries(folder: Path) -> list[str]:
+    """The temporary files and folders left anywhere under ``folder``."""
     return sorted(str(p) for p in folder.rglob("*") if ".tmp" in p.name) if folder.exists() else []
 
 
