@@ -318,7 +318,8 @@ def _imagenetv2_case(tmp_path):
 def _torchvision_arrays_case(tmp_path):
     gf._write_cifar10(tmp_path)
     entry = parse_entry({"name": "cifar-local", "format": "torchvision", "root": ".", "classnames": "loader",
-                         "splits": {"test": "test"}, "templates": "cifar10", "layout": "cifar-10-batches-py", "tasks": ["zero_shot"],
+                         "splits": {"test": "test"}, "templates": "cifar10", "layout": "cifar-10-batches-py",
+                         "tasks": ["zero_shot"],
                          "options": {"class": "CIFAR10", "verify_checksums": False}}, origin="test")
     return entry, "test", tmp_path / "cifar-10-batches-py" / "test_batch"
 

@@ -48,7 +48,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _os_error_line(exc: OSError) -> str:
-    """An operating-system failure (permission, disk full, a folder where a file belongs) as one line naming the path."""
+    """An operating-system failure (permission, full disk, a folder where a file goes) on one line naming the path."""
     reason = exc.strerror or " ".join(str(exc).split())
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{reason}" + (f" -> {exc.filename2}" if exc.filename2 else "")
