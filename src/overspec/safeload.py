@@ -28,6 +28,8 @@ __all__ = [
     "restricted_load_file",
     "load_torch_checkpoint",
     "torch_load_error",
+    "state_dict_of",
+    "check_float_parameters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,10 +133,49 @@ def load_torch_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Any
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return _load_safetensors(path, map_location)
+    _check_not_misnamed(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
         raise torch_load_error(path, exc) from exc
+
+
+def _check_not_misnamed(path: Path) -> None:
+    """Refuse an empty file, or safetensors bytes under another suffix, saying what the file is."""
+    with open(path, "rb") as handle:
+        head = handle.read(10)
+    if not head:
+        raise UnreadableFileError(f"{path}: the file is empty (0 bytes); not a torch checkpoint")
+    if len(head) == 10 and head[8:10] == b'{"':
+        raise UnreadableFileError(f"{path}: this is a safetensors file, not a torch pickle; name it "
+                                  f"{path.with_suffix('.safetensors').name} (a .safetensors suffix)")
+
+
+def state_dict_of(checkpoint: Any, path: str | Path) -> dict[str, Any]:
+    """The flat ``{name: tensor}`` mapping of a loaded checkpoint (unwrapping ``state_dict``), or an error naming
+    ``path`` for anything else (a list, a bare tensor, non-tensor entries)."""
+    import torch
+
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        raise UnreadableFileError(f"{path}: holds a {type(checkpoint).__name__}, not a state dict "
+                                  "(a mapping of parameter names to tensors)")
+    not_tensors = sorted(str(k) for k, v in checkpoint.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise UnreadableFileError(f"{path}: entries that are not tensors: {not_tensors[:8]} (expected a state dict)")
+    return {str(k).removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+def check_float_parameters(state: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint storing a floating-point parameter of ``expected`` as integers (it would load, cast, and
+    score at chance); names the key and both dtypes."""
+    for key, tensor in state.items():
+        target = expected.get(key)
+        if target is not None and target.is_floating_point() and not tensor.is_floating_point():
+            raise UnreadableFileError(f"{path}: {key} is stored as {str(tensor.dtype).removeprefix('torch.')} but "
+                                      f"the model's parameter is {str(target.dtype).removeprefix('torch.')}; "
+                                      "integer weights are refused (a quantised or damaged checkpoint?)")
 
 
 def torch_load_error(path: str | Path, exc: BaseException) -> SafeLoadError:

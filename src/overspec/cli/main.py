@@ -42,6 +42,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, RegistryError, DatasetLayoutError, ModelLoadError, FileNotFoundError, ValueError)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a library's multi-line complaint collapsed)."""
+    return " ".join(str(exc).split())
+
+
+def _os_error_line(exc: OSError) -> str:
+    """An operating-system failure (permission, full disk, a folder where a file goes) on one line naming the path."""
+    reason = exc.strerror or " ".join(str(exc).split())
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{reason}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``overspec`` command; user errors print one line and exit with status 2."""
     parser = build_parser()
@@ -54,10 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print(f"overspec {args.command}: interrupted; run the same command to resume", file=sys.stderr)
+        return 130
     except _user_errors() as exc:
         if args.verbose:
             raise
-        print(f"overspec {args.command}: error: {exc}", file=sys.stderr)
+        print(f"overspec {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if args.verbose:
+            raise
+        print(f"overspec {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from overspec.config.typed import check_path_component
+
 __all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -60,6 +62,7 @@ class ModelSpec:
     """
 
     def __post_init__(self) -> None:
+        check_path_component(self.name, "model name")
         if self.specialisation not in ("", "fr", "mad", "pad"):
             raise ValueError(f"specialisation must be '', 'fr', 'mad' or 'pad', got {self.specialisation!r}")
 

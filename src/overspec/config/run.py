@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from overspec.config.typed import ConfigError, from_dict, load_yaml
+from overspec.config.typed import ConfigError, check_path_component, from_dict, load_yaml
 from overspec.config.model import ModelSpec
 
 __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
@@ -19,6 +19,7 @@ __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config"
 #: Keys of earlier versions whose settings now live under ``protocols:`` (named in the error that rejects them).
 MOVED_TO_PROTOCOLS = {"zero_shot": "protocols: {zero_shot: {...}}", "linear_probe": "protocols: {linear_probe: {...}}",
                       "attack_scoring": "protocols: {attack: {scoring: [...]}}"}
+MAX_SEED = 2**32 - 1  # numpy seeds are unsigned 32-bit
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ class RunConfig:
     finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError(f"name must be a non-empty folder name, got {self.name!r}")
+        check_path_component(self.name, "name")
+        _check_unique_models(self.models)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -79,6 +82,17 @@ class RunConfig:
         return Path(self.output_dir).expanduser() / self.name
 
 
+def _check_unique_models(models: tuple[str | ModelSpec, ...]) -> None:
+    """Refuse two models of one name: they would share one loaded model, one cache entry and one result row."""
+    names = [m if isinstance(m, str) else m.name for m in models]
+    for name in names:
+        check_path_component(name, "models: model name")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"models: the name {repeated[0]!r} is used by {names.count(repeated[0])} models; "
+                         "give each model its own name")
+
+
 def default_cache_dir() -> Path:
     """``$OVERSPEC_CACHE`` if set, else ``~/.cache/overspec``."""
     return Path(os.environ.get("OVERSPEC_CACHE", "~/.cache/overspec")).expanduser()
@@ -93,14 +107,59 @@ def default_config(**overrides) -> RunConfig:
 
 def load_run_config(path: Path, **overrides) -> RunConfig:
     """Read a run config YAML; ``overrides`` (from CLI flags) win over file values."""
-    data = load_yaml(path) or {}
+    data = load_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty; name the models to evaluate (or run without a config "
+                          "for the embedded world study)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings")
     moved = [key for key in data if key in MOVED_TO_PROTOCOLS]
     if moved:
         raise ConfigError(f"{path}: {moved[0]!r} is now a protocol setting; write {MOVED_TO_PROTOCOLS[moved[0]]}")
     data.setdefault("name", Path(path).stem)
-    return from_dict(RunConfig, {**data, **overrides}, where=str(path))
+    config = from_dict(RunConfig, {**_resolved_paths(data, Path(path).parent), **overrides}, where=str(path))
+    if not config.models:
+        raise ConfigError(f"{path}.models: no models to evaluate; name at least one preset or inline spec")
+    return config
+
+
+_PATH_KEYS = {"data_root", "output_dir", "cache_dir"}
+_MODEL_FILE_KEYS = ("adapter", "head", "config_file")
+
+
+def _resolved_paths(data: dict, folder: Path) -> dict:
+    """``data`` with the relative paths it names resolved from ``folder`` (the config's), not the working folder."""
+    data = dict(data)
+    for key in _PATH_KEYS & data.keys():
+        data[key] = _from_folder(data[key], folder)
+    if isinstance(data.get("dataset_files"), list):
+        data["dataset_files"] = [_from_folder(p, folder) for p in data["dataset_files"]]
+    finetune = data.get("finetune")
+    if isinstance(finetune, dict) and isinstance(finetune.get("data"), dict):
+        data["finetune"] = {**finetune, "data": {k: _from_folder(v, folder) for k, v in finetune["data"].items()}}
+    if isinstance(data.get("models"), list):
+        data["models"] = [_model_paths(m, folder) if isinstance(m, dict) else m for m in data["models"]]
+    return data
+
+
+def _model_paths(spec: dict, folder: Path) -> dict:
+    """An inline model spec with its local file paths (weights file, adapter, head, config file) resolved."""
+    from overspec.models.sources.files import looks_like_path
+
+    spec = {k: _from_folder(v, folder) if k in _MODEL_FILE_KEYS else v for k, v in spec.items()}
+    weights = spec.get("weights")
+    if isinstance(weights, str) and weights.startswith("local-dir:"):
+        spec["weights"] = "local-dir:" + _from_folder(weights.split(":", 1)[1], folder)
+    elif isinstance(weights, str) and ":" not in weights and looks_like_path(weights):
+        spec["weights"] = _from_folder(weights, folder)
+    return spec
+
+
+def _from_folder(value: object, folder: Path) -> object:
+    """A relative path string joined to ``folder``; absolute, ``~``-prefixed, empty and non-string values as given."""
+    if not isinstance(value, str) or not value or value.startswith("~") or Path(value).is_absolute():
+        return value
+    return str(folder / value)
 
 
 def resolved_dict(config: RunConfig) -> dict:

@@ -7,6 +7,7 @@ Loaders (``overspec.data.formats``) turn a folder on disk into :class:`LabelledI
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
+from overspec.data.images import check_shape, to_rgb
+
 __all__ = ["LabelledImages", "CheckedImages", "DatasetLayoutError", "BadImageError", "content_fingerprint",
-           "DECODE_ERRORS"]
+           "DECODE_ERRORS", "leaves_folder"]
 
 #: What a decoder raises for a corrupt, truncated, empty or missing image file (PIL raises OSError subclasses
 #: for most; some plugins raise SyntaxError, ValueError, EOFError or struct.error on damaged headers).
@@ -54,6 +57,11 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
+def leaves_folder(relative: str) -> bool:
+    """Whether a path read from a list file is absolute or climbs out of the folder it is relative to."""
+    return Path(relative).is_absolute() or os.path.normpath(relative).split(os.sep)[0] == ".."
+
+
 def content_fingerprint(*parts: object) -> str:
     """Return a short sha256 hex digest of the ``repr`` of ``parts`` (stable across runs and machines)."""
     h = hashlib.sha256()
@@ -72,6 +80,8 @@ class LabelledImages(torch.utils.data.Dataset):
 
     ``read`` loads image ``i``; ``identity`` is any stable description of the sample list (relative paths and
     labels, or file checksums) from which :attr:`fingerprint` is derived, so caches notice a changed split.
+    ``content``, when set, returns a digest of the bytes behind the split (its image files), so that images
+    rewritten under the same names change the fingerprint too.
     ``transform``, when set, is applied to each image (e.g. a model's preprocessing). ``locate``, when set,
     says where item ``i`` lives (a file path, or a file and member) so that errors can name it.
     """
@@ -86,6 +96,7 @@ class LabelledImages(torch.utils.data.Dataset):
     transform: Callable[[Image.Image], object] | None = None
     info: dict = field(default_factory=dict)
     locate: Callable[[int], str] | None = None
+    content: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -102,8 +113,9 @@ class LabelledImages(torch.utils.data.Dataset):
     def decoded(self, index: int) -> Image.Image:
         """Return image ``index`` fully decoded as RGB (so a damaged file fails here, not in the transform)."""
         image = self.read(index)
+        check_shape(image.size)
         image.load()
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image)
 
     def decode_problem(self, index: int) -> str:
         """Return why image ``index`` cannot be decoded, or ``""`` when it decodes."""
@@ -129,8 +141,9 @@ class LabelledImages(torch.utils.data.Dataset):
 
     @property
     def fingerprint(self) -> str:
-        """Content key of this split: dataset, split, sample identity and labels."""
-        return content_fingerprint(self.dataset, self.split, self.identity, self.labels)
+        """Content key of this split: dataset, split, sample identity, labels and the bytes of its files."""
+        parts = (self.dataset, self.split, self.identity, self.labels)
+        return content_fingerprint(*parts, self.content()) if self.content else content_fingerprint(*parts)
 
     @property
     def num_classes(self) -> int:
@@ -141,7 +154,7 @@ class LabelledImages(torch.utils.data.Dataset):
         """Return a copy of this split whose items pass through ``transform``."""
         return LabelledImages(
             self.dataset, self.split, self.labels, self.read, self.identity,
-            self.classnames, self.templates, transform, dict(self.info), self.locate,
+            self.classnames, self.templates, transform, dict(self.info), self.locate, self.content,
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray, split: str | None = None) -> LabelledImages:
@@ -158,7 +171,7 @@ class LabelledImages(torch.utils.data.Dataset):
         return LabelledImages(
             self.dataset, split or self.split, self.labels[idx], lambda i: parent(int(idx[i])),
             (self.identity, idx.tobytes()), self.classnames, self.templates, self.transform, info,
-            lambda i: parent_location(int(idx[i])),
+            lambda i: parent_location(int(idx[i])), self.content,
         )
 
 

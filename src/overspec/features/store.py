@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from overspec import distributed
 from overspec.data.base import LabelledImages
+from overspec.data.digests import use_digest_cache
 from overspec.features._files import CorruptCacheError, discard, read_entry, write_array
 from overspec.features.loading import image_batches
 from overspec.features.text import build_classifier, prompt_set_fingerprint
@@ -79,6 +80,7 @@ class FeatureStore:
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.root = Path(root)
+        use_digest_cache(self.root.parent / "file-digests")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.device = device

@@ -24,7 +24,7 @@ from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.heads import BinaryHead, load_binary_head
 from overspec.models.preprocess import preprocess_fingerprint
 from overspec.config.model import OPENAI_MEAN, OPENAI_STD, ModelSpec, PreprocessSpec
-from overspec.safeload import load_torch_checkpoint
+from overspec.safeload import check_float_parameters, load_torch_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -257,8 +257,20 @@ def _load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
         converted, info = convert_published_state_dict(state, model_state, scaling=scaling, strength=strength)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{path}: {exc}") from None
+    check_float_parameters(state, _released_dtypes(model_state), path)
     model.load_state_dict({k: v.to(model_state[k].dtype) for k, v in converted.items()}, strict=True)
     return info
+
+
+def _released_dtypes(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's tensors by released key spelling too (a split q/k/v projection stands for its fused parameter)."""
+    spelt = dict(model_state)
+    for key, tensor in model_state.items():
+        match = _FUSED_ATTN.match(key)
+        if match:
+            prefix = match.group(1)
+            spelt.update({f"{prefix}.{proj}.{part}": tensor for proj in _PROJECTIONS for part in ("weight", "bias")})
+    return spelt
 
 
 def load_published_head(path: Path) -> BinaryHead:

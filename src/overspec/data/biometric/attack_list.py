@@ -26,7 +26,9 @@ import numpy as np
 from PIL import Image
 
 from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats.common import is_image_suffix
+from overspec.data.images import open_rgb
 from overspec.files import atomic_write_text
 
 __all__ = [
@@ -57,6 +59,13 @@ class ProtocolListError(ValueError):
     """A protocol CSV is malformed; the one-line message names the file, the line and the column."""
 
 
+class MissingSplitError(ProtocolListError, KeyError):
+    """A protocol has no samples in a split that is needed; names the protocol and its file."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class AttackSample:
     """One image or frame of a protocol; ``path`` is relative to the protocol root (POSIX separators)."""
@@ -83,6 +92,7 @@ class AttackProtocol:
     root: Path
     samples: tuple[AttackSample, ...]
     task: str = "pad"
+    origin: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -101,8 +111,20 @@ class AttackProtocol:
         """The samples of ``split`` in file order; an absent split is an error naming the ones present."""
         chosen = tuple(s for s in self.samples if s.split == split)
         if not chosen:
-            raise KeyError(f"protocol {self.name!r} has no {split!r} split; it has {', '.join(self.splits())}")
+            where = f" ({self.origin})" if self.origin else ""
+            raise MissingSplitError(f"protocol {self.name!r}{where} has no {split!r} split; it has "
+                                    f"{', '.join(self.splits())}")
         return chosen
+
+    def require_scorable(self) -> AttackProtocol:
+        """Return this protocol if its test split has bona fide and attack samples (what every error rate needs)."""
+        labels = {s.label for s in self.samples_of("test")}
+        absent = [label.replace("_", " ") for label in LABELS if label not in labels]
+        if absent:
+            where = self.origin or self.name
+            raise ProtocolListError(f"{where}: the 'test' split has no {absent[0]} samples; error rates need both "
+                                    "bona fide and attack samples")
+        return self
 
     def attack_types(self, split: str | None = None) -> tuple[str, ...]:
         """Sorted attack types (PAI species or morph methods) of one split or of the whole protocol."""
@@ -120,8 +142,7 @@ class AttackProtocol:
         paths = [s.path for s in samples]
 
         def read(index: int) -> Image.Image:
-            with Image.open(root / paths[index]) as image:
-                return image.convert("RGB")
+            return open_rgb(root / paths[index])
 
         identity = tuple((s.path, s.label, s.attack_type, s.video_id) for s in samples)
         info = {key: np.array([getattr(s, key) for s in samples], dtype=object)
@@ -130,7 +151,7 @@ class AttackProtocol:
         return LabelledImages(
             dataset=self.name, split=name, labels=np.array([int(s.is_bona_fide) for s in samples]), read=read,
             identity=identity, classnames=CLASSNAMES[self.task], templates=TEMPLATES, info=info,
-            locate=lambda i: str(root / paths[i]),
+            locate=lambda i: str(root / paths[i]), content=lazy_files_digest([root / p for p in paths]),
         )
 
 
@@ -138,7 +159,8 @@ def _row_error(path: Path, line: int, column: str, problem: str) -> ProtocolList
     return ProtocolListError(f"{path}: line {line}, column {column!r}: {problem}")
 
 
-def _sample_from_row(row: dict[str, str], path: Path, line: int, check_files: bool) -> AttackSample:
+def _sample_from_row(row: dict[str, str], path: Path, line: int, check_files: bool,
+                     within: Path | None) -> AttackSample:
     values = {key: (row.get(key) or "").strip() for key in COLUMNS}
     if values["label"] not in LABELS:
         raise _row_error(path, line, "label", f"unknown value {values['label']!r}; expected one of {', '.join(LABELS)}")
@@ -152,6 +174,8 @@ def _sample_from_row(row: dict[str, str], path: Path, line: int, check_files: bo
     relative = Path(values["path"])
     if relative.is_absolute():
         raise _row_error(path, line, "path", f"absolute path {values['path']!r}; paths are relative to {path.parent}")
+    if within is not None and not _inside(path.parent / relative, within):
+        raise _row_error(path, line, "path", f"{values['path']!r} leaves the data root {within}")
     if check_files and not (path.parent / relative).is_file():
         raise _row_error(path, line, "path", f"file not found: {path.parent / relative}")
     values["path"] = relative.as_posix()
@@ -160,28 +184,65 @@ def _sample_from_row(row: dict[str, str], path: Path, line: int, check_files: bo
 
 
 def read_protocol(path: str | Path, *, name: str | None = None, task: str = "pad",
-                  check_files: bool = True) -> AttackProtocol:
+                  check_files: bool = True, within: Path | None = None) -> AttackProtocol:
     """Read and validate a protocol CSV (see the module docstring for the columns).
 
     Every problem (missing column, unknown label or split, attack type on a bona fide row, missing image when
-    ``check_files``) raises :class:`ProtocolListError` naming the file, line and column.
+    ``check_files``, a path leaving the folder ``within`` when given, a sample listed twice or in two splits, a test
+    split lacking bona fide or attack samples) raises :class:`ProtocolListError` naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetLayoutError(name or path.stem, path, f"a CSV with header {','.join(COLUMNS)}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise ProtocolListError(f"{path}: line 1: missing column(s) {', '.join(repr(c) for c in missing)}; "
-                                    f"expected header {','.join(COLUMNS)}")
-        reader.fieldnames = header
-        samples = tuple(_sample_from_row(row, path, reader.line_num, check_files) for row in reader)
-    if not samples:
+    rows = _read_rows(path, check_files, within)
+    if not rows:
         raise ProtocolListError(f"{path}: no rows after the header")
+    _check_each_path_once(path, rows)
+    samples = tuple(sample for _, sample in rows)
     logger.debug("read protocol %s: %d samples", path, len(samples))
-    return AttackProtocol(name or path.stem, path.parent.resolve(), samples, task)
+    return AttackProtocol(name or path.stem, path.parent.resolve(), samples, task, str(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (``..`` resolved lexically) lies in ``folder``."""
+    target, root = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    return os.path.commonpath([target, root]) == root
+
+
+def _read_rows(path: Path, check_files: bool, within: Path | None) -> list[tuple[int, AttackSample]]:
+    """``(line number, sample)`` of every row of the CSV at ``path`` (UTF-8, a byte-order mark allowed)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise ProtocolListError(f"{path}: line 1: missing column(s) {', '.join(repr(c) for c in missing)}; "
+                                        f"expected header {','.join(COLUMNS)}")
+            reader.fieldnames = header
+            return [(reader.line_num, _sample_from_row(row, path, reader.line_num, check_files, within))
+                    for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ProtocolListError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _check_each_path_once(path: Path, rows: list[tuple[int, AttackSample]]) -> None:
+    """Refuse a sample listed twice: a repeated row weighs its score several times, and one listed in two splits
+    is trained on and tested on."""
+    first: dict[str, tuple[int, str]] = {}
+    for line, sample in rows:
+        if sample.path not in first:
+            first[sample.path] = (line, sample.split)
+            continue
+        earlier, split = first[sample.path]
+        if split == sample.split:
+            raise _row_error(path, line, "path", f"{sample.path!r} repeats line {earlier} (split {split!r}); "
+                                                 "each sample must be listed once")
+        raise _row_error(path, line, "path", f"{sample.path!r} is in split {sample.split!r} here and in split "
+                                             f"{split!r} on line {earlier}; train, dev and test must not overlap")
+
+
+
 
 
 def write_protocol(path: str | Path, protocol: AttackProtocol) -> Path:
@@ -282,7 +343,7 @@ def leave_one_out(protocols: Mapping[str, AttackProtocol], target: str, *, sourc
     samples += [s for k in sources for s in _rebased(protocols[k], k, "dev", new_root, dev_splits)]
     samples += _rebased(protocols[target], target, "test", new_root, test_splits)
     name = f"{'_'.join(sources)}_to_{target}"
-    protocol = AttackProtocol(name, new_root, tuple(samples), tasks.pop())
+    protocol = AttackProtocol(name, new_root, tuple(samples), tasks.pop(), protocols[target].origin)
     for split in ("train", "test"):
         protocol.samples_of(split)  # both must be non-empty
     return protocol

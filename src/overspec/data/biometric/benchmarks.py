@@ -110,14 +110,14 @@ def open_attack(entry: BiometricBenchmark, data_root: Path):
         path = entry.path(data_root)
         if not path.is_file():
             raise _missing(entry, path)
-        return read_protocol(path, name=entry.name, task=entry.kind)
+        return read_protocol(path, name=entry.name, task=entry.kind, within=data_root).require_scorable()
     sources = {}
     for source, rel in entry.options["sources"].items():
         path = entry.path(data_root) / rel
         if not path.is_file():
             raise _missing(entry, path)
-        sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad")
-    return leave_one_out(sources, entry.options["target"])
+        sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad", within=data_root)
+    return leave_one_out(sources, entry.options["target"]).require_scorable()
 
 
 @dataclass(frozen=True)

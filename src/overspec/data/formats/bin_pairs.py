@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from overspec.files import atomic_write_bytes
-from overspec.data.base import DatasetLayoutError, LabelledImages
+from overspec.data.base import DatasetLayoutError, LabelledImages, leaves_folder
+from overspec.data.images import open_rgb
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, UnreadableFileError, restricted_loads
 
 __all__ = ["BinPairs", "BIN_GLOBALS", "read_bin", "write_bin", "read_pairs_csv"]
@@ -133,8 +134,7 @@ def _issame_array(issame_list: Sequence[object], path: Path) -> np.ndarray:
 def _decode_image(buffer: bytes, path: Path, index: int) -> Image.Image:
     """Decode one stored JPEG/PNG buffer to an RGB image."""
     try:
-        with Image.open(io.BytesIO(buffer)) as image:
-            return image.convert("RGB")
+        return open_rgb(buffer)
     except (OSError, SyntaxError, ValueError) as exc:
         raise UnreadableFileError(f"{path}: image {index} is not a decodable image ({exc})") from exc
 
@@ -193,8 +193,16 @@ def read_pairs_csv(csv_path: str | Path, image_root: str | Path | None = None, n
 
 
 def _parse_pairs_csv(csv_path: Path, root: Path) -> tuple[list[Path], np.ndarray]:
-    """Return the image paths (two per pair, in order) and pair labels of a pairs CSV."""
-    with csv_path.open(newline="") as handle:
+    """Return the image paths (two per pair, in order) and pair labels of a pairs CSV (UTF-8, BOM allowed)."""
+    try:
+        return _parse_pairs_rows(csv_path, root)
+    except UnicodeDecodeError as exc:
+        raise DatasetLayoutError(csv_path.stem, csv_path, "a UTF-8 CSV with header path1,path2,issame",
+                                 f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _parse_pairs_rows(csv_path: Path, root: Path) -> tuple[list[Path], np.ndarray]:
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in _PAIRS_CSV_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:
@@ -204,6 +212,9 @@ def _parse_pairs_csv(csv_path: Path, root: Path) -> tuple[list[Path], np.ndarray
         for line, row in enumerate(reader, start=2):
             labels.append(_parse_issame(row["issame"], csv_path, line))
             for column in ("path1", "path2"):
+                if leaves_folder(row[column].strip()):
+                    raise DatasetLayoutError(csv_path.stem, csv_path, f"paths relative to {root}",
+                                             f"line {line}, column {column!r}: {row[column].strip()!r} leaves {root}")
                 image = root / row[column].strip()
                 if not image.is_file():
                     raise DatasetLayoutError(csv_path.stem, image, "an image file", f"{csv_path} line {line}: missing")
@@ -225,5 +236,4 @@ def _parse_issame(text: str | None, csv_path: Path, line: int) -> bool:
 
 def _open_rgb(path: Path) -> Image.Image:
     """Open an image file as RGB."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return open_rgb(path)

@@ -3,7 +3,6 @@ text lists and carved splits."""
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import SplitRequest
@@ -24,8 +22,6 @@ __all__ = [
     "require_dir",
     "require_file",
     "list_images",
-    "open_rgb",
-    "decode_rgb",
     "relative_names",
     "files_identity",
     "read_lines",
@@ -78,17 +74,6 @@ def is_image_suffix(suffix: str) -> bool:
 def list_images(folder: Path) -> list[Path]:
     """Return the image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if is_image_suffix(p.suffix) and p.is_file())
-
-
-def open_rgb(path: Path | str | io.BytesIO) -> Image.Image:
-    """Decode the image at ``path`` (or in a byte stream) as an RGB PIL image (grayscale, palette converted)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode encoded image bytes (a tar member, a record) as an RGB PIL image."""
-    return open_rgb(io.BytesIO(data))
 
 
 def relative_names(paths: Iterable[Path | str], root: Path) -> list[str]:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from overspec.data.base import LabelledImages
+from overspec.data.base import LabelledImages, leaves_folder
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
-from overspec.data.formats.common import check_options, layout_error, open_rgb, read_lines, require_dir, require_file
+from overspec.data.formats.common import check_options, layout_error, read_lines, require_dir, require_file
+from overspec.data.images import open_rgb
 
 __all__ = ["load_split", "HEADER"]
 
@@ -43,13 +45,17 @@ def load_split(request: SplitRequest) -> LabelledImages:
         templates=tuple(templates),
         info={"table": table.name, "native_classes": tuple(classnames)},
         locate=lambda i: str(root / rel_paths[i]),
+        content=lazy_files_digest([root / p for p in rel_paths]),
     )
 
 
 def _read_table(request: SplitRequest, table: Path, num_classes: int) -> tuple[list[str], list[int]]:
     """Return the paths and labels of ``table``, rejecting a wrong header, bad labels or an empty table."""
-    with open(table, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with open(table, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as exc:
+        raise layout_error(request, table, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not rows or tuple(cell.strip() for cell in rows[0]) != HEADER:
         raise layout_error(request, table, f"the first line must be the header {','.join(HEADER)}")
     paths, labels = [], []
@@ -62,6 +68,9 @@ def _read_table(request: SplitRequest, table: Path, num_classes: int) -> tuple[l
         if not label.lstrip("-").isdigit() or not 0 <= int(label) < num_classes:
             raise layout_error(request, table,
                                f"line {line_number}: label {label!r} is not an integer in [0, {num_classes})")
+        if leaves_folder(path):
+            raise layout_error(request, table, f"line {line_number}: path {path!r} leaves the dataset folder; "
+                                               "paths are relative to it")
         paths.append(path)
         labels.append(int(label))
     if not paths:

@@ -27,8 +27,9 @@ import numpy as np
 from PIL import Image
 
 from overspec.files import atomic_write_bytes
-from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint
+from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint, leaves_folder
 from overspec.data.biometric.align import align_face
+from overspec.data.images import open_rgb
 
 __all__ = ["IJBFace", "IJBMeta", "TemplateSubjects", "read_ijb_meta", "write_ijb_meta", "detect_prefix"]
 
@@ -96,8 +97,7 @@ class IJBMeta:
         names, landmarks = self.image_names, self.landmarks
 
         def read(index: int) -> Image.Image:
-            with Image.open(crops / names[index]) as image:
-                return align_face(image.convert("RGB"), landmarks[index], size)
+            return align_face(open_rgb(crops / names[index]), landmarks[index], size)
 
         identity = content_fingerprint(self.prefix, "\n".join(names), landmarks, size)
         return LabelledImages(
@@ -152,6 +152,9 @@ def _read_face_list(path: Path, prefix: str) -> tuple[tuple[str, ...], np.ndarra
         if len(parts) != 3:
             raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name template_id media_id'",
                                      f"line {number} has {len(parts)} fields")
+        if leaves_folder(parts[0]):
+            raise DatasetLayoutError(prefix.upper(), path, "image names inside loose_crop/",
+                                     f"line {number}: image name {parts[0]!r} leaves the image folder")
         names.append(parts[0])
         ids.append((_int(parts[1], path, number, prefix), _int(parts[2], path, number, prefix)))
     if not names:

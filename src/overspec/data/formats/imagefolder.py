@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.formats.common import (
     carve_options,
@@ -90,6 +91,7 @@ def _read_folder(request: SplitRequest, root: Path, base: Path, classes: list[st
         classnames=tuple(classes),
         info={"native_classes": tuple(classes), "root": str(root)},
         locate=lambda i: str(paths[i]),
+        content=lazy_files_digest(paths),
     )
 
 

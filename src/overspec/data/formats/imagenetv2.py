@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.formats.common import (
     check_options,
@@ -54,6 +55,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         identity=tuple(relative_names(paths, root)),
         info={"folder": base.name},
         locate=lambda i: str(paths[i]),
+        content=lazy_files_digest(paths),
     )
 
 

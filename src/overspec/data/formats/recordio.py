@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from overspec.data.base import DatasetLayoutError, LabelledImages
-from overspec.data.formats.common import decode_rgb
+from overspec.data.images import open_rgb
 from overspec.files import atomic_write_bytes
 
 __all__ = ["read_record_file", "write_record_file", "RECORD_MAGIC"]
@@ -133,7 +133,7 @@ def read_record_file(rec: str | Path, idx: str | Path | None = None, name: str |
 
     def read(i: int) -> Image.Image:
         with rec.open("rb") as handle:
-            return decode_rgb(_unpack_ir(_read_record(handle, rec, positions[i]))[1])
+            return open_rgb(_unpack_ir(_read_record(handle, rec, positions[i]))[1])
 
     return LabelledImages(name or rec.stem, "train", np.asarray(labels), read,
                           identity=("mxnet-rec", rec.stat().st_size, tuple(keys)),

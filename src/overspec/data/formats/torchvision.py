@@ -24,10 +24,11 @@ from types import FunctionType
 from typing import Any, BinaryIO
 
 import numpy as np
-from PIL import Image
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
+from overspec.data.images import to_rgb
 from overspec.data.formats.common import (
     carve_options,
     carved_split,
@@ -118,9 +119,11 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         order = np.argsort(np.asarray(names, dtype=object), kind="stable")
         samples: object = tuple(names[i] for i in order)
         labels = labels[order]
+        files = paths
     else:
         order = np.arange(len(labels))
         samples = files_identity(root)
+        files = [root / name for name, _ in samples]
     config = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "download"))
     native = _native_classes(dataset)
     info = {"torchvision_class": type(dataset).__name__, "native_split": kwargs.get("split", kwargs.get("train"))}
@@ -130,16 +133,13 @@ def _wrap(request: SplitRequest, dataset: Any, root: Path, kwargs: Mapping[str, 
         dataset=request.dataset,
         split=request.split,
         labels=labels,
-        read=lambda i: _rgb(dataset[int(order[i])][0]),
+        read=lambda i: to_rgb(dataset[int(order[i])][0]),
         identity=(type(dataset).__name__.removesuffix("WithoutChecksums"), config, samples),
         classnames=native,
         info=info,
         locate=None if paths is None else (lambda i: str(paths[int(order[i])])),
+        content=lazy_files_digest(files),
     )
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _labels(request: SplitRequest, dataset: Any) -> np.ndarray:

@@ -27,16 +27,17 @@ import numpy as np
 from PIL import Image
 
 from overspec.data.base import LabelledImages
+from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
 from overspec.data.formats.common import (
     check_options,
-    decode_rgb,
     is_image_suffix,
     layout_error,
     read_lines,
     require_dir,
     require_file,
 )
+from overspec.data.images import open_rgb
 
 __all__ = ["load_split", "read_shards", "split_key", "CLASSNAMES_FILE", "TEMPLATES_FILE", "SHARDS_LAYOUT"]
 
@@ -73,6 +74,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
         templates=tuple(_optional_lines(root / TEMPLATES_FILE)),
         info=info,
         locate=lambda i: str(split_dir / keys[i]),
+        content=lazy_files_digest(shards),
     )
 
 
@@ -157,7 +159,7 @@ def _read_label(request: SplitRequest, shard: Path, tar: tarfile.TarFile, info: 
 def _read_image(shards: list[Path], member: _Member) -> Image.Image:
     with open(shards[member.shard], "rb") as handle:
         handle.seek(member.offset)
-        return decode_rgb(handle.read(member.size))
+        return open_rgb(handle.read(member.size))
 
 
 def read_shards(path: str | Path, name: str | None = None) -> LabelledImages:

@@ -16,6 +16,7 @@ from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.config.model import ModelSpec, PreprocessSpec
+from overspec.safeload import UnreadableFileError
 
 __all__ = ["load_hf"]
 
@@ -36,6 +37,7 @@ def load_hf(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder
     except ImportError as exc:
         raise ModelLoadError(f"model {spec.name!r}: install the 'hf' extra (pip install overspec[hf])") from exc
     model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+    _check_stored_dtypes(folder, model.state_dict())
     if not hasattr(model, "get_image_features"):
         raise ModelLoadError(f"model {spec.name!r}: {folder} holds a {type(model).__name__}, not a CLIP-like model")
     preprocess = spec.preprocess or _preprocess_from_folder(folder, model)
@@ -66,6 +68,20 @@ def load_hf(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder
               "preprocess_fingerprint": preprocess_fingerprint(preprocess)},
         image_prefixes=_IMAGE_PREFIXES,
     )
+
+
+def _check_stored_dtypes(folder: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse safetensors weights stored as integers for float parameters (transformers casts them silently)."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                target, stored = expected.get(key), handle.get_slice(key).get_dtype()
+                if target is not None and target.is_floating_point() and not stored.startswith(("F", "BF")):
+                    raise UnreadableFileError(f"{path}: {key} is stored as {stored} but the model's parameter is "
+                                              f"{str(target.dtype).removeprefix('torch.')}; integer weights are "
+                                              "refused (a quantised or damaged checkpoint?)")
 
 
 def _as_tensor(output) -> torch.Tensor:

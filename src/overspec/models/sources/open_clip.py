@@ -21,7 +21,7 @@ from overspec.models.fingerprint import combine, tensors_fingerprint
 from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.models.sources.files import looks_like_path, offline, produced_folder, scheme_of, tag_is_cached
 from overspec.config.model import PreprocessSpec, ModelSpec
-from overspec.safeload import torch_load_error
+from overspec.safeload import check_float_parameters, load_torch_checkpoint, state_dict_of, torch_load_error
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ _MAX_DETAIL = 600
 def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
     """Build the open_clip model of ``spec`` with its weights and return it as an :class:`Encoder`."""
     name, pretrained = _resolve_name_and_weights(spec, cache_dir)
+    state = _checked_local_state(name, pretrained) if _is_local_checkpoint(spec, pretrained) else None
     try:
         model = open_clip.create_model(
             name, pretrained=pretrained, force_quick_gelu=spec.quick_gelu, device=device,
@@ -43,9 +44,32 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
         raise torch_load_error(pretrained or str(spec.weights), exc) from exc
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
         raise ModelLoadError(_explain_failure(spec, exc)) from exc
+    if state is not None:
+        check_float_parameters(state, model.state_dict(), pretrained)
     model.eval()
     preprocess = spec.preprocess or _preprocess_from_model(model)
     return as_encoder(spec, model, preprocess, _tokenizer(name))
+
+
+def _is_local_checkpoint(spec: ModelSpec, pretrained: str | None) -> bool:
+    """Whether ``pretrained`` is a user's checkpoint file that torch or safetensors reads (not numpy weights)."""
+    return bool(pretrained and spec.weights and looks_like_path(spec.weights)
+                and not pretrained.endswith((".npz", ".npy")))
+
+
+def _checked_local_state(name: str, path: str) -> dict[str, torch.Tensor]:
+    """Read a local checkpoint safely, refusing what is not a state dict and positional embeddings of the wrong
+    width (a transposed one makes open_clip fail with a reshape error that names no key)."""
+    state = state_dict_of(load_torch_checkpoint(path), path)
+    config = open_clip.get_model_config(name) or {}
+    widths = {"visual.positional_embedding": config.get("vision_cfg", {}).get("width"),
+              "positional_embedding": config.get("text_cfg", {}).get("width")}
+    for key, width in widths.items():
+        tensor = state.get(key)
+        if width and tensor is not None and (tensor.ndim != 2 or tensor.shape[-1] != width):
+            raise ModelLoadError(f"{path}: {key} has shape {tuple(tensor.shape)}, but {name} needs (tokens, {width})"
+                                 f"{' (transposed?)' if tensor.ndim == 2 and tensor.shape[0] == width else ''}")
+    return state
 
 
 #: Tokenizers built in this process, by (model name, the model config that decides the tokenizer).

@@ -42,13 +42,12 @@ def load_timm(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encod
 
 
 def _load_weights(spec: ModelSpec, model: torch.nn.Module, path: Path) -> None:
-    from overspec.safeload import load_torch_checkpoint
+    from overspec.safeload import check_float_parameters, load_torch_checkpoint, state_dict_of
 
     if not path.is_file():
         raise ModelLoadError(f"model {spec.name!r}: weights file not found: {path}")
-    state = load_torch_checkpoint(path)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = state_dict_of(load_torch_checkpoint(path), path)
+    check_float_parameters(state, model.state_dict(), path)
     result = model.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith(("fc.", "head.", "classifier."))]
     if result.missing_keys or unexpected:
