@@ -272,7 +272,7 @@ def _run_study(config: RunConfig) -> RunResult:
     result = RunResult(run_dir, [])
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
-        reason = _skip_reason(planned)
+        reason = _skip_reason(context, planned)
         if reason:
             result.skipped.append((planned.unit.slug, reason))
             continue
@@ -289,25 +289,34 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
 
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
+    data_root, names, benchmarks = _selection(config)
     if config.world:
         from overspec.world import prepare
 
-        data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
         data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the catalog's world/ roots
-        names = list(config.datasets) or [n for n in dataset_registry().names()
-                                           if dataset_registry().get(n).root.startswith("world/")]
-        benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
-                                                 if biometric_registry().get(n).root.startswith("world/")]
-    else:
-        if not config.data_root:
-            raise ValueError("data_root is required unless world: true (the embedded world)")
-        data_root, names, benchmarks = Path(config.data_root).expanduser(), list(config.datasets), \
-            list(config.biometrics)
     for name in names:
         dataset_registry().get(name)
     for name in benchmarks:
         biometric_registry().get(name)
     return data_root, names, benchmarks
+
+
+def _selection(config: RunConfig) -> tuple[Path, list[str], list[str]]:
+    """The data root, datasets and biometric benchmarks a config names; in world mode an unset list means every
+    world one and an explicit empty list means none."""
+    from overspec.data.biometric.benchmarks import biometric_registry
+    from overspec.data.catalog import dataset_registry
+
+    if not config.world:
+        if not config.data_root:
+            raise ConfigError("data_root is required unless world: true (the embedded world)")
+        return Path(config.data_root).expanduser(), list(config.datasets or ()), list(config.biometrics or ())
+    data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
+    datasets = list(config.datasets) if config.datasets is not None else \
+        [n for n in dataset_registry().names() if dataset_registry().get(n).root.startswith("world/")]
+    benchmarks = list(config.biometrics) if config.biometrics is not None else \
+        [n for n in biometric_registry().names() if biometric_registry().get(n).root.startswith("world/")]
+    return data_root, datasets, benchmarks
 
 
 def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
@@ -353,18 +362,11 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     settings = validated_settings(config)
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
+    data_root, datasets, benchmarks = _selection(config)
     if config.world:
         from overspec.world import seed_root
 
-        data_root = Path(config.data_root).expanduser() if config.data_root else config.cache_path / "world-data"
         data_root = seed_root(data_root, config.seed)
-        datasets = list(config.datasets) or [n for n in dataset_registry().names()
-                                              if dataset_registry().get(n).root.startswith("world/")]
-        benchmarks = list(config.biometrics) or [n for n in biometric_registry().names()
-                                                 if biometric_registry().get(n).root.startswith("world/")]
-    else:
-        data_root, datasets, benchmarks = Path(config.data_root).expanduser(), list(config.datasets), \
-            list(config.biometrics)
     specs = [resolve_spec(m) for m in config.models]
     lines = [f"plan for run {config.name!r} -> {config.run_dir}", f"data root: {data_root}"]
     problems = [f"model {s.name!r}: {p}" for s in specs for p in _model_problems(s, config.cache_path)]
@@ -397,11 +399,15 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
 
 
 def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_config) -> Path:
-    """Cache folder of one fine-tune, keyed by the recipe's config hash so a changed recipe never meets old state."""
+    """Cache folder of one fine-tune, keyed by the recipe's config, the base's spec and the training data named (the
+    world's seed for world data), so a changed recipe, base or data never meets another fine-tune's checkpoints."""
     from overspec.finetune.recipes import config_hash as recipe_hash
 
     profile = config.finetune.profile or "default"
-    return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{recipe_hash(recipe_config)[:12]}"
+    data = config.finetune.data.get(recipe, "world")
+    key = combine(recipe_hash(recipe_config), json.dumps(asdict(spec), sort_keys=True, default=str), str(data),
+                  f"seed {config.seed}" if data == "world" else "")
+    return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{key[:12]}"
 
 
 def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
@@ -443,13 +449,15 @@ def _register_user_dataset(path: Path) -> None:
     register_dataset(entry)
 
 
-def _skip_reason(planned: PlannedUnit) -> str:
-    """Why a unit does not apply (its dataset lacks the task or a train split, its model the text tower or a head),
-    or ''; the reasons follow from what the unit's protocol declares it needs."""
+def _skip_reason(context: _Context, planned: PlannedUnit) -> str:
+    """Why a unit does not apply (its dataset or benchmark lacks the task or a train split, its model the text tower
+    or a head), or ''; the reasons follow from what the unit's protocol declares it needs."""
     from overspec.data.catalog import dataset_registry, has_role
 
     needs, spec, dataset, what = planned.plan.needs, planned.spec, planned.target.name, planned.plan.label
     entry = dataset_registry().get(dataset) if planned.target.kind == GENERAL else None
+    if entry is None and needs.train_split and "train" not in context.opened(planned.target).splits():
+        return f"{dataset} has no training split: {what} not applicable"
     if entry is not None and needs.task and needs.task not in entry.tasks:
         return f"{dataset} does not declare task {needs.task}"
     if needs.text_tower and not spec.text:

@@ -15,11 +15,11 @@ def test_unknown_key_names_file_and_nearest_key(tmp_path):
 
 def test_nested_unknown_key_and_out_of_range_value(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("protocols: {linear_probe: {val_fracton: 0.1}}\n")
+    path.write_text("models: [tiny-s]\nprotocols: {linear_probe: {val_fracton: 0.1}}\n")
     with pytest.raises(ConfigError, match=r"s.yaml: protocols.linear_probe: unknown key 'val_fracton'; did you mean "
                                           r"'val_fraction'"):
         validated_settings(load_run_config(path), where=str(path))
-    path.write_text("protocols: {linear_probe: {val_fraction: 1.5}}\n")
+    path.write_text("models: [tiny-s]\nprotocols: {linear_probe: {val_fraction: 1.5}}\n")
     with pytest.raises(ConfigError, match=r"val_fraction must be in \(0, 1\)"):
         validated_settings(load_run_config(path), where=str(path))
     path.write_text("linear_probe: {val_fraction: 0.5}\n")
@@ -59,7 +59,7 @@ def test_default_config_is_the_embedded_world():
 ])
 def test_fine_tune_settings_are_checked_before_the_run_starts(tmp_path, finetune, message):
     path = tmp_path / "s.yaml"
-    path.write_text(f"world: true\nfinetune: {finetune}\n")
+    path.write_text(f"world: true\nmodels: [tiny-s]\nfinetune: {finetune}\n")
     with pytest.raises(ConfigError, match=r"s.yaml: finetune: recipe .*" + message) as info:
         validated_settings(load_run_config(path), where=str(path))
     assert "\n" not in str(info.value)

@@ -451,7 +451,7 @@ def test_ijb_meta_error_is_one_line(tmp_path):
 ], ids=["unknown-top", "unknown-nested", "unknown-finetune", "batch-size-0", "negative-workers", "val-fraction",
         "attack-scoring", "unknown-protocol", "moved-key", "bad-image-policy", "device", "batch-size-type"])
 def test_bad_run_config_values(tmp_path, capsys, settings, named):
-    config = write_config(tmp_path, **settings)
+    config = write_config(tmp_path, **{"models": ["tiny-s"], **settings})
     with pytest.raises(ConfigError) as info:
         validated_settings(load_run_config(config), where=str(config))
     assert_one_line(info.value, str(config), *named)
@@ -465,7 +465,7 @@ def test_bad_run_config_values(tmp_path, capsys, settings, named):
     (["--on-bad-image", "retry"], ["on_bad_image", "'retry'"]),
 ])
 def test_bad_values_from_command_line_flags(tmp_path, capsys, flag, named):
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, models=["tiny-s"])
     assert_cli_refuses(capsys, tmp_path, ["run", str(config), *flag], *named)
 
 

@@ -70,7 +70,7 @@ def _base_settings(tmp_path: Path) -> str:
 @pytest.mark.parametrize(("text", "named"), [
     (ALIAS_BOMB, ["aliases expanded"]),
     ("models: [tiny-s]\nbatch_size: 8\nbatch_size: 16\n", ["duplicated key 'batch_size'", "line 3"]),
-    ("models: [tiny-s]\nlinear_probe: {kshot: [1], kshot: [4]}\n", ["duplicated key 'kshot'"]),
+    ("models: [tiny-s]\nprotocols: {linear_probe: {kshot: [1], kshot: [4]}}\n", ["duplicated key 'kshot'"]),
     (b"models: [tiny-s]\nname: caf\xe9\n", ["not UTF-8"]),
     ("", ["empty"]),
     ("# only a comment\n", ["empty"]),
@@ -543,7 +543,7 @@ def test_integer_weights_in_a_run_exit_2_without_results(tmp_path, capsys, micro
     _as_dtype("visual.proj", torch.int8)(micro_state, weights)
     name = f"intckpt-{abs(hash(str(tmp_path))) % 10**8}"
     entry = make_csv_dataset(tmp_path / "data", name)
-    config = write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], linear_probe={"enabled": False},
+    config = write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], protocols={"linear_probe": {"enabled": False}},
                           models=[{"name": "int8", "architecture": "micro-clip", "weights": str(weights)}])
     assert_cli_refuses(capsys, tmp_path, ["run", str(config), "--no-report"], str(weights), "visual.proj", "int8")
 
@@ -572,7 +572,7 @@ def micro_run(tmp_path, micro_state):
     torch.save(micro_state, weights)
     name = f"micro-{abs(hash(str(tmp_path))) % 10**8}"
     entry = make_csv_dataset(tmp_path / "data", name)
-    return write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], linear_probe={"enabled": False},
+    return write_config(tmp_path, datasets=[name], dataset_files=[str(entry)], protocols={"linear_probe": {"enabled": False}},
                         models=[{"name": "micro", "architecture": "micro-clip", "weights": str(weights)}])
 
 
@@ -620,8 +620,6 @@ def test_full_disk_while_storing_features_leaves_no_temporary(tmp_path, capsys, 
     assert not list((tmp_path / "cache").rglob("*.npy"))
 
 
-@pytest.mark.xfail(strict=True, reason="runner._save_predictions writes its own .tmp without removing it on failure; "
-                   "passes once it writes through overspec.files (then remove this mark)")
 def test_full_disk_while_writing_predictions_leaves_no_temporary(tmp_path, capsys, monkeypatch, micro_run):
     """Features are cached by a first run; the second fails writing the predictions file of a unit."""
     assert run_cli(capsys, ["run", str(micro_run), "--no-report"])[0] == 0
@@ -664,8 +662,6 @@ def test_export_to_an_unwritable_path(tmp_path, capsys, micro_state):
 # An explicit empty list means none, not all.
 
 
-@pytest.mark.xfail(strict=True, reason="needs the runner change that tells an unset list (every world benchmark) "
-                                       "from an empty one (none); remove this mark once runner.py has it")
 def test_empty_biometrics_means_none_in_world_mode(tmp_path, capsys):
     from overspec.runner import plan_study
 

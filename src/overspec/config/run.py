@@ -42,9 +42,9 @@ class RunConfig:
 
     name: str = "default"
     models: tuple[str | ModelSpec, ...] = ()
-    datasets: tuple[str, ...] = ()
+    datasets: tuple[str, ...] | None = None
     dataset_files: tuple[str, ...] = ()
-    biometrics: tuple[str, ...] = ()
+    biometrics: tuple[str, ...] | None = None
     world: bool = False
     data_root: str = ""
     output_dir: str = "runs"

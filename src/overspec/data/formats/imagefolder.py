@@ -19,13 +19,13 @@ import numpy as np
 from overspec.data.base import LabelledImages
 from overspec.data.digests import lazy_files_digest
 from overspec.data.formats import SplitRequest
+from overspec.data.images import open_rgb
 from overspec.data.formats.common import (
     carve_options,
     carved_split,
     check_options,
     layout_error,
     list_images,
-    open_rgb,
     relative_names,
     require_dir,
 )
