@@ -37,13 +37,18 @@ class FinetuneRunConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world."""
+    """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world.
+
+    ``dataset_files`` and ``benchmark_files`` name a user's own catalog YAMLs (general datasets, biometric
+    benchmarks), registered for the run; a benchmark file's ``root`` is absolute or relative to its own folder.
+    """
 
     name: str = "default"
     models: tuple[str | ModelSpec, ...] = ()
     datasets: tuple[str, ...] = ()
     dataset_files: tuple[str, ...] = ()
     biometrics: tuple[str, ...] = ()
+    benchmark_files: tuple[str, ...] = ()
     world: bool = False
     data_root: str = ""
     output_dir: str = "runs"

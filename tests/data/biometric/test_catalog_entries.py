@@ -1,0 +1,45 @@
+"""Contract: every shipped biometric catalog entry is found and opened when its declared layout is on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from overspec.data.biometric.benchmarks import (
+    CATALOG_DIR, OpenedAttack, OpenedIJB, OpenedVerification, benchmark_status, biometric_registry, open_benchmark,
+)
+from tests.data.biometric._placeholders import IJB_TEMPLATES, PAIRS, write_placeholder
+
+SHIPPED = [name for name in biometric_registry().names()
+           if Path(biometric_registry().get(name).origin).parent == CATALOG_DIR]
+
+
+def test_every_catalog_file_is_registered():
+    assert len(SHIPPED) == len(list(CATALOG_DIR.glob("*.yaml")))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_entry_reads_placeholder_files_in_its_layout(tmp_path, name):
+    entry = biometric_registry().get(name)
+    assert entry.layout.strip() and entry.description.strip()
+    present, detail = benchmark_status(entry, tmp_path)
+    assert not present and str(tmp_path) in detail and entry.layout in detail
+    write_placeholder(entry, tmp_path)
+    present, detail = benchmark_status(entry, tmp_path)
+    assert present, detail
+    opened = open_benchmark(entry, tmp_path)
+    if entry.kind == "verification":
+        assert isinstance(opened, OpenedVerification) and len(opened.pairs) == 2 * PAIRS
+        assert opened.issame.sum() == PAIRS // 2
+    elif entry.kind == "ijb":
+        assert isinstance(opened, OpenedIJB) and len(opened.faces) == 2 * IJB_TEMPLATES
+        assert opened.faces.read(0).size == (112, 112)
+    else:
+        assert isinstance(opened, OpenedAttack) and opened.kind == entry.kind
+        splits = opened.splits()
+        assert {"train", "test"} <= set(splits)
+        for split in ("train", "test"):
+            assert set(np.unique(splits[split].labels)) == {0, 1}
+            assert splits[split].info["task"] == entry.kind
