@@ -16,6 +16,7 @@ from overspec.data.formats.ijb import IJBFace, write_ijb_meta
 PAIRS = 20
 IJB_TEMPLATES = 6
 ATTACK_SPLITS = ("train", "dev", "test")
+ROWS_PER_SPLIT = 8  # 2 labels x 2 videos x 2 frames
 
 
 def write_placeholder(entry: BiometricBenchmark, data_root: Path, seed: int = 0) -> None:

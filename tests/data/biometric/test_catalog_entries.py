@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from overspec.config.typed import ConfigError, from_dict
 from overspec.data.biometric.benchmarks import (
-    CATALOG_DIR, OpenedAttack, OpenedIJB, OpenedVerification, benchmark_status, biometric_registry, open_benchmark,
+    CATALOG_DIR, BiometricBenchmark, OpenedAttack, OpenedIJB, OpenedVerification, benchmark_status,
+    biometric_registry, open_benchmark,
 )
-from tests.data.biometric._placeholders import IJB_TEMPLATES, PAIRS, write_placeholder
+from tests.data.biometric._placeholders import IJB_TEMPLATES, PAIRS, ROWS_PER_SPLIT, write_placeholder
 
 SHIPPED = [name for name in biometric_registry().names()
            if Path(biometric_registry().get(name).origin).parent == CATALOG_DIR]
@@ -43,3 +45,13 @@ def test_entry_reads_placeholder_files_in_its_layout(tmp_path, name):
         for split in ("train", "test"):
             assert set(np.unique(splits[split].labels)) == {0, 1}
             assert splits[split].info["task"] == entry.kind
+        n_sources = len(entry.options["sources"]) - 1 if entry.format == "ocim" else 1
+        assert len(splits["train"]) == n_sources * ROWS_PER_SPLIT * len(entry.options.get("train_splits", ["train"]))
+        assert len(splits["test"]) == ROWS_PER_SPLIT * len(entry.options.get("test_splits", ["test"]))
+
+
+def test_ocim_split_options_must_name_protocol_splits():
+    raw = {"name": "x", "kind": "pad", "format": "ocim", "root": "pad", "layout": "lists",
+           "options": {"target": "M", "sources": {"O": "O.csv", "M": "M.csv"}, "train_splits": ["train", "all"]}}
+    with pytest.raises(ConfigError, match=r"x.yaml: options.train_splits must be a non-empty list drawn from"):
+        from_dict(BiometricBenchmark, raw, where="x.yaml")
