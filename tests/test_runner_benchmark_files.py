@@ -115,3 +115,23 @@ def test_run_config_yaml_accepts_benchmark_files(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text("benchmark_files: [a.yaml, /data/b.yaml]\nbiometrics: [a]\n")
     assert load_run_config(path).benchmark_files == ("a.yaml", "/data/b.yaml")
+
+
+def test_cli_dry_run_lists_benchmark_files_and_a_clash_exits_2(tmp_path, user_files, micro_checkpoint,
+                                                               micro_config_file, capsys):
+    from overspec.cli.main import main
+
+    (tmp_path / "elsewhere").mkdir()
+    config = tmp_path / "study.yaml"
+    config.write_text(f"models: [{{name: micro, config_file: {micro_config_file}, weights: {micro_checkpoint}}}]\n"
+                      f"biometrics: [my-pairs]\nbenchmark_files: [{user_files[0]}]\n"
+                      f"data_root: {tmp_path / 'elsewhere'}\noutput_dir: {tmp_path / 'runs'}\n"
+                      f"cache_dir: {tmp_path / 'cache'}\n")
+    assert main(["run", str(config), "--dry-run"]) == 0
+    assert f"benchmark file {user_files[0]}: my-pairs (verification, bin)" in capsys.readouterr().out
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(user_files[0].read_text().replace("../mine/pairs.bin", "elsewhere.bin"))
+    config.write_text(config.read_text().replace(f"[{user_files[0]}]", f"[{user_files[0]}, {clash}]"))
+    assert main(["run", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(clash) in err and str(user_files[0]) in err and len(err.strip().splitlines()) == 1

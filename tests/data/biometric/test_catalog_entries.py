@@ -50,8 +50,11 @@ def test_entry_reads_placeholder_files_in_its_layout(tmp_path, name):
         assert len(splits["test"]) == ROWS_PER_SPLIT * len(entry.options.get("test_splits", ["test"]))
 
 
-def test_ocim_split_options_must_name_protocol_splits():
+def test_split_options_name_protocol_splits_of_ocim_entries():
     raw = {"name": "x", "kind": "pad", "format": "ocim", "root": "pad", "layout": "lists",
            "options": {"target": "M", "sources": {"O": "O.csv", "M": "M.csv"}, "train_splits": ["train", "all"]}}
     with pytest.raises(ConfigError, match=r"x.yaml: options.train_splits must be a non-empty list drawn from"):
         from_dict(BiometricBenchmark, raw, where="x.yaml")
+    single = {**raw, "format": "attack_csv", "options": {"train_splits": ["train", "test"]}}
+    with pytest.raises(ConfigError, match=r"x.yaml: options.train_splits applies to ocim benchmarks only"):
+        from_dict(BiometricBenchmark, single, where="x.yaml")

@@ -35,8 +35,7 @@ SPLIT_OPTIONS = ("train_splits", "test_splits")
 
 @dataclass(frozen=True)
 class BiometricBenchmark:
-    """A biometric benchmark: ``root`` (a file for ``bin``, else a folder or CSV) is relative to the data root or
-    absolute; ``origin`` is the YAML file it was read from (not compared)."""
+    """A biometric benchmark; ``root`` (file or folder) is under the data root or absolute; ``origin``: its YAML."""
 
     name: str
     kind: str
@@ -56,13 +55,15 @@ class BiometricBenchmark:
             raise ValueError(f"format of a {self.kind} benchmark must be one of {formats}, got {self.format!r}")
         if self.format == "ocim" and not {"target", "sources"} <= set(self.options):
             raise ValueError("an ocim benchmark needs options 'target' and 'sources' (source name -> protocol CSV)")
-        for key in SPLIT_OPTIONS:
-            if key in self.options and not _is_split_list(self.options[key]):
+        for key in (k for k in SPLIT_OPTIONS if k in self.options):
+            if self.format != "ocim":
+                raise ValueError(f"options.{key} applies to ocim benchmarks only, not to format {self.format!r}")
+            if not _is_split_list(self.options[key]):
                 raise ValueError(f"options.{key} must be a non-empty list drawn from {list(SPLITS)}, "
                                  f"got {self.options[key]!r}")
 
     def path(self, data_root: Path) -> Path:
-        """Where the benchmark's files are under ``data_root``."""
+        """Where the benchmark's files are under ``data_root`` (``root`` itself when absolute)."""
         return Path(data_root) / self.root
 
 
@@ -97,8 +98,7 @@ def read_benchmark_file(path: str | Path) -> BiometricBenchmark:
 
 
 def register_benchmark_file(path: str | Path) -> BiometricBenchmark:
-    """Register a user's catalog entry for the run; the same entry again is a no-op, another one under a taken name
-    an error naming both files."""
+    """Register a user's catalog entry: the same entry again is a no-op, another under a taken name an error."""
     entry = read_benchmark_file(path)
     registry = biometric_registry()
     if entry.name not in registry:
