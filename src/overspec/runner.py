@@ -289,6 +289,7 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
 
     for path in config.dataset_files:
         _register_user_dataset(Path(path).expanduser())
+    _register_user_benchmarks(config)
     data_root, names, benchmarks = _selection(config)
     if config.world:
         from overspec.world import prepare
@@ -369,6 +370,7 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
         data_root = seed_root(data_root, config.seed)
     specs = [resolve_spec(m) for m in config.models]
     lines = [f"plan for run {config.name!r} -> {config.run_dir}", f"data root: {data_root}"]
+    lines += _register_user_benchmarks(config)
     problems = [f"model {s.name!r}: {p}" for s in specs for p in _model_problems(s, config.cache_path)]
     if not (config.world and not data_root.exists()):
         problems += [f"dataset {n!r}: {d}" for n in datasets
@@ -447,6 +449,15 @@ def _register_user_dataset(path: Path) -> None:
     if entry.name in registry and registry.get(entry.name) == entry:
         return
     register_dataset(entry)
+
+
+def _register_user_benchmarks(config: RunConfig) -> list[str]:
+    """Register the run's ``benchmark_files`` (again: a no-op) and return one plan line per entry."""
+    from overspec.data.biometric.benchmarks import register_benchmark_file
+
+    entries = [register_benchmark_file(path) for path in config.benchmark_files]
+    return [f"benchmark file {e.origin}: {e.name} ({e.kind}, {e.format}) at {e.root}"
+            + ("" if e.name in (config.biometrics or ()) else " (not listed in biometrics: not run)") for e in entries]
 
 
 def _skip_reason(context: _Context, planned: PlannedUnit) -> str:

@@ -38,13 +38,18 @@ class FinetuneRunConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world."""
+    """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world.
+
+    ``dataset_files`` and ``benchmark_files`` name a user's own catalog YAMLs (general datasets, biometric
+    benchmarks), registered for the run; a benchmark file's ``root`` is absolute or relative to its own folder.
+    """
 
     name: str = "default"
     models: tuple[str | ModelSpec, ...] = ()
     datasets: tuple[str, ...] | None = None
     dataset_files: tuple[str, ...] = ()
     biometrics: tuple[str, ...] | None = None
+    benchmark_files: tuple[str, ...] = ()
     world: bool = False
     data_root: str = ""
     output_dir: str = "runs"
@@ -132,8 +137,9 @@ def _resolved_paths(data: dict, folder: Path) -> dict:
     data = dict(data)
     for key in _PATH_KEYS & data.keys():
         data[key] = _from_folder(data[key], folder)
-    if isinstance(data.get("dataset_files"), list):
-        data["dataset_files"] = [_from_folder(p, folder) for p in data["dataset_files"]]
+    for key in ("dataset_files", "benchmark_files"):
+        if isinstance(data.get(key), list):
+            data[key] = [_from_folder(p, folder) for p in data[key]]
     finetune = data.get("finetune")
     if isinstance(finetune, dict) and isinstance(finetune.get("data"), dict):
         data["finetune"] = {**finetune, "data": {k: _from_folder(v, folder) for k, v in finetune["data"].items()}}

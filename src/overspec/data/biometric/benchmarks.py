@@ -4,14 +4,16 @@ Kinds are registered in :data:`BENCHMARK_KINDS`, each with its formats and an op
 benchmark: ``verification`` (insightface ``.bin`` pair files or a pairs CSV) → :class:`OpenedVerification`,
 ``ijb`` (insightface IJB meta folder) → :class:`OpenedIJB`, ``mad`` and ``pad`` (protocol-list CSVs; ``ocim``
 builds a PAD leave-one-out protocol from per-source lists) → :class:`OpenedAttack`. Code exists per format;
-adding a benchmark is one YAML file in ``data/biometric/catalog/``.
+adding a benchmark is one YAML file in ``data/biometric/catalog/``, or, for a user's own files, one YAML file
+named in a run config's ``benchmark_files`` (:func:`register_benchmark_file`; its ``root`` is absolute or relative
+to that YAML file's folder).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +21,21 @@ import numpy as np
 
 from overspec.config.typed import from_dict, load_yaml
 from overspec.data.base import DatasetLayoutError, LabelledImages
-from overspec.registry import Registry
+from overspec.data.biometric.attack_list import SPLITS
+from overspec.registry import Registry, RegistryError
 
 __all__ = ["BiometricBenchmark", "BenchmarkKind", "BENCHMARK_KINDS", "OpenedAttack", "OpenedIJB",
            "OpenedVerification", "biometric_registry", "open_benchmark", "open_verification", "open_ijb",
-           "open_attack", "benchmark_status"]
+           "open_attack", "benchmark_status", "read_benchmark_file", "register_benchmark_file"]
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+#: ``ocim`` options choosing which splits of the per-source lists form the protocol's train and test splits.
+SPLIT_OPTIONS = ("train_splits", "test_splits")
 
 
 @dataclass(frozen=True)
 class BiometricBenchmark:
-    """A biometric benchmark: ``root`` is relative to the data root (a file for ``bin``, else a folder or CSV)."""
+    """A biometric benchmark; ``root`` (file or folder) is under the data root or absolute; ``origin``: its YAML."""
 
     name: str
     kind: str
@@ -40,6 +45,7 @@ class BiometricBenchmark:
     description: str = ""
     study: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in BENCHMARK_KINDS:
@@ -49,10 +55,28 @@ class BiometricBenchmark:
             raise ValueError(f"format of a {self.kind} benchmark must be one of {formats}, got {self.format!r}")
         if self.format == "ocim" and not {"target", "sources"} <= set(self.options):
             raise ValueError("an ocim benchmark needs options 'target' and 'sources' (source name -> protocol CSV)")
+        for key in (k for k in SPLIT_OPTIONS if k in self.options):
+            if self.format != "ocim":
+                raise ValueError(f"options.{key} applies to ocim benchmarks only, not to format {self.format!r}")
+            if not _is_split_list(self.options[key]):
+                raise ValueError(f"options.{key} must be a non-empty list drawn from {list(SPLITS)}, "
+                                 f"got {self.options[key]!r}")
 
     def path(self, data_root: Path) -> Path:
-        """Where the benchmark's files are under ``data_root``."""
+        """Where the benchmark's files are under ``data_root`` (``root`` itself when absolute)."""
         return Path(data_root) / self.root
+
+
+def _is_split_list(value: object) -> bool:
+    """Whether ``value`` is a non-empty list of protocol split names."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(v in SPLITS for v in value)
+
+
+def _read_entry(path: Path) -> BiometricBenchmark:
+    """Read one catalog YAML file into an entry that remembers the file."""
+    data = load_yaml(path)
+    return from_dict(BiometricBenchmark, {**data, "origin": str(path)} if isinstance(data, dict) else data,
+                     where=str(path))
 
 
 @functools.cache
@@ -60,9 +84,30 @@ def biometric_registry() -> Registry[BiometricBenchmark]:
     """Return the registry of shipped biometric benchmarks, read once from ``catalog/*.yaml``."""
     registry: Registry[BiometricBenchmark] = Registry("biometric benchmark")
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
-        entry = from_dict(BiometricBenchmark, load_yaml(path), where=str(path))
+        entry = _read_entry(path)
         registry.register(entry.name, entry)
     return registry
+
+
+def read_benchmark_file(path: str | Path) -> BiometricBenchmark:
+    """Read a user's catalog entry, its relative ``root`` taken from the entry file's folder (so it runs anywhere)."""
+    path = Path(path).expanduser().resolve()
+    entry = _read_entry(path)
+    root = Path(entry.root).expanduser()
+    return replace(entry, root=str(root if root.is_absolute() else (path.parent / root).resolve()))
+
+
+def register_benchmark_file(path: str | Path) -> BiometricBenchmark:
+    """Register a user's catalog entry: the same entry again is a no-op, another under a taken name an error."""
+    entry = read_benchmark_file(path)
+    registry = biometric_registry()
+    if entry.name not in registry:
+        return registry.register(entry.name, entry)
+    known = registry.get(entry.name)
+    if known != entry:
+        raise RegistryError(f"{entry.origin}: biometric benchmark {entry.name!r} is already registered from "
+                            f"{known.origin or 'code (no file)'} with different settings; rename one of them")
+    return known
 
 
 def _missing(entry: BiometricBenchmark, path: Path, problem: str = "not found") -> DatasetLayoutError:
@@ -117,7 +162,8 @@ def open_attack(entry: BiometricBenchmark, data_root: Path):
         if not path.is_file():
             raise _missing(entry, path)
         sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad", within=data_root)
-    return leave_one_out(sources, entry.options["target"]).require_scorable()
+    splits = {key: tuple(entry.options[key]) for key in SPLIT_OPTIONS if key in entry.options}
+    return leave_one_out(sources, entry.options["target"], **splits).require_scorable()
 
 
 @dataclass(frozen=True)
