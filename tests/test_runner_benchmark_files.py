@@ -113,8 +113,8 @@ def test_a_bad_entry_file_names_the_file_and_key(tmp_path):
 
 def test_run_config_yaml_accepts_benchmark_files(tmp_path):
     path = tmp_path / "study.yaml"
-    path.write_text("benchmark_files: [a.yaml, /data/b.yaml]\nbiometrics: [a]\n")
-    assert load_run_config(path).benchmark_files == ("a.yaml", "/data/b.yaml")
+    path.write_text("models: [tiny-s]\nbenchmark_files: [a.yaml, /data/b.yaml]\nbiometrics: [a]\n")
+    assert load_run_config(path).benchmark_files == (str(tmp_path / "a.yaml"), "/data/b.yaml")
 
 
 def test_cli_dry_run_lists_benchmark_files_and_a_clash_exits_2(tmp_path, user_files, micro_checkpoint,

@@ -147,6 +147,15 @@ def open_ijb(entry: BiometricBenchmark, data_root: Path):
     return read_ijb_meta(path, entry.options.get("prefix"))
 
 
+def _home(entry: BiometricBenchmark, data_root: Path) -> Path:
+    """The folder a benchmark's listed files must stay in: the data root, or for a user's entry whose files lie
+    elsewhere, the folder of its own files."""
+    path, root = entry.path(data_root).resolve(), Path(data_root).resolve()
+    if path.is_relative_to(root):
+        return root
+    return path if path.is_dir() else path.parent
+
+
 def open_attack(entry: BiometricBenchmark, data_root: Path):
     """Return the :class:`~overspec.data.biometric.attack_list.AttackProtocol` (OCIM protocols built on the fly)."""
     from overspec.data.biometric.attack_list import leave_one_out, read_protocol
@@ -155,13 +164,14 @@ def open_attack(entry: BiometricBenchmark, data_root: Path):
         path = entry.path(data_root)
         if not path.is_file():
             raise _missing(entry, path)
-        return read_protocol(path, name=entry.name, task=entry.kind, within=data_root).require_scorable()
+        return read_protocol(path, name=entry.name, task=entry.kind, within=_home(entry, data_root)).require_scorable()
     sources = {}
     for source, rel in entry.options["sources"].items():
         path = entry.path(data_root) / rel
         if not path.is_file():
             raise _missing(entry, path)
-        sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad", within=data_root)
+        sources[source] = read_protocol(path, name=f"{entry.name}:{source}", task="pad",
+                                        within=_home(entry, data_root))
     splits = {key: tuple(entry.options[key]) for key in SPLIT_OPTIONS if key in entry.options}
     return leave_one_out(sources, entry.options["target"], **splits).require_scorable()
 
