@@ -578,6 +578,13 @@ def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return bytes_sha256(data)
 
 
+def _main_metrics(names: list[str]) -> dict[str, str]:
+    """The catalog's main metric of each general dataset among ``names`` (the report's tables and GELO use it)."""
+    from overspec.data.catalog import dataset_registry
+
+    return {name: dataset_registry().get(name).main_metric for name in names if name in dataset_registry()}
+
+
 def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],
                    datasets: list[str]) -> None:
     from overspec.report.summary import summary_markdown
@@ -594,6 +601,7 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
                        "text": s.text, "parameters": context.facts(s).image_parameters} for s in specs}
     provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),
                   "model_fingerprints": fingerprints, "models": models, "datasets": datasets,
+                  "main_metrics": _main_metrics(datasets),
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
                   "units": {"computed": result.computed, "reused": result.reused,
                             "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},

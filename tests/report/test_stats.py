@@ -80,7 +80,7 @@ def test_general_bootstrap_of_a_run_gives_paired_gelo_intervals(tmp_path):
     again = general_bootstrap(run, "zero_shot", n_boot=300, seed=0)
     assert np.array_equal(again.replicates["ds1"], boot.replicates["ds1"])
     with pytest.raises(ValueError, match="no per-sample array"):
-        general_bootstrap(run, "zero_shot", "mean_per_class_recall")
+        general_bootstrap(run, "zero_shot", "top_3")
 
 
 def test_general_bootstrap_skips_datasets_whose_images_differ(tmp_path):

@@ -24,7 +24,7 @@ from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, T
 from overspec.report.rundata import RunData, load_run
 from overspec.report.summary import METRIC_TITLES
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
-from overspec.report.tables import SCORING_LABELS, BiometricTable, GeneralTable, biometric_table, general_protocols, \
+from overspec.report.tables import MAIN, SCORING_LABELS, BiometricTable, GeneralTable, biometric_table, general_protocols, \
     general_table
 
 logger = logging.getLogger(__name__)
@@ -218,8 +218,7 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
                   size_order: Mapping[str, float] | None = None, mcnemar_method: str = "midp",
                   out: Path | None = None) -> tuple[list[Block], list[Finding]]:
     """Return the report document of ``run`` and its findings; figures are written under ``out`` when given."""
-    tables = {p: t for p in general_protocols(run.records)
-              if (t := general_table(run, p, protocol_of_unit(p).report.metric)) is not None}
+    tables = {p: t for p in general_protocols(run.records) if (t := general_table(run, p, _main(p))) is not None}
     boots = {p: _bootstrap_or_none(run, t, n_boot, seed, level) for p, t in tables.items()}
     findings = evaluate_findings(run, {p: t for p, t in tables.items() if _in_findings(p)}, boots,
                                  size_order=size_order)
@@ -231,6 +230,8 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     for protocol, table in tables.items():
         blocks += [Heading(f"{protocol.replace('_', ' ')} ({METRIC_TITLES.get(table.metric, table.metric)})"),
                    _accuracy_table(table)]
+        if table.metric == MAIN:
+            blocks.append(_accuracy_table(general_table(run, protocol, "acc1")))
         blocks.append(_summary_table(table, boots[protocol]))
         if table.variants():
             blocks.append(_delta_table(run, table, boots[protocol], mcnemar_method))
@@ -253,6 +254,12 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     if appendix:
         blocks += [Heading("Appendix: accuracy intervals"), *appendix]
     return blocks, findings
+
+
+def _main(unit_name: str) -> str:
+    """The metric a general unit's table shows: each dataset's main metric for classification protocols."""
+    metric = protocol_of_unit(unit_name).report.metric
+    return MAIN if metric == "acc1" else metric
 
 
 def _in_findings(unit_name: str) -> bool:

@@ -72,6 +72,10 @@ class RunData:
             infos.setdefault(record.model, ModelInfo(name=record.model))
         return infos
 
+    def main_metric(self, dataset: str) -> str:
+        """The metric the catalog names as ``dataset``'s main one (top-1 when the run did not record it)."""
+        return (self.provenance.get("main_metrics") or {}).get(dataset, "acc1")
+
     def model_names(self) -> list[str]:
         """Models in display order: each base followed by its fine-tunes, then the rest."""
         ordered: list[str] = []

@@ -29,6 +29,8 @@ __all__ = ["CORRECT_KEYS", "GeneralBootstrap", "McNemarResult", "bootstrap_means
 
 # metric -> key of the per-sample 0/1 array in a predictions file whose mean is that metric
 CORRECT_KEYS = {"acc1": "correct", "acc5": "correct5"}
+# metric -> the per-sample array its bootstrap resamples (mean per-class recall: "correct", class-weighted)
+BOOTSTRAPPED = {**CORRECT_KEYS, "mean_per_class_recall": "correct"}
 _MAX_CHUNK_ELEMENTS = 4_000_000
 
 
@@ -129,22 +131,43 @@ def general_bootstrap(run, protocol: str, metric: str = "acc1", *, models: Seque
     A dataset is skipped (reason kept in ``skipped``) when a model lacks predictions or the models' label arrays
     differ (then the images are not the same and pairing is impossible).
     """
-    key = CORRECT_KEYS.get(metric)
-    if key is None:
-        raise ValueError(f"no per-sample array for metric {metric!r}; bootstrap supports {sorted(CORRECT_KEYS)}")
+    if metric != "main" and metric not in BOOTSTRAPPED:
+        raise ValueError(f"no per-sample array for metric {metric!r}; bootstrap supports {sorted(BOOTSTRAPPED)}")
+    chosen = run.main_metric if metric == "main" else (lambda dataset: metric)
     names = list(models) if models is not None else \
-        list(dict.fromkeys(r.model for r in run.records if r.protocol == protocol and r.metric == metric))
-    datasets = list(dict.fromkeys(r.dataset for r in run.records if r.protocol == protocol and r.metric == metric))
+        list(dict.fromkeys(r.model for r in run.records if r.protocol == protocol and r.metric == chosen(r.dataset)))
+    datasets = list(dict.fromkeys(r.dataset for r in run.records
+                                  if r.protocol == protocol and r.metric == chosen(r.dataset)))
     result = GeneralBootstrap(protocol, metric, names, {}, n_boot, seed, level)
     for dataset in datasets:
-        stacked, reason = _stack_correct(run, names, dataset, protocol, key)
+        stacked, reason = _stack_per_sample(run, names, dataset, protocol, chosen(dataset))
         if stacked is None:
             result.skipped[dataset] = reason
             logger.info("no bootstrap for %s/%s: %s", protocol, dataset, reason)
             continue
-        _check_against_records(run, names, dataset, protocol, metric, stacked)
+        _check_against_records(run, names, dataset, protocol, chosen(dataset), stacked)
         result.replicates[dataset] = bootstrap_means(stacked, n_boot, dataset_rng(seed, dataset))
     return result
+
+
+def _stack_per_sample(run, models: Sequence[str], dataset: str, protocol: str,
+                      metric: str) -> tuple[np.ndarray | None, str]:
+    """Per-sample values whose mean is ``metric`` for each model (rows), or None and why.
+
+    Mean per-class recall uses each sample's correctness weighted by N / (C · n_class), whose mean over the test
+    set is exactly the recall averaged over its C classes (resampling keeps the weights: a Horvitz-Thompson
+    estimate of that average).
+    """
+    if metric not in BOOTSTRAPPED:
+        return None, f"no per-sample array for metric {metric!r}"
+    stacked, reason = _stack_correct(run, models, dataset, protocol, BOOTSTRAPPED[metric])
+    if stacked is None or metric != "mean_per_class_recall":
+        return stacked, reason
+    labels = run.predictions(models[0], dataset, protocol).get("label")
+    if labels is None:
+        return None, "no stored labels to weight the classes by"
+    classes, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    return stacked * (len(labels) / (len(classes) * counts[inverse]))[None, :], ""
 
 
 def _stack_correct(run, models: Sequence[str], dataset: str, protocol: str,

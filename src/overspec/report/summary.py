@@ -13,7 +13,8 @@ from overspec.results.records import Record
 
 __all__ = ["summary_markdown", "protocol_table", "biometric_table"]
 
-METRIC_TITLES = {"acc1": "top-1 accuracy"}
+METRIC_TITLES = {"acc1": "top-1 accuracy",
+                 "main": "main metric: mean per-class recall where the catalog names it, else top-1"}
 
 
 def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[str], datasets: Sequence[str],

@@ -15,11 +15,13 @@ from overspec.protocols.attack_detection import SCORING_METHODS
 from overspec.protocols.base import GENERAL, reported_units
 from overspec.protocols.biometric import SCORING_LABELS
 
-__all__ = ["BIO_SCORING_PREFERENCE", "SCORING_LABELS", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
+__all__ = ["BIO_SCORING_PREFERENCE", "MAIN", "SCORING_LABELS", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
            "gelo", "general_protocols", "general_table", "mean_of"]
 
 # the scoring shown when a model has several for one MAD/PAD benchmark (its own head first)
 BIO_SCORING_PREFERENCE = SCORING_METHODS
+#: The per-dataset main metric of the catalog, as a table's metric.
+MAIN = "main"
 
 
 def mean_of(values: Sequence[float]) -> float:
@@ -85,10 +87,18 @@ class GeneralTable:
 def general_table(run, protocol: str, metric: str = "acc1") -> GeneralTable | None:
     """Build the table of ``protocol``/``metric`` from ``run`` (a RunData); None when it has no such records.
 
+    ``metric="main"`` takes each dataset's main metric from the catalog (mean per-class recall for FGVC Aircraft
+    and Flowers102 in the study, top-1 elsewhere); such a table is labelled ``acc1`` when every main metric is top-1.
+
     Averages and GELO use only the datasets every model of the table has; the others are listed in ``excluded``
     with the models that lack them, so a missing cell can never shift an average silently.
     """
-    values = {(r.model, r.dataset): r.value for r in run.records if r.protocol == protocol and r.metric == metric}
+    if metric == MAIN:
+        values = {(r.model, r.dataset): r.value for r in run.records
+                  if r.protocol == protocol and r.metric == run.main_metric(r.dataset)}
+        metric = MAIN if any(run.main_metric(d) != "acc1" for _, d in values) else "acc1"
+    else:
+        values = {(r.model, r.dataset): r.value for r in run.records if r.protocol == protocol and r.metric == metric}
     if not values:
         return None
     present = {m for m, _ in values}
