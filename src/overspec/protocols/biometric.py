@@ -157,8 +157,8 @@ class AttackDetection(Protocol):
         needs = {"own_head": Needs(head=True), "probe": Needs(train_split=True), "zero_shot": Needs(text_tower=True)}
         labels = {"own_head": "own-head attack scoring", "probe": "probe attack scoring",
                   "zero_shot": "zero-shot attack scoring"}
-        metrics = {"operating_points": list(ad.OPERATING_POINTS), "rules": list(ad.RULE_SUFFIXES)}
-        return [UnitPlan(f"{target}/{s}", needs[s], metrics, labels[s]) for s in settings.scoring]
+        keyed = {"operating_points": list(ad.OPERATING_POINTS), "rules": list(ad.RULE_SUFFIXES)}
+        return [UnitPlan(f"{target}/{s}", needs[s], keyed, labels[s]) for s in settings.scoring]
 
     def owns(self, unit_name: str) -> bool:
         """``mad/<scoring>`` and ``pad/<scoring>``."""

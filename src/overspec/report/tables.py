@@ -253,6 +253,7 @@ def attack_set_tables(run) -> list[AttackSetTable]:
 
 
 def _attack_set_table(run, kind: str, names: set[str], groups: tuple[ReportGroup, ...]) -> AttackSetTable:
+    """The per-attack-set table of one kind: each column's first present metric, each model's preferred scoring."""
     rows = list(_per_set_records(run, names, kind))
     by_key = {(r.model, _task_of(r.protocol)[1], (r.dataset, attack), metric): r for r, attack, metric in rows}
     present = {metric for *_, metric in by_key}
