@@ -173,7 +173,8 @@ def test_attack_set_table_in_the_report_fits_120_columns(mad_run):
 
     blocks, _ = report_blocks(mad_run, n_boot=10)
     (block,) = [b for b in blocks if getattr(b, "name", "") == "mad_attack_sets"]
-    assert block.header == ["model", "scoring", "set", "D-EER ↓", "APCER@BPCER 1/10/20 ↓", "BPCER@APCER 1/10/20 ↓"]
+    assert block.header == ["model", "scoring", "set", "D-EER ↓", "APCER@BPCER 1/10/20 ↓",
+                            "BPCER@APCER 1/10/20 ↓"]
     assert block.rows[1] == ["madation-b16", "own head", "mipgan-i", "33.37", "50.00/40.00/30.00", "60.00/50.00/40.00"]
     assert block.rows[6][:4] == ["madation-b16", "own head", "Avg (6 sets)", "11.89"]
     assert len(block.rows) == 2 * 7
