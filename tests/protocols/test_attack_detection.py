@@ -198,3 +198,11 @@ def test_pad_iso_metrics_name_their_threshold_rule():
     with_dev = {row["metric"]: row["details"]
                 for row in evaluate_own_head("ref", "pad", REFERENCE, REFERENCE).rows()}
     assert with_dev["apcer_ap"] == {"rule": "dev-eer"} and with_dev["bpcer"] == {"rule": "dev-eer"}
+
+
+def test_a_method_with_one_morph_gets_no_bob_points_but_the_others_do(caplog):
+    m = evaluate_own_head("ref", "mad", _scores(BONA, {"print": PRINT, "single": [0.5]})).metrics
+    assert "bpcer@apcer10_nearest[single]" in m and "d_eer[single]" in m
+    assert not any(name.endswith("_bob[single]") for name in m)
+    assert "bpcer@apcer10_bob[print]" in m and "bpcer@apcer10_bob" in m
+    assert "bob's operating points left out" in caplog.text
