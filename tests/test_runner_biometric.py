@@ -40,6 +40,15 @@ def test_biometric_units_produce_labelled_records(tmp_path, small_biometric_worl
     deer = by_key[("micro", "world-mad", "mad/probe", "d_eer")]
     assert deer.extra["scoring"] == "probe" and 0.0 <= deer.value <= 1.0
     assert by_key[("micro", "world-mad", "mad/zero_shot", "d_eer")].extra["scoring"] == "zero_shot"
+    morphs = sorted(r.extra["attack_type"] for r in records if r.model == "micro" and r.protocol == "mad/probe"
+                    and r.metric.startswith("d_eer["))
+    assert morphs == ["blend", "latent", "warp"]
+    for morph in morphs:
+        point = by_key[("micro", "world-mad", "mad/probe", f"bpcer@apcer10_nearest[{morph}]")]
+        assert (point.extra["rule"], point.extra["attack_type"], point.extra["operating_point"]) == (
+            "nearest", morph, 0.1)
+    assert by_key[("micro", "world-mad", "mad/probe", "apcer@bpcer20_bob")].extra["rule"] == "bob"
+    assert by_key[("micro", "world-pad-OCI-to-M", "pad/probe", "acer")].extra["rule"].startswith(("dev-", "test-"))
     hter = by_key[("micro", "world-pad-OCI-to-M", "pad/probe", "hter_test_eer")]
     assert hter.extra["level"] == "video" and "FoundPAD" in hter.extra["convention"]
     assert ("micro-img", "world-mad", "mad/probe", "d_eer") in by_key

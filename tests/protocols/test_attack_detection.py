@@ -140,3 +140,69 @@ def test_scores_from_a_protocol_split_and_input_errors():
         AttackScores.of(split, [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         AttackScores.of(split, [0.1, float("nan"), 0.3])
+
+
+def _smdd_points(bona, attack, op):
+    """SMDD / MADation get_apcer_op (first index) and get_bpcer_op (last index) on scikit-learn's default ROC."""
+    apcer, tpr, _ = roc_curve([1] * len(bona) + [0] * len(attack), list(bona) + list(attack))
+    bpcer = 1 - tpr
+    first = np.where(abs(apcer - op) == np.min(abs(apcer - op)))[0][0]
+    last = np.where(abs(bpcer - op) == np.min(abs(bpcer - op)))[0][-1]
+    return bpcer[first], apcer[last]
+
+
+def test_mad_per_attack_operating_points_under_each_rule():
+    from overspec import metrics
+
+    result = evaluate_own_head("ref", "mad", REFERENCE)
+    m, details = result.metrics, {row["metric"]: row["details"] for row in result.rows()}
+    for name, attack in (("print", PRINT), ("replay", REPLAY)):
+        for rule, suffix in (("at_most", ""), ("nearest", "_nearest"), ("bob", "_bob")):
+            bpcer = metrics.bpcer_at_apcer(BONA, attack, [0.01, 0.1, 0.2], rule=rule).value
+            apcer = metrics.apcer_at_bpcer(BONA, attack, [0.01, 0.1, 0.2], rule=rule).value
+            for k, pct in enumerate((1, 10, 20)):
+                assert m[f"bpcer@apcer{pct}{suffix}[{name}]"] == bpcer[k]
+                assert m[f"apcer@bpcer{pct}{suffix}[{name}]"] == apcer[k]
+                assert details[f"bpcer@apcer{pct}{suffix}[{name}]"] == {
+                    "rule": rule, "operating_point": pct / 100, "attack_type": name}
+        for pct in (1, 10):  # MADation's code on this method's list (all bona fide + its morphs)
+            bpcer, apcer = _smdd_points(BONA, attack, pct / 100)
+            assert m[f"bpcer@apcer{pct}_nearest[{name}]"] == pytest.approx(bpcer)
+            assert m[f"apcer@bpcer{pct}_nearest[{name}]"] == pytest.approx(apcer)
+        assert details[f"d_eer[{name}]"] == {"attack_type": name}
+    assert details["bpcer@apcer10"] == {"rule": "at_most", "operating_point": 0.1}
+    assert [m[f"bpcer@apcer{p}_bob"] for p in (1, 10, 20)] == pytest.approx([0.7, 0.6, 0.4])  # reference §10.5
+    assert "bpcer@apcer1_bob[print]" in result.unreachable  # 1 % < 1 / 10 morphs
+    assert "bob" in result.conventions["apcer@bpcer20_bob"]
+
+
+def test_mad_new_records_come_after_the_original_ones_unchanged():
+    names = list(evaluate_own_head("ref", "mad", REFERENCE).metrics)
+    original = ["d_eer", "eer_bob", "auc"] + [f"{stem}{p}{suffix}" for suffix in ("", "_nearest") for p in (1, 10, 20)
+                                             for stem in ("bpcer@apcer", "apcer@bpcer")] + [
+        "d_eer[print]", "d_eer[replay]", "d_eer_average", "d_eer_worst"]
+    assert names[: len(original)] == original
+    added = names[len(original):]
+    assert len(added) == 6 + 2 * 18 and all("_bob" in n or "[" in n for n in added)
+
+
+def test_mad_morphs_without_attack_type_do_not_replace_the_pooled_points():
+    unnamed = evaluate_own_head("ref", "mad", _scores(BONA, {"": PRINT + REPLAY})).metrics
+    assert unnamed["bpcer@apcer10"] == evaluate_own_head("ref", "mad", REFERENCE).metrics["bpcer@apcer10"]
+    assert unnamed["bpcer@apcer10[]"] == unnamed["bpcer@apcer10"]
+
+
+def test_pad_iso_metrics_name_their_threshold_rule():
+    test_only = {row["metric"]: row["details"] for row in evaluate_own_head("ref", "pad", REFERENCE).rows()}
+    assert test_only["acer"] == {"rule": "test-eer-argmin"} and test_only["apcer[print]"]["rule"] == "test-eer-argmin"
+    with_dev = {row["metric"]: row["details"]
+                for row in evaluate_own_head("ref", "pad", REFERENCE, REFERENCE).rows()}
+    assert with_dev["apcer_ap"] == {"rule": "dev-eer"} and with_dev["bpcer"] == {"rule": "dev-eer"}
+
+
+def test_a_method_with_one_morph_gets_no_bob_points_but_the_others_do(caplog):
+    m = evaluate_own_head("ref", "mad", _scores(BONA, {"print": PRINT, "single": [0.5]})).metrics
+    assert "bpcer@apcer10_nearest[single]" in m and "d_eer[single]" in m
+    assert not any(name.endswith("_bob[single]") for name in m)
+    assert "bpcer@apcer10_bob[print]" in m and "bpcer@apcer10_bob" in m
+    assert "bob's operating points left out" in caplog.text

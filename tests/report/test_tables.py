@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from overspec.report.rundata import load_run
-from overspec.report.tables import biometric_table, gelo, general_protocols, general_table, mean_of
+from overspec.report.tables import attack_set_tables, biometric_table, gelo, general_protocols, general_table, mean_of
 from overspec.results.records import Record
 
 from .synthetic import make_run
@@ -104,3 +104,82 @@ def test_biometric_table_prefers_own_head_and_labels_the_scoring(tmp_path):
     assert not by_label["smdd D-EER"].higher_is_better and by_label["lfw acc"].higher_is_better
     assert "smdd D-EER: SMDD D-EER" in table.conventions
     assert np.isclose(table.cell("mad-ft", by_label["lfw acc"]).value, 0.8648)
+
+
+# study.md §1.9: MADation-B per-set D-EER (%) on SYN-MAD-2022's five methods and MorDIFF; their mean is Table C's 11.89
+MADATION_B_SETS = {("mad-synmad2022", "facemorpher"): 0.00, ("mad-synmad2022", "mipgan-i"): 33.37,
+                   ("mad-synmad2022", "mipgan-ii"): 22.21, ("mad-synmad2022", "opencv"): 3.85,
+                   ("mad-synmad2022", "webmorph"): 10.80, ("mad-mordiff", "mordiff"): 1.10}
+LONG_NAME = "froundation-vit-b-16-webface4m"  # 30 characters, as the released presets are named
+
+
+def _per_set_records(model: str, protocol: str, scale: float) -> list[Record]:
+    records = [_record(model, "mad-synmad2022", 0.2, protocol, "d_eer"),
+               _record(model, "mad-synmad2022", 0.3, protocol, "apcer@bpcer10_nearest")]
+    for (benchmark, attack), deer in MADATION_B_SETS.items():
+        scope = {"attack_type": attack}
+        records.append(_record(model, benchmark, scale * deer / 100, protocol, f"d_eer[{attack}]",
+                               {**scope, "convention": "D-EER on all bona fide + this method's morphs"}))
+        for k, pct in enumerate((1, 10, 20)):
+            for stem, base in (("apcer@bpcer", 0.5), ("bpcer@apcer", 0.6)):
+                for suffix, shift, rule in (("_nearest", 0.0, "nearest"), ("", 0.05, "at_most")):
+                    records.append(_record(model, benchmark, scale * (base - 0.1 * k + shift), protocol,
+                                           f"{stem}{pct}{suffix}[{attack}]",
+                                           {**scope, "rule": rule, "convention": f"{rule} rule"}))
+    return records
+
+
+@pytest.fixture()
+def mad_run(tmp_path):
+    records = _per_set_records("madation-b16", "mad/own_head", 1.0) + _per_set_records("madation-b16", "mad/probe", 2.0)
+    records += _per_set_records(LONG_NAME, "mad/zero_shot", 1.5)
+    records += [_record("clip-b16", "lfw", 0.93, "verification", "accuracy")]
+    models = {"clip-b16": {}, "madation-b16": {"base": "clip-b16", "specialisation": "mad"}, LONG_NAME: {}}
+    return load_run(make_run(tmp_path, "mad", models, {}, extra_records=records, predictions=False))
+
+
+def test_attack_set_table_reproduces_table_c_six_set_average(mad_run):
+    (table,) = attack_set_tables(mad_run)
+    assert table.kind == "mad" and table.models == ["madation-b16", LONG_NAME]
+    assert table.sets == list(MADATION_B_SETS)
+    assert [g.label for g in table.groups] == ["D-EER", "APCER@BPCER 1/10/20", "BPCER@APCER 1/10/20"]
+    assert table.metrics == [["d_eer"], [f"apcer@bpcer{p}_nearest" for p in (1, 10, 20)],
+                             [f"bpcer@apcer{p}_nearest" for p in (1, 10, 20)]]
+    assert table.scoring == {"madation-b16": "own_head", LONG_NAME: "zero_shot"}
+    assert table.value("madation-b16", ("mad-synmad2022", "mipgan-i"), "d_eer") == pytest.approx(0.3337)
+    assert f"{100 * table.average('madation-b16', 'd_eer'):.2f}" == "11.89"
+    assert table.average("madation-b16", "apcer@bpcer10_nearest") == pytest.approx(0.4)
+    assert table.set_label(("mad-mordiff", "mordiff")) == "mordiff"
+    assert "APCER@BPCER 1/10/20: nearest rule" in table.conventions
+
+
+def test_attack_set_average_is_missing_when_a_set_is_missing(mad_run):
+    (table,) = attack_set_tables(mad_run)
+    table.values.pop(("madation-b16", ("mad-mordiff", "mordiff"), "d_eer"))
+    assert table.average("madation-b16", "d_eer") is None
+    assert table.average(LONG_NAME, "d_eer") == pytest.approx(1.5 * 0.1189, abs=1e-4)
+
+
+def test_attack_sets_sharing_a_name_are_labelled_with_their_benchmark(mad_run):
+    (table,) = attack_set_tables(mad_run)
+    table.sets.append(("mad-frll", "opencv"))
+    assert table.set_label(("mad-frll", "opencv")) == "mad-frll/opencv"
+    assert table.set_label(("mad-synmad2022", "opencv")) == "mad-synmad2022/opencv"
+
+
+def test_attack_set_table_in_the_report_fits_120_columns(mad_run):
+    from overspec.report.build import report_blocks
+    from overspec.report.render import to_csv, to_markdown
+
+    blocks, _ = report_blocks(mad_run, n_boot=10)
+    (block,) = [b for b in blocks if getattr(b, "name", "") == "mad_attack_sets"]
+    assert block.header == ["model", "scoring", "set", "D-EER ↓", "APCER@BPCER 1/10/20 ↓",
+                            "BPCER@APCER 1/10/20 ↓"]
+    assert block.rows[1] == ["madation-b16", "own head", "mipgan-i", "33.37", "50.00/40.00/30.00", "60.00/50.00/40.00"]
+    assert block.rows[6][:4] == ["madation-b16", "own head", "Avg (6 sets)", "11.89"]
+    assert len(block.rows) == 2 * 7
+    lines = [line for line in to_markdown([block]).splitlines() if line.startswith("|")]
+    assert max(len(line) for line in lines) <= 120
+    csv_text = to_csv(block)
+    assert csv_text.splitlines()[0].startswith("model,scoring,benchmark,attack_type,d_eer,apcer@bpcer1_nearest")
+    assert "madation-b16,own_head,,average,0.11888333333333" in csv_text

@@ -1,16 +1,25 @@
 """Operating points: TAR at a FAR, BPCER at an APCER, APCER at a BPCER, and bob's threshold finders.
 
-Convention: higher = more genuine / bona fide, accept iff score >= threshold. Two selection rules (reference §6.1):
+Convention: higher = more genuine / bona fide, accept iff score >= threshold. Rates are exact count ratios
+(k / N), so a target met with equality counts as met. Three selection rules, each named after the code base it
+reproduces (reference §6.1-§6.3):
 
-- ``"at_most"`` (default; bob.measure ``roc_for_far``, bob.pad.base, ISO practice): the threshold whose realised
-  error rate does not exceed the target and that gives the best other rate, searched over every distinct score
-  (the full ROC). Targets below 1 / N (N = the number of scores of the constrained class) can only be met with
-  rate 0 and are flagged ``reachable=False``.
-- ``"nearest"`` (legacy, to reproduce published numbers): the point of scikit-learn's default ROC
+- ``"at_most"`` (default): the best other rate among the thresholds whose realised rate does not exceed the
+  target, searched over every distinct score of either class: the full ROC of scikit-learn's
+  ``roc_curve(drop_intermediate=False)`` (FLIP's TPR@FPR). The threshold may sit on a genuine score between two
+  impostor scores.
+- ``"nearest"`` (insightface IJB, SMDD / MADation, pyeer): the point of scikit-learn's default ROC
   (``drop_intermediate=True``, first point at threshold +inf) whose rate is nearest the target; it may exceed the
   target. Tie rules follow the code each function mirrors (insightface IJB: last index; SMDD / MADation
   BPCER@APCER: first index; SMDD / MADation APCER@BPCER: last index). Below 1 / N it can pick the +inf point and
   report BPCER = 1 (the "100 %" artefact of MAD tables).
+- ``"bob"`` (bob.measure 6.1.1 ``far_threshold`` / ``frr_threshold`` as ``roc_for_far`` and bob.pad.base use
+  them): the threshold is taken among the scores of the constrained class only (impostor / attack scores for a
+  FAR or APCER target, genuine / bona fide scores for a BPCER target), so on small sets it is more conservative
+  than ``"at_most"``; see :func:`far_threshold` and :func:`frr_threshold` for its tie and edge rules.
+
+Targets below 1 / N (N = the number of scores of the constrained class) can only be met with rate 0 and are
+flagged ``reachable=False`` under every rule.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from overspec.metrics._validation import as_rates, as_scores, check_choice, is_s
 
 logger = logging.getLogger(__name__)
 
-RULES = ("at_most", "nearest")
+RULES = ("at_most", "nearest", "bob")
+_EPS = np.finfo(np.float64).eps
 
 
 @dataclass(frozen=True)
@@ -91,11 +101,31 @@ def _at_far(s: Sweep, targets: np.ndarray, rule: str, prefer: str) -> tuple[np.n
     return false_accepts[index], true_accepts[index], thresholds[index]
 
 
+def _bob_far_thresholds(impostor: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """bob ``far_threshold`` of already validated impostor scores for each target."""
+    ascending = np.sort(impostor)
+    return np.array([_bob_far_threshold(ascending, float(t)) for t in targets])
+
+
+def _bob_frr_thresholds(genuine: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """bob ``frr_threshold`` of already validated genuine scores for each target."""
+    ascending = np.sort(genuine)
+    return np.array([_bob_frr_threshold(ascending, float(t)) for t in targets])
+
+
+def _accepted(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many ``scores`` are >= each threshold."""
+    ascending = np.sort(scores)
+    return ascending.size - np.searchsorted(ascending, thresholds, side="left")
+
+
 def tar_at_far(genuine: ArrayLike, impostor: ArrayLike, far: ArrayLike, rule: str = "at_most") -> OperatingPoint:
     """True accept rate at a false accept rate target (one or several); higher score = more genuine.
 
-    ``"at_most"``: best TAR with realised FAR <= target (bob). ``"nearest"``: insightface IJB rule, the ROC point
-    with FAR nearest the target, ties to the larger FAR (it searches the reversed ROC).
+    ``"at_most"``: best TAR with realised FAR <= target on the full ROC (scikit-learn ``roc_curve`` with
+    ``drop_intermediate=False``). ``"nearest"``: insightface IJB rule, the default-ROC point with FAR nearest the
+    target, ties to the larger FAR (it searches the reversed ROC). ``"bob"``: bob.measure ``roc_for_far``, the
+    threshold :func:`far_threshold` takes on the impostor scores.
 
     >>> point = tar_at_far([0.9, 0.8, 0.7, 0.3], [0.1, 0.2, 0.75, 0.4], 0.25)
     >>> point.value, point.achieved, point.threshold
@@ -103,16 +133,20 @@ def tar_at_far(genuine: ArrayLike, impostor: ArrayLike, far: ArrayLike, rule: st
     """
     check_choice(rule, "rule", RULES)
     targets = as_rates(far, "far")
-    s = sweep(as_scores(genuine, "genuine"), as_scores(impostor, "impostor"))
-    false_accepts, true_accepts, thresholds = _at_far(s, targets, rule, prefer="last")
+    g, i = as_scores(genuine, "genuine"), as_scores(impostor, "impostor")
+    if rule == "bob":
+        thresholds = _bob_far_thresholds(_at_least_two(i, "impostor"), targets)
+        false_accepts, true_accepts = _accepted(i, thresholds), _accepted(g, thresholds)
+    else:
+        false_accepts, true_accepts, thresholds = _at_far(sweep(g, i), targets, rule, prefer="last")
     return _finish(
         targets,
         is_scalar(far),
         rule,
-        value=true_accepts / s.n_genuine,
-        achieved=false_accepts / s.n_impostor,
+        value=true_accepts / g.size,
+        achieved=false_accepts / i.size,
         threshold=thresholds,
-        reachable=targets >= 1.0 / s.n_impostor,
+        reachable=targets >= 1.0 / i.size,
     )
 
 
@@ -121,8 +155,9 @@ def bpcer_at_apcer(
 ) -> OperatingPoint:
     """BPCER at an APCER target (one or several); higher score = more bona fide, attacks pooled.
 
-    ``"at_most"``: lowest BPCER with realised APCER <= target (bob.pad.base). ``"nearest"``: SMDD / MADation
-    ``get_apcer_op``, first index of the ROC point with APCER nearest the target.
+    ``"at_most"``: lowest BPCER with realised APCER <= target on the full ROC. ``"nearest"``: SMDD / MADation
+    ``get_apcer_op``, first index of the default-ROC point with APCER nearest the target. ``"bob"``: bob.pad.base,
+    the threshold :func:`far_threshold` takes on the attack scores.
 
     >>> point = bpcer_at_apcer([0.9, 0.8, 0.7, 0.3], [0.1, 0.2, 0.75, 0.4], 0.25)
     >>> point.value, point.achieved
@@ -130,34 +165,25 @@ def bpcer_at_apcer(
     """
     check_choice(rule, "rule", RULES)
     targets = as_rates(apcer, "apcer")
-    s = sweep(as_scores(bona_fide, "bona_fide"), as_scores(attack, "attack"))
-    false_accepts, true_accepts, thresholds = _at_far(s, targets, rule, prefer="first")
+    g, i = as_scores(bona_fide, "bona_fide"), as_scores(attack, "attack")
+    if rule == "bob":
+        thresholds = _bob_far_thresholds(_at_least_two(i, "attack"), targets)
+        false_accepts, true_accepts = _accepted(i, thresholds), _accepted(g, thresholds)
+    else:
+        false_accepts, true_accepts, thresholds = _at_far(sweep(g, i), targets, rule, prefer="first")
     return _finish(
         targets,
         is_scalar(apcer),
         rule,
-        value=(s.n_genuine - true_accepts) / s.n_genuine,
-        achieved=false_accepts / s.n_impostor,
+        value=(g.size - true_accepts) / g.size,
+        achieved=false_accepts / i.size,
         threshold=thresholds,
-        reachable=targets >= 1.0 / s.n_impostor,
+        reachable=targets >= 1.0 / i.size,
     )
 
 
-def apcer_at_bpcer(
-    bona_fide: ArrayLike, attack: ArrayLike, bpcer: ArrayLike, rule: str = "at_most"
-) -> OperatingPoint:
-    """APCER at a BPCER target (one or several); higher score = more bona fide, attacks pooled.
-
-    ``"at_most"``: lowest APCER with realised BPCER <= target (bob ``frr_threshold``). ``"nearest"``: SMDD /
-    MADation ``get_bpcer_op``, last index of the ROC point with BPCER (computed as 1 - TPR) nearest the target.
-
-    >>> point = apcer_at_bpcer([0.9, 0.8, 0.7, 0.3], [0.1, 0.2, 0.75, 0.4], 0.25)
-    >>> point.value, point.achieved, point.threshold
-    (0.25, 0.25, 0.7)
-    """
-    check_choice(rule, "rule", RULES)
-    targets = as_rates(bpcer, "bpcer")
-    s = sweep(as_scores(bona_fide, "bona_fide"), as_scores(attack, "attack"))
+def _at_bpcer(s: Sweep, targets: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false accepts, true accepts, thresholds) chosen for BPCER targets by the at-most or nearest rule."""
     false_accepts, true_accepts, _, tpr, thresholds = _rates(s, drop_intermediate=rule == "nearest")
     if rule == "at_most":
         frr_descending = (s.n_genuine - true_accepts) / s.n_genuine
@@ -166,51 +192,101 @@ def apcer_at_bpcer(
     else:
         bpcer_reversed = (1.0 - tpr)[::-1]
         index = bpcer_reversed.size - 1 - nearest_index(bpcer_reversed, targets, prefer="first")
+    return false_accepts[index], true_accepts[index], thresholds[index]
+
+
+def apcer_at_bpcer(
+    bona_fide: ArrayLike, attack: ArrayLike, bpcer: ArrayLike, rule: str = "at_most"
+) -> OperatingPoint:
+    """APCER at a BPCER target (one or several); higher score = more bona fide, attacks pooled.
+
+    ``"at_most"``: lowest APCER with realised BPCER <= target on the full ROC. ``"nearest"``: SMDD / MADation
+    ``get_bpcer_op``, last index of the default-ROC point with BPCER (computed as 1 - TPR) nearest the target.
+    ``"bob"``: bob.pad.base ``apcerN``, the threshold :func:`frr_threshold` takes on the bona fide scores.
+
+    >>> point = apcer_at_bpcer([0.9, 0.8, 0.7, 0.3], [0.1, 0.2, 0.75, 0.4], 0.25)
+    >>> point.value, point.achieved, point.threshold
+    (0.25, 0.25, 0.7)
+    """
+    check_choice(rule, "rule", RULES)
+    targets = as_rates(bpcer, "bpcer")
+    g, i = as_scores(bona_fide, "bona_fide"), as_scores(attack, "attack")
+    if rule == "bob":
+        thresholds = _bob_frr_thresholds(_at_least_two(g, "bona_fide"), targets)
+        false_accepts, true_accepts = _accepted(i, thresholds), _accepted(g, thresholds)
+    else:
+        false_accepts, true_accepts, thresholds = _at_bpcer(sweep(g, i), targets, rule)
     return _finish(
         targets,
         is_scalar(bpcer),
         rule,
-        value=false_accepts[index] / s.n_impostor,
-        achieved=(s.n_genuine - true_accepts[index]) / s.n_genuine,
-        threshold=thresholds[index],
-        reachable=targets >= 1.0 / s.n_genuine,
+        value=false_accepts / i.size,
+        achieved=(g.size - true_accepts) / g.size,
+        threshold=thresholds,
+        reachable=targets >= 1.0 / g.size,
     )
 
 
-def far_threshold(impostor: ArrayLike, far: float) -> float:
-    """bob.measure ``far_threshold``: the lowest impostor score whose realised FAR is <= ``far``.
+def _at_least_two(scores: np.ndarray, name: str) -> np.ndarray:
+    """``scores`` unchanged when there are at least two (bob's threshold finders refuse fewer)."""
+    if scores.size < 2:
+        raise ValueError(f"{name} has {scores.size} score: bob's threshold rule needs at least 2")
+    return scores
 
-    Only impostor scores are candidates (tie groups move together); ``far >= 1`` returns just below the lowest
-    impostor score; if even the highest impostor group exceeds the target, just above the highest impostor score
-    (FAR = 0). ISO/IEC 30107-3 "BPCERN" thresholds are built from this rule.
+
+def _bob_far_threshold(ascending: np.ndarray, target: float) -> float:
+    """bob ``far_threshold`` on sorted impostor scores (the loop from the top, replayed on tie groups)."""
+    if target >= 1.0 - _EPS:
+        return float(np.nextafter(ascending[0], -np.inf))
+    distinct, first = np.unique(ascending, return_index=True)
+    # bob stops at the first group (from the top) whose count of scores >= it, over N, exceeds the target
+    rates = (ascending.size - first) / ascending.size
+    meeting = np.flatnonzero(rates <= target)
+    if meeting.size == 0:
+        return float(np.nextafter(ascending[-1], np.inf))
+    return float(distinct[meeting[0]])
+
+
+def _bob_frr_threshold(ascending: np.ndarray, target: float) -> float:
+    """bob ``frr_threshold`` on sorted genuine scores (the loop from the bottom, replayed on tie groups)."""
+    if target >= 1.0 - _EPS:
+        return float(np.nextafter(ascending[-1], np.inf))
+    distinct, first, counts = np.unique(ascending, return_index=True, return_counts=True)
+    # bob's estimate of a group's FRR is the position of its LAST member over N (exact only without ties)
+    rates = (first + counts - 1) / ascending.size
+    meeting = np.flatnonzero(rates <= target)
+    if meeting.size == 0:
+        return float(np.nextafter(ascending[0], np.inf))
+    return float(distinct[meeting[-1]])
+
+
+def far_threshold(impostor: ArrayLike, far: float) -> float:
+    """bob.measure 6.1.1 ``far_threshold``: the lowest impostor score whose realised FAR is <= ``far``.
+
+    Only impostor scores are candidates (a tie group is accepted or rejected together); ``far >= 1 - eps``
+    returns just below the lowest impostor score (everything accepted); if even the highest impostor group alone
+    exceeds the target, just above the highest impostor score (FAR = 0). Needs at least two impostor scores, as
+    bob does. The scores are always sorted here (bob's ``is_sorted=True`` trusts the caller and, given unsorted
+    scores, silently returns a wrong threshold). ISO/IEC 30107-3 "BPCERN" thresholds are built from this rule.
 
     >>> far_threshold([0.0, 1.0, 2.0, 3.0], 0.5)
     2.0
     """
-    values = np.sort(as_scores(impostor, "impostor"))
-    target = float(as_rates(far, "far")[0])
-    if target >= 1.0:
-        return float(np.nextafter(values[0], -np.inf))
-    distinct = np.unique(values)
-    rates = (values.size - np.searchsorted(values, distinct, side="left")) / values.size
-    meeting = np.flatnonzero(rates <= target)
-    if meeting.size == 0:
-        return float(np.nextafter(values[-1], np.inf))
-    return float(distinct[meeting[0]])
+    values = _at_least_two(as_scores(impostor, "impostor"), "impostor")
+    return _bob_far_threshold(np.sort(values), float(as_rates(far, "far")[0]))
 
 
 def frr_threshold(genuine: ArrayLike, frr: float) -> float:
-    """bob.measure ``frr_threshold``: the highest genuine score whose realised FRR is <= ``frr``.
+    """bob.measure 6.1.1 ``frr_threshold``: the highest genuine score whose FRR, as bob counts it, is <= ``frr``.
 
-    ``frr >= 1`` returns just above the highest genuine score (everything rejected).
+    bob counts a tie group of genuine scores as if rejected up to its last member (FRR estimate = position of the
+    group's last member / N), so with ties it can stop one group lower than the exact at-most rule, and when the
+    lowest group alone is too large it returns just above that group (its realised FRR then exceeds the target).
+    ``frr >= 1 - eps`` returns just above the highest genuine score (everything rejected). Needs at least two
+    genuine scores; the scores are always sorted here (see :func:`far_threshold` on ``is_sorted``).
 
     >>> frr_threshold([0.0, 1.0, 2.0, 3.0], 0.5)
     2.0
     """
-    values = np.sort(as_scores(genuine, "genuine"))
-    target = float(as_rates(frr, "frr")[0])
-    if target >= 1.0:
-        return float(np.nextafter(values[-1], np.inf))
-    distinct = np.unique(values)
-    rates = np.searchsorted(values, distinct, side="left") / values.size
-    return float(distinct[np.flatnonzero(rates <= target)[-1]])
+    values = _at_least_two(as_scores(genuine, "genuine"), "genuine")
+    return _bob_frr_threshold(np.sort(values), float(as_rates(frr, "frr")[0]))

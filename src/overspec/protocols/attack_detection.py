@@ -11,11 +11,14 @@ from unnamed heads or probes, so overspec labels each one):
 Scores are P(bona fide) or any score where higher = more bona fide (biometric-protocols.md §1).
 
 Metrics (biometric-protocols.md §6): MAD reports D-EER (SMDD / MADation argmin rule), APCER@BPCER and
-BPCER@APCER at 1 / 10 / 20 % under the at-most rule (bob, default) and MADation's nearest rule (labelled
-``nearest``), AUC, and the D-EER per morphing method with its average and worst. PAD reports, on video-level
-scores (mean of frame scores), the HTER at the test set's own EER threshold (FoundPAD / DG-FAS convention,
-optimistic, labelled ``test_eer``), the HTER at a threshold fixed on the dev split when there is one, AUC, and
-ISO/IEC 30107-3 APCER per PAI species, APCER_AP, BPCER and ACER at that threshold.
+BPCER@APCER at 1 / 10 / 20 % under each operating-point rule (``at_most`` unsuffixed, ``nearest`` = MADation's,
+``bob`` = bob.measure's), AUC, and per morphing method (attack type) the D-EER (with their average and worst) and
+the six operating points under each rule, as MADation's Table 1 and the study's Table C report them. Per-method
+metrics are named ``<metric>[<attack type>]``; every operating point carries its ``rule`` and, per method, its
+``attack_type`` in the record's extra. PAD reports, on video-level scores (mean of frame scores), the HTER at the
+test set's own EER threshold (FoundPAD / DG-FAS convention, optimistic, labelled ``test_eer``), the HTER at a
+threshold fixed on the dev split when there is one, AUC, and ISO/IEC 30107-3 APCER per PAI species, APCER_AP,
+BPCER and ACER at that threshold (its ``rule`` names the threshold's source).
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ logger = logging.getLogger(__name__)
 
 SCORING_METHODS = ("own_head", "probe", "zero_shot")
 OPERATING_POINTS = (0.01, 0.10, 0.20)
+#: each operating-point rule and the suffix of its metric names (the at-most rule's names are unsuffixed)
+RULE_SUFFIXES = {"at_most": "", "nearest": "_nearest", "bob": "_bob"}
+RULE_LABELS = {
+    "at_most": "at most on the full ROC (scikit-learn roc_curve, drop_intermediate=False; realised rate <= target)",
+    "nearest": "SMDD / MADation nearest ROC point (may exceed the target)",
+    "bob": "bob.measure far_threshold / frr_threshold (threshold on the attack / bona fide scores)",
+}
 
 
 @dataclass(frozen=True)
@@ -102,12 +112,15 @@ class AttackDetectionResult:
     n_bona_fide: int
     n_attack: int
     unreachable: tuple[str, ...] = field(default=())
+    details: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, object]]:
-        """One tidy dict per metric, carrying the scoring method, level and convention."""
+        """One tidy dict per metric, carrying the scoring method, level, convention and the metric's ``details``
+        (its operating-point ``rule`` and target, its ``attack_type`` when it covers one morphing method)."""
         return [{"protocol": self.protocol, "task": self.task, "metric": name, "value": value,
                  "scoring": self.scoring, "level": self.level, "convention": self.conventions.get(name, ""),
-                 "n_bona_fide": self.n_bona_fide, "n_attack": self.n_attack, "reachable": name not in self.unreachable}
+                 "n_bona_fide": self.n_bona_fide, "n_attack": self.n_attack, "reachable": name not in self.unreachable,
+                 "details": self.details.get(name, {})}
                 for name, value in self.metrics.items()]
 
 
@@ -147,46 +160,74 @@ def zero_shot_scores(features: ArrayLike, classifier: ArrayLike | torch.Tensor, 
     return torch.softmax(logits.double(), dim=1)[:, bona_fide_column].numpy()
 
 
-def _operating_point_metrics(data: AttackScores, out: dict, conv: dict, unreachable: list) -> None:
+@dataclass
+class _Metrics:
+    """Metrics being collected: values, conventions, per-metric details and the unreachable targets."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    conventions: dict[str, str] = field(default_factory=dict)
+    details: dict[str, dict[str, object]] = field(default_factory=dict)
+    unreachable: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: float, convention: str, **details: object) -> None:
+        """Record one metric with its convention and, when given, its details."""
+        self.values[name], self.conventions[name] = float(value), convention
+        if details:
+            self.details[name] = details
+
+
+def _rules_for(bona_fide: np.ndarray, attack: np.ndarray, rules: tuple[str, ...]) -> tuple[str, ...]:
+    """``rules`` less bob's when it cannot run (its threshold finders need two scores of each class)."""
+    if "bob" not in rules or min(bona_fide.size, attack.size) >= 2:
+        return rules
+    logger.warning("only %d bona fide / %d attack scores: bob's operating points left out", bona_fide.size,
+                   attack.size)
+    return tuple(rule for rule in rules if rule != "bob")
+
+
+def _operating_point_metrics(bona_fide: np.ndarray, attack: np.ndarray, out: _Metrics, rules: tuple[str, ...],
+                             attack_type: str | None = None) -> None:
+    """BPCER@APCER and APCER@BPCER at every operating point under each of ``rules``, for the pooled attacks or,
+    given ``attack_type``, one morphing method's."""
     targets = np.asarray(OPERATING_POINTS)
-    for rule in ("at_most", "nearest"):
-        suffix = "" if rule == "at_most" else "_nearest"
-        label = "bob at-most (realised rate <= target)" if rule == "at_most" else \
-            "SMDD / MADation nearest ROC point (may exceed the target)"
-        bpcer = metrics.bpcer_at_apcer(data.bona_fide, data.attack, targets, rule=rule)
-        apcer = metrics.apcer_at_bpcer(data.bona_fide, data.attack, targets, rule=rule)
+    where = "" if attack_type is None else f"[{attack_type}]"
+    scope = {} if attack_type is None else {"attack_type": attack_type}
+    for rule in _rules_for(bona_fide, attack, rules):
+        bpcer = metrics.bpcer_at_apcer(bona_fide, attack, targets, rule=rule)
+        apcer = metrics.apcer_at_bpcer(bona_fide, attack, targets, rule=rule)
         for k, op in enumerate(OPERATING_POINTS):
             pct = round(op * 100)
-            for name, point in ((f"bpcer@apcer{pct}{suffix}", bpcer), (f"apcer@bpcer{pct}{suffix}", apcer)):
-                out[name] = float(point.value[k])
-                conv[name] = label
+            for stem, point in ((f"bpcer@apcer{pct}", bpcer), (f"apcer@bpcer{pct}", apcer)):
+                name = f"{stem}{RULE_SUFFIXES[rule]}{where}"
+                out.add(name, point.value[k], RULE_LABELS[rule], rule=rule, operating_point=op, **scope)
                 if not point.reachable[k]:
-                    unreachable.append(name)
+                    out.unreachable.append(name)
 
 
-def _mad_metrics(data: AttackScores) -> tuple[dict, dict, list]:
-    out: dict[str, float] = {}
-    conv: dict[str, str] = {}
-    unreachable: list[str] = []
+def _mad_metrics(data: AttackScores) -> tuple[dict, dict, list, dict]:
+    """Pooled metrics and per-method D-EERs first (the original records), then bob's and the per-method points."""
+    out = _Metrics()
     deer = metrics.d_eer(data.bona_fide, data.attack)
-    out["d_eer"], conv["d_eer"] = deer.value, "SMDD / MADation: APCER at argmin |TPR + APCER - 1|"
-    out["eer_bob"], conv["eer_bob"] = metrics.eer(data.bona_fide, data.attack).value, "bob.measure EER"
-    out["auc"], conv["auc"] = metrics.auc(data.bona_fide, data.attack), "exact ROC AUC"
-    _operating_point_metrics(data, out, conv, unreachable)
-    per_method = {}
-    for method in sorted(set(data.attack_types[data.labels == 0].tolist())):
-        attack = data.scores[(data.labels == 0) & (data.attack_types == method)]
-        per_method[method] = metrics.d_eer(data.bona_fide, attack).value
-        out[f"d_eer[{method}]"] = per_method[method]
-        conv[f"d_eer[{method}]"] = "D-EER on all bona fide + this method's morphs"
+    out.add("d_eer", deer.value, "SMDD / MADation: APCER at argmin |TPR + APCER - 1|")
+    out.add("eer_bob", metrics.eer(data.bona_fide, data.attack).value, "bob.measure EER")
+    out.add("auc", metrics.auc(data.bona_fide, data.attack), "exact ROC AUC")
+    _operating_point_metrics(data.bona_fide, data.attack, out, ("at_most", "nearest"))
+    methods = sorted(set(data.attack_types[data.labels == 0].tolist()))
+    morphs = {m: data.scores[(data.labels == 0) & (data.attack_types == m)] for m in methods}
+    per_method = {m: metrics.d_eer(data.bona_fide, morphs[m]).value for m in methods}
+    for method, value in per_method.items():
+        out.add(f"d_eer[{method}]", value, "D-EER on all bona fide + this method's morphs", attack_type=method)
     if per_method:
-        out["d_eer_average"] = float(np.mean(list(per_method.values())))
-        out["d_eer_worst"] = float(np.max(list(per_method.values())))
-        conv["d_eer_average"] = conv["d_eer_worst"] = "mean / max of the per-method D-EERs (MADation)"
-    return out, conv, unreachable
+        label = "mean / max of the per-method D-EERs (MADation)"
+        out.add("d_eer_average", np.mean(list(per_method.values())), label)
+        out.add("d_eer_worst", np.max(list(per_method.values())), label)
+    _operating_point_metrics(data.bona_fide, data.attack, out, ("bob",))
+    for method in methods:
+        _operating_point_metrics(data.bona_fide, morphs[method], out, tuple(RULE_SUFFIXES), method)
+    return out.values, out.conventions, out.unreachable, out.details
 
 
-def _pad_metrics(data: AttackScores, dev: AttackScores | None) -> tuple[dict, dict, list]:
+def _pad_metrics(data: AttackScores, dev: AttackScores | None) -> tuple[dict, dict, list, dict]:
     out: dict[str, float] = {}
     conv: dict[str, str] = {}
     test_eer = metrics.hter_at_test_eer(data.bona_fide, data.attack, method="argmin")
@@ -194,12 +235,12 @@ def _pad_metrics(data: AttackScores, dev: AttackScores | None) -> tuple[dict, di
     conv["hter_test_eer"] = "threshold at the test set's own EER (FoundPAD / DG-FAS; optimistic)"
     out["auc"], conv["auc"] = metrics.auc(data.bona_fide, data.attack), "exact ROC AUC"
     out["eer_bob"], conv["eer_bob"] = metrics.eer(data.bona_fide, data.attack).value, "bob.measure EER"
-    threshold, source = test_eer.threshold, "test-EER threshold"
+    threshold, source, rule = test_eer.threshold, "test-EER threshold", test_eer.criterion
     if dev is not None:
         dev_hter = metrics.hter(dev.bona_fide, dev.attack, data.bona_fide, data.attack, criterion="eer")
         out["hter_dev"] = dev_hter.value
         conv["hter_dev"] = "threshold at the dev split's EER (ISO / Idiap a priori)"
-        threshold, source = dev_hter.threshold, "dev-EER threshold"
+        threshold, source, rule = dev_hter.threshold, "dev-EER threshold", dev_hter.criterion
     species = data.attack_types[data.labels == 0].astype(str)
     iso = metrics.iso30107(data.bona_fide, data.attack, np.where(species == "", "unspecified", species), threshold)
     for name, value in iso.apcer.items():
@@ -209,7 +250,8 @@ def _pad_metrics(data: AttackScores, dev: AttackScores | None) -> tuple[dict, di
         out[name] = float(getattr(iso, name))
         conv[name] = f"ISO/IEC 30107-3 at the {source}"
     out["threshold"], conv["threshold"] = float(threshold), source
-    return out, conv, []
+    iso_names = [f"apcer[{name}]" for name in iso.apcer] + ["apcer_ap", "bpcer", "acer", "threshold"]
+    return out, conv, [], {name: {"rule": rule} for name in iso_names}
 
 
 def evaluate_scores(protocol: str, task: str, scoring: str, test: AttackScores, dev: AttackScores | None = None,
@@ -228,12 +270,13 @@ def evaluate_scores(protocol: str, task: str, scoring: str, test: AttackScores, 
         test = test.at_video_level()
         dev = dev.at_video_level() if dev is not None else None
     if task == "mad":
-        values, conventions, unreachable = _mad_metrics(test)
+        values, conventions, unreachable, details = _mad_metrics(test)
     else:
-        values, conventions, unreachable = _pad_metrics(test, dev)
+        values, conventions, unreachable, details = _pad_metrics(test, dev)
     logger.debug("%s %s %s: %s", protocol, task, scoring, values)
     return AttackDetectionResult(protocol, task, scoring, "video" if video else "frame", values, conventions,
-                                 int((test.labels == 1).sum()), int((test.labels == 0).sum()), tuple(unreachable))
+                                 int((test.labels == 1).sum()), int((test.labels == 0).sum()), tuple(unreachable),
+                                 details)
 
 
 def evaluate_own_head(protocol: str, task: str, test: AttackScores, dev: AttackScores | None = None, *,

@@ -19,7 +19,8 @@ import numpy as np
 from overspec.config.typed import ConfigError, from_dict
 from overspec.registry import Registry
 
-__all__ = ["GENERAL", "Needs", "Protocol", "PROTOCOLS", "ReportColumn", "ReportSection", "UnitOutput", "UnitPlan",
+__all__ = ["GENERAL", "Needs", "Protocol", "PROTOCOLS", "ReportColumn", "ReportGroup", "ReportSection", "UnitOutput",
+           "UnitPlan",
            "enabled", "ordered_protocols", "planned_units", "protocol_of_unit", "reported_units", "resolve_settings",
            "settings_dict", "unregistered_units"]
 
@@ -62,6 +63,15 @@ class ReportColumn:
 
     metrics: tuple[str, ...]
     label: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class ReportGroup:
+    """Columns shown in one cell as "a/b/c" under one label (Table C's "APCER@BPCER 1 / 10 / 20 %")."""
+
+    label: str
+    columns: tuple[ReportColumn, ...]
     higher_is_better: bool = True
 
 
@@ -118,6 +128,14 @@ class Protocol(abc.ABC):
     def columns(self, kind: str) -> tuple[ReportColumn, ...]:
         """The biometric-table columns of this protocol's units on a benchmark of ``kind``."""
         return self.report.columns
+
+    def set_groups(self, kind: str) -> tuple[ReportGroup, ...]:
+        """The column groups of the per-attack-set table of this protocol's units on a benchmark of ``kind``.
+
+        Its rows come from records carrying ``extra["attack_type"]`` with metric ``<metric>[<attack type>]``;
+        none by default (no such table).
+        """
+        return ()
 
     def headline(self, unit_name: str) -> tuple[str, str, bool] | None:
         """(metric, label, higher is better) of the one column the terminal summary shows for a biometric unit."""

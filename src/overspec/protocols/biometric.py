@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from overspec.protocols import attack_detection as ad
-from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportSection, UnitOutput, UnitPlan
+from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportGroup, ReportSection, UnitOutput, \
+    UnitPlan
 from overspec.protocols.inputs import AttackInputs, IJBInputs, PairInputs, require_finite
 
 __all__ = ["ATTACK", "AttackSettings", "IJB", "Switch", "VERIFICATION"]
@@ -121,6 +122,9 @@ _MAD_COLUMNS = (ReportColumn(("d_eer",), "D-EER", False),) + tuple(
     ReportColumn((f"apcer@bpcer{p}_nearest", f"apcer@bpcer{p}"), f"APCER@BPCER{p}%", False) for p in (1, 10, 20)
 ) + tuple(ReportColumn((f"bpcer@apcer{p}_nearest", f"bpcer@apcer{p}"), f"BPCER@APCER{p}%", False) for p in (1, 10, 20))
 _PAD_COLUMNS = (ReportColumn(("hter_test_eer",), "HTER", False), ReportColumn(("auc",), "AUC"))
+_MAD_SET_GROUPS = (ReportGroup("D-EER", _MAD_COLUMNS[:1], False),
+                   ReportGroup("APCER@BPCER 1/10/20", _MAD_COLUMNS[1:4], False),
+                   ReportGroup("BPCER@APCER 1/10/20", _MAD_COLUMNS[4:], False))
 
 
 class AttackDetection(Protocol):
@@ -137,6 +141,10 @@ class AttackDetection(Protocol):
         """The biometric-table columns of a MAD or PAD benchmark."""
         return _MAD_COLUMNS if kind == "mad" else _PAD_COLUMNS
 
+    def set_groups(self, kind: str) -> tuple[ReportGroup, ...]:
+        """MAD per morphing method as Table C reports it: D-EER, APCER@BPCER and BPCER@APCER at 1 / 10 / 20 %."""
+        return _MAD_SET_GROUPS if kind == "mad" else ()
+
     def headline(self, unit_name: str) -> tuple[str, str, bool] | None:
         """The kind's first column, labelled with the unit's scoring ("D-EER own head")."""
         metric, label, higher = super().headline(unit_name)
@@ -144,11 +152,13 @@ class AttackDetection(Protocol):
 
     def units(self, settings: AttackSettings, target: str) -> list[UnitPlan]:
         """One unit per configured scoring; own-head scoring needs a head, zero-shot the text tower, the probe the
-        protocol's train split."""
+        protocol's train split. Its operating points and rules are keyed in, so stored units predating them are
+        recomputed."""
         needs = {"own_head": Needs(head=True), "probe": Needs(train_split=True), "zero_shot": Needs(text_tower=True)}
         labels = {"own_head": "own-head attack scoring", "probe": "probe attack scoring",
                   "zero_shot": "zero-shot attack scoring"}
-        return [UnitPlan(f"{target}/{s}", needs[s], label=labels[s]) for s in settings.scoring]
+        keyed = {"operating_points": list(ad.OPERATING_POINTS), "rules": list(ad.RULE_SUFFIXES)}
+        return [UnitPlan(f"{target}/{s}", needs[s], keyed, labels[s]) for s in settings.scoring]
 
     def owns(self, unit_name: str) -> bool:
         """``mad/<scoring>`` and ``pad/<scoring>``."""
@@ -173,7 +183,7 @@ class AttackDetection(Protocol):
         for row in result.rows():
             extra = {"scoring": row["scoring"], "level": row["level"], "convention": row["convention"],
                      "reachable": bool(row["reachable"]), "n_bona_fide": row["n_bona_fide"],
-                     "n_attack": row["n_attack"]}
+                     "n_attack": row["n_attack"], **row["details"]}
             rows.append(_row(test, row["metric"], row["value"], n, inputs.n_skipped, extra))
         return UnitOutput(rows)
 

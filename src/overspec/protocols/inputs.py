@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -121,8 +122,25 @@ def gather_inputs(kind: str, opened: Any, source: FeatureSource, needs: Needs, s
 
 def compute_unit(protocol: BaseProtocol, plan: UnitPlan, kind: str, opened: Any, source: FeatureSource,
                  settings: Any, seed: int, device: str) -> UnitOutput:
-    """Gather one unit's typed inputs and run its protocol on them (what the runner does for a unit to compute)."""
-    return protocol.run(plan, gather_inputs(kind, opened, source, plan.needs, seed, device), settings)
+    """Gather one unit's typed inputs and run its protocol on them (what the runner does for a unit to compute).
+
+    A ValueError inside a biometric unit (a metric refusing its scores, say) is re-raised naming the benchmark,
+    the file it was read from and the unit, so that a one-line error says which input to look at.
+    """
+    try:
+        return protocol.run(plan, gather_inputs(kind, opened, source, plan.needs, seed, device), settings)
+    except ValueError as err:
+        where = getattr(opened, "source", None)
+        if kind == GENERAL or where is None:
+            raise
+        raise ValueError(_naming_benchmark(str(err), opened.name, where, plan.name)) from err
+
+
+def _naming_benchmark(message: str, benchmark: str, where: Path, unit: str) -> str:
+    """``message`` led by the benchmark (once, when it already names it) and closed by its file and the unit."""
+    named = f"benchmark {benchmark!r}"
+    detail = message[len(named):].removeprefix(":").lstrip() if message.startswith(named) else message
+    return f"{named}: {detail} (read from {where}; unit {unit})"
 
 
 def require_finite(benchmark: str, what: str, values: np.ndarray, names: np.ndarray | None = None) -> None:

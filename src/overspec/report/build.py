@@ -24,8 +24,8 @@ from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, T
 from overspec.report.rundata import RunData, load_run
 from overspec.report.summary import METRIC_TITLES
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
-from overspec.report.tables import MAIN, SCORING_LABELS, BiometricTable, GeneralTable, biometric_table, general_protocols, \
-    general_table
+from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, BiometricTable, GeneralTable, \
+    attack_set_tables, biometric_table, general_protocols, general_table
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,37 @@ def _bio_table(bio: BiometricTable) -> Table:
     return Table("biometric", "biometric benchmarks (%)", header, rows, data, notes)
 
 
+def _grouped(values: list[float | None]) -> str:
+    """Percentages of one column group joined as Table C prints them ("39.36/17.18/12.39")."""
+    return "/".join(_pct(v) for v in values)
+
+
+def _attack_set_block(table: AttackSetTable) -> Table:
+    """Table C's per-attack rows and the average row of each model, one cell per column group."""
+    header = ["model", "scoring", "set", *(f"{g.label} {'↑' if g.higher_is_better else '↓'}" for g in table.groups)]
+    flat = [metric for metrics in table.metrics for metric in metrics]
+    rows, data = [], []
+    for model in table.models:
+        scoring = SCORING_LABELS.get(table.scoring[model], table.scoring[model]) or "–"
+        for attack_set in table.sets:
+            values = {m: table.value(model, attack_set, m) for m in flat}
+            rows.append([model, scoring, table.set_label(attack_set),
+                         *(_grouped([values[m] for m in metrics]) for metrics in table.metrics)])
+            data.append([model, table.scoring[model], *attack_set, *(values[m] for m in flat)])
+        averages = {m: table.average(model, m) for m in flat}
+        rows.append([model, scoring, f"Avg ({len(table.sets)} sets)",
+                     *(_grouped([averages[m] for m in metrics]) for metrics in table.metrics)])
+        data.append([model, table.scoring[model], "", "average", *(averages[m] for m in flat)])
+    sets = "; ".join(f"{table.set_label(s)} = {s[0]} {s[1]}" for s in table.sets)
+    notes = [f"Avg ({len(table.sets)} sets) = mean over every {table.kind.upper()} attack set of the run (each "
+             "benchmark's morphing methods; the study's six-set average = SYN-MAD-2022's five methods and MorDIFF), "
+             "from unrounded values; '–' where a model lacks a set.", f"Sets: {sets}.",
+             "Each model's rows come from one scoring (own head first, then probe, then zero-shot)."] \
+        + table.conventions
+    return Table(f"{table.kind}_attack_sets", f"{table.kind.upper()} per attack set (%)", header, rows, data, notes,
+                 ["model", "scoring", "benchmark", "attack_type", *flat])
+
+
 def specialisation_gain(run: RunData, bio: BiometricTable, variant: str) -> float | None:
     """Mean improvement (pp) of ``variant`` over its base on its own task's columns; None if not measured."""
     info = run.models.get(variant)
@@ -243,6 +274,7 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     bio = biometric_table(run)
     if bio.columns:
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
+        blocks += [_attack_set_block(table) for table in attack_set_tables(run)]
     unknown = unregistered_units(r.protocol for r in run.records)
     if unknown:
         blocks.append(Paragraph(f"Not reported: no registered protocol reports {', '.join(unknown)} (their records "

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from overspec.protocols.attack_detection import SCORING_METHODS
-from overspec.protocols.base import GENERAL, reported_units
+from overspec.protocols.base import GENERAL, ReportGroup, reported_units
 from overspec.protocols.biometric import SCORING_LABELS
 
-__all__ = ["BIO_SCORING_PREFERENCE", "MAIN", "SCORING_LABELS", "BioCell", "BioColumn", "BiometricTable", "GeneralTable", "biometric_table",
-           "gelo", "general_protocols", "general_table", "mean_of"]
+__all__ = ["BIO_SCORING_PREFERENCE", "MAIN", "SCORING_LABELS", "AttackSetTable", "BioCell", "BioColumn",
+           "BiometricTable", "GeneralTable", "attack_set_tables", "biometric_table", "gelo", "general_protocols",
+           "general_table", "mean_of"]
 
 # the scoring shown when a model has several for one MAD/PAD benchmark (its own head first)
 BIO_SCORING_PREFERENCE = SCORING_METHODS
@@ -207,3 +208,77 @@ def _conventions(run, columns: list[BioColumn]) -> list[str]:
                         notes.append(text)
                     break
     return notes
+
+
+@dataclass
+class AttackSetTable:
+    """One biometric kind per attack set (Table C's MAD block): per model a row per (benchmark, attack type) and the
+    average over every set of the run, computed from unrounded values; each model under one scoring."""
+
+    kind: str
+    groups: tuple[ReportGroup, ...]
+    metrics: list[list[str]]
+    models: list[str]
+    sets: list[tuple[str, str]]
+    scoring: dict[str, str]
+    values: dict[tuple[str, tuple[str, str], str], float]
+    conventions: list[str] = field(default_factory=list)
+
+    def value(self, model: str, attack_set: tuple[str, str], metric: str) -> float | None:
+        """``model``'s unrounded value of ``metric`` on one (benchmark, attack type) set, None when absent."""
+        return self.values.get((model, attack_set, metric))
+
+    def average(self, model: str, metric: str) -> float | None:
+        """Mean of ``metric`` over every set of the table (the study's six-set average); None if one is missing."""
+        values = [self.value(model, attack_set, metric) for attack_set in self.sets]
+        return None if any(v is None for v in values) else mean_of(values)
+
+    def set_label(self, attack_set: tuple[str, str]) -> str:
+        """The attack type, prefixed with its benchmark when two benchmarks share that attack type's name."""
+        benchmark, attack = attack_set
+        shared = sum(a == attack for _, a in self.sets) > 1
+        return f"{benchmark}/{attack}" if shared else attack
+
+
+def _per_set_records(run, protocol_names: set[str], kind: str):
+    """(record, attack type, metric without its ``[attack type]`` suffix) of ``kind``'s per-attack-set records."""
+    for r in run.records:
+        attack = (r.extra or {}).get("attack_type")
+        if r.protocol in protocol_names and _task_of(r.protocol)[0] == kind and attack is not None \
+                and r.metric.endswith(f"[{attack}]"):
+            yield r, attack, r.metric[: -len(f"[{attack}]")]
+
+
+def attack_set_tables(run) -> list[AttackSetTable]:
+    """Build the per-attack-set table of every biometric kind whose protocol declares column groups for it."""
+    biometric = {name: protocol for name, protocol in reported_units(r.protocol for r in run.records)
+                 if GENERAL not in protocol.targets}
+    kinds: dict[str, tuple[set[str], tuple[ReportGroup, ...]]] = {}
+    for name, protocol in biometric.items():
+        kind = _task_of(name)[0]
+        if protocol.set_groups(kind):
+            kinds.setdefault(kind, (set(), protocol.set_groups(kind)))[0].add(name)
+    tables = [_attack_set_table(run, kind, names, groups) for kind, (names, groups) in kinds.items()]
+    return [t for t in tables if t.sets]
+
+
+def _attack_set_table(run, kind: str, names: set[str], groups: tuple[ReportGroup, ...]) -> AttackSetTable:
+    """The per-attack-set table of one kind: each column's first present metric, each model's preferred scoring."""
+    rows = list(_per_set_records(run, names, kind))
+    by_key = {(r.model, _task_of(r.protocol)[1], (r.dataset, attack), metric): r for r, attack, metric in rows}
+    present = {metric for *_, metric in by_key}
+    chosen = [[next((m for m in column.metrics if m in present), column.metrics[0]) for column in group.columns]
+              for group in groups]
+    sets = list(dict.fromkeys(key[2] for key in by_key))
+    scored = {(key[0], key[1]) for key in by_key}
+    models = [m for m in run.model_names() if any(model == m for model, _ in scored)]
+    scoring = {m: next(s for s in ("", *BIO_SCORING_PREFERENCE) if (m, s) in scored) for m in models}
+    values = {(model, attack_set, metric): r.value for (model, s, attack_set, metric), r in by_key.items()
+              if scoring.get(model) == s}
+    notes = []
+    for group, metrics in zip(groups, chosen, strict=True):
+        convention = next(((r.extra or {}).get("convention") for (_, _, _, m), r in by_key.items() if m == metrics[0]),
+                          None)
+        if convention:
+            notes.append(f"{group.label}: {convention}")
+    return AttackSetTable(kind, groups, chosen, models, sets, scoring, values, notes)

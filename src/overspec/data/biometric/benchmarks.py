@@ -178,11 +178,13 @@ def open_attack(entry: BiometricBenchmark, data_root: Path):
 
 @dataclass(frozen=True)
 class OpenedVerification:
-    """A verification benchmark opened: its images in pair order (2k, 2k+1) and whether each pair is genuine."""
+    """A verification benchmark opened: its images in pair order (2k, 2k+1), whether each pair is genuine, and the
+    file it was read from (``source``, named by errors of its units)."""
 
     name: str
     pairs: LabelledImages
     issame: np.ndarray
+    source: Path | None = None
 
     def splits(self) -> dict[str, LabelledImages]:
         """The image splits its units embed, by role."""
@@ -191,11 +193,13 @@ class OpenedVerification:
 
 @dataclass(frozen=True)
 class OpenedIJB:
-    """An IJB benchmark opened: its aligned face images and the parsed meta folder (templates, pairs, 1:N lists)."""
+    """An IJB benchmark opened: its aligned face images, the parsed meta folder (templates, pairs, 1:N lists) and
+    that folder (``source``)."""
 
     name: str
     faces: LabelledImages
     meta: Any
+    source: Path | None = None
 
     def splits(self) -> dict[str, LabelledImages]:
         """The image splits its units embed, by role."""
@@ -204,11 +208,13 @@ class OpenedIJB:
 
 @dataclass(frozen=True)
 class OpenedAttack:
-    """A MAD or PAD benchmark opened: its kind and its protocol's splits (train, dev, test) by name."""
+    """A MAD or PAD benchmark opened: its kind, its protocol's splits (train, dev, test) by name, and its protocol
+    CSV (or, for an OCIM protocol, the folder of its source lists) as ``source``."""
 
     name: str
     kind: str
     by_role: Mapping[str, LabelledImages]
+    source: Path | None = None
 
     def splits(self) -> dict[str, LabelledImages]:
         """The image splits its units embed, by role."""
@@ -229,17 +235,18 @@ class BenchmarkKind:
 
 def _opened_verification(entry: BiometricBenchmark, data_root: Path) -> OpenedVerification:
     pairs = open_verification(entry, data_root)
-    return OpenedVerification(entry.name, pairs.images_as_dataset(entry.name), pairs.issame)
+    return OpenedVerification(entry.name, pairs.images_as_dataset(entry.name), pairs.issame, entry.path(data_root))
 
 
 def _opened_ijb(entry: BiometricBenchmark, data_root: Path) -> OpenedIJB:
     meta = open_ijb(entry, data_root)
-    return OpenedIJB(entry.name, meta.faces_dataset(entry.name), meta)
+    return OpenedIJB(entry.name, meta.faces_dataset(entry.name), meta, entry.path(data_root))
 
 
 def _opened_attack(entry: BiometricBenchmark, data_root: Path) -> OpenedAttack:
     protocol = open_attack(entry, data_root)
-    return OpenedAttack(entry.name, entry.kind, {name: protocol.split(name) for name in protocol.splits()})
+    return OpenedAttack(entry.name, entry.kind, {name: protocol.split(name) for name in protocol.splits()},
+                        entry.path(data_root))
 
 
 BENCHMARK_KINDS: Registry[BenchmarkKind] = Registry("biometric benchmark kind")
