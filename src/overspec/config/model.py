@@ -6,7 +6,7 @@ turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 __all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS"]
 
@@ -21,6 +21,8 @@ class PreprocessSpec:
 
     ``resize_mode="shortest"`` resizes the short side then centre-crops (CLIP); ``"squash"`` resizes both sides.
     ``channel_order="BGR"`` swaps channels after normalisation statistics are applied in RGB order of ``mean``/``std``.
+    A spec read from a config (:meth:`from_config`) names only some keys; the others come from the model's own
+    preprocessing (:meth:`over`), never from these defaults.
     """
 
     size: int = 224
@@ -43,6 +45,22 @@ class PreprocessSpec:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocess.mean and preprocess.std need three values each, std > 0")
+
+    @classmethod
+    def from_config(cls, **given) -> PreprocessSpec:
+        """A spec from a config mapping that remembers which keys it named, so that it overrides only those."""
+        spec = cls(**given)
+        object.__setattr__(spec, "_given", frozenset(given))
+        return spec
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The keys a config named; every key for a spec built in code."""
+        return getattr(self, "_given", frozenset(f.name for f in fields(self)))
+
+    def over(self, base: PreprocessSpec) -> PreprocessSpec:
+        """``base`` (the weights' own or a profile's preprocessing) with the keys this spec names replaced."""
+        return replace(base, **{name: getattr(self, name) for name in sorted(self.given)})
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ def load_yaml(path: Path) -> Any:
 
 
 def from_dict(cls: type[T], data: Any, where: str) -> T:
-    """Return ``cls(**data)`` with nested dataclasses built recursively; ``where`` prefixes error messages."""
+    """Return ``cls(**data)`` (``cls.from_config(**data)`` when defined) with nested dataclasses built recursively;
+    ``where`` prefixes error messages."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
@@ -60,7 +61,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
         kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        return getattr(cls, "from_config", cls)(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except ValueError as exc:

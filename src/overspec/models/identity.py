@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ModelFacts", "model_identity", "read_facts", "write_facts"]
 
-IDENTITY_VERSION = 1  # bump when what load_model builds from the same files changes
+IDENTITY_VERSION = 2  # bump when what load_model builds from the same files changes
 #: Libraries whose version can change what the same files load into.
 _LIBRARIES = ("torch", "open_clip_torch", "transformers", "timm", "safetensors")
 
@@ -56,6 +56,8 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> str | None:
         return None
     h = hashlib.sha256(f"model-identity-v{IDENTITY_VERSION}\0".encode())
     h.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode() + b"\0")
+    if spec.preprocess is not None:
+        h.update(json.dumps(sorted(spec.preprocess.given)).encode() + b"\0")
     h.update(json.dumps({name: _version(name) for name in _LIBRARIES}, sort_keys=True).encode() + b"\0")
     for path in [*weights, *extra]:
         h.update(f"{path}={file_sha256(path)}\0".encode())

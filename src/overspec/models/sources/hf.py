@@ -38,7 +38,8 @@ def load_hf(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder
     model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
     if not hasattr(model, "get_image_features"):
         raise ModelLoadError(f"model {spec.name!r}: {folder} holds a {type(model).__name__}, not a CLIP-like model")
-    preprocess = spec.preprocess or _preprocess_from_folder(folder, model)
+    own = _preprocess_from_folder(folder, model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     image_fp = combine(
         tensors_fingerprint((k, v) for k, v in model.state_dict().items() if k.startswith(_IMAGE_PREFIXES)),
         preprocess_fingerprint(preprocess),

@@ -49,7 +49,8 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     if torchscript:
         load_torchscript_weights(model, Path(pretrained))
     model.eval()
-    preprocess = spec.preprocess or _preprocess_from_model(model)
+    own = _preprocess_from_model(model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     return as_encoder(spec, model, preprocess, _tokenizer(name))
 
 

@@ -31,7 +31,8 @@ def load_timm(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encod
     if spec.weights:
         _load_weights(spec, model, Path(spec.weights).expanduser())
     model = model.to(device).eval()
-    preprocess = spec.preprocess or _preprocess_from_timm(model)
+    own = _preprocess_from_timm(model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     fingerprint = combine(tensors_fingerprint(model.state_dict().items()), preprocess_fingerprint(preprocess))
     return Encoder(
         name=spec.name, module=model, preprocess=build_transform(preprocess), image_fn=model,
