@@ -50,6 +50,7 @@ def _load_weights(spec: ModelSpec, model: torch.nn.Module, path: Path) -> None:
     state = load_torch_checkpoint(path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    _check_shapes(spec, model, state, path)
     result = model.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith(("fc.", "head.", "classifier."))]
     if result.missing_keys or unexpected:
@@ -57,6 +58,16 @@ def _load_weights(spec: ModelSpec, model: torch.nn.Module, path: Path) -> None:
             f"model {spec.name!r}: {path} does not match {spec.architecture!r}: "
             f"missing keys {result.missing_keys[:10]}, unexpected keys {unexpected[:10]}"
         )
+
+
+def _check_shapes(spec: ModelSpec, model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Refuse weights of another architecture in one line naming the file (torch would list every shape)."""
+    own = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if mismatched:
+        raise ModelLoadError(f"model {spec.name!r}: {path} holds weights of another architecture than "
+                             f"{spec.architecture!r}: {len(mismatched)} shape mismatches {mismatched[:5]}")
 
 
 def _preprocess_from_timm(model: torch.nn.Module) -> PreprocessSpec:
