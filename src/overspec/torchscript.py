@@ -25,7 +25,7 @@ import torch
 
 from overspec.safeload import UnreadableFileError, restricted_loads
 
-__all__ = ["is_torchscript_archive", "read_torchscript_state_dict", "TORCHSCRIPT_ONLY_KEYS"]
+__all__ = ["ScriptModuleState", "TORCHSCRIPT_ONLY_KEYS", "is_torchscript_archive", "read_torchscript_state_dict"]
 
 #: Entries of OpenAI's TorchScript CLIP state that are settings, not weights (open_clip drops them too).
 TORCHSCRIPT_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -164,7 +164,7 @@ class _StorageReader:
                                       f"{numel} x {dtype} need {numel * size}")
         if numel == 0:
             return torch.empty(0, dtype=dtype)
-        return torch.frombuffer(bytearray(raw[: numel * size]), dtype=dtype)
+        return torch.frombuffer(bytearray(raw), dtype=dtype, count=numel)
 
 
 def _tensor_view(path: Path):

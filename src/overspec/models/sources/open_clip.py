@@ -26,7 +26,7 @@ from overspec.torchscript import TORCHSCRIPT_ONLY_KEYS, is_torchscript_archive, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["as_encoder", "load_open_clip", "resolve_architecture"]
+__all__ = ["as_encoder", "load_open_clip", "load_torchscript_weights", "resolve_architecture"]
 
 #: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
 _MAX_DETAIL = 600
