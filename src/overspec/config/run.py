@@ -103,8 +103,20 @@ def load_run_config(path: Path, **overrides) -> RunConfig:
 
 
 def resolved_dict(config: RunConfig) -> dict:
-    """The config as plain data (saved beside the results and hashed into every record)."""
-    return asdict(config)
+    """The config as plain data (saved beside the results and hashed into every record).
+
+    A model's partial ``preprocess`` keeps only the keys it names, so the saved config, read back, still takes the
+    other keys from the weights.
+    """
+    data = asdict(config)
+    data["models"] = tuple(_model_dict(model, plain) for model, plain in zip(config.models, data["models"]))
+    return data
+
+
+def _model_dict(model: str | ModelSpec, plain: str | dict) -> str | dict:
+    if not isinstance(model, ModelSpec) or model.preprocess is None:
+        return plain
+    return {**plain, "preprocess": {k: v for k, v in plain["preprocess"].items() if k in model.preprocess.given}}
 
 
 def _shallow(config: RunConfig) -> dict:
