@@ -137,3 +137,17 @@ def test_a_tensor_reaching_past_its_storage_is_refused(traced_micro_clip, tmp_pa
     path.write_bytes(buffer.getvalue())
     with pytest.raises(UnreadableFileError, match=r"short\.pt.*data/0"):
         read_torchscript_state_dict(path)
+
+
+def test_an_archive_without_its_code_folder_is_recognised_by_its_torch_classes(traced_micro_clip, tmp_path):
+    path, source_state = traced_micro_clip
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w") as target:
+        for info in source.infolist():
+            if "/code/" not in info.filename:
+                target.writestr(info.filename, source.read(info))
+    stripped = tmp_path / "no-code.pt"
+    stripped.write_bytes(buffer.getvalue())
+    assert is_torchscript_archive(stripped)
+    state = load_torch_checkpoint(stripped)
+    assert all(torch.equal(state[key], value) for key, value in source_state.items())
