@@ -313,3 +313,12 @@ def test_a_partial_preprocess_overrides_only_the_keys_it_names(tmp_path, arch, r
     encoder = load_model(from_dict(ModelSpec, data, where="test"), cache_dir=tmp_path)
     want = replace(PREPROCESS_PROFILES["foundpad"], size=16, channel_order="BGR")
     assert encoder.info["preprocess"] == asdict(want)
+
+
+def test_a_lone_w_lora_a_is_named_even_when_compared_with_the_base(tmp_path, arch, released, base_preset):
+    _, state = released
+    key = f"{ATTN.format(1)}.v_proj.w_lora_B"
+    lonely = {k: v for k, v in state.items() if k != key}
+    with pytest.raises(ModelLoadError, match=rf"missing key {re.escape(key)}$"):
+        load_model(_spec(arch, _save(tmp_path, lonely), base=base_preset, options={"lora_alpha": 8}),
+                   cache_dir=tmp_path)

@@ -303,7 +303,7 @@ def check_against_base(state: dict[str, torch.Tensor], base_state: dict[str, tor
     adapted = {f"{prefix}.{proj}.weight" for prefix, proj in _adapted_projections(state)}
     changed = sorted(k for k in state if k.startswith("visual.") and not k.endswith((".w_lora_A", ".w_lora_B"))
                      and not _same(state[k], base.get(k)))
-    merged = [k for k in changed if k in adapted and bool(state[k[: -len("weight")] + "w_lora_B"].any())]
+    merged = [k for k in changed if k in adapted and _has_delta(state, k[: -len(".weight")])]
     wrong = [k for k in changed if k not in merged]
     if wrong:
         raise ModelLoadError(f"{len(wrong)} frozen visual weights differ from base model {base_name!r} "
@@ -311,6 +311,12 @@ def check_against_base(state: dict[str, torch.Tensor], base_state: dict[str, tor
     if merged:
         raise ModelLoadError(f"already merged: {_listing(merged)} differ from base model {base_name!r} while the "
                              "checkpoint also holds their LoRA tensors (merging again would apply the delta twice)")
+
+
+def _has_delta(state: dict[str, torch.Tensor], projection: str) -> bool:
+    """Whether a projection's LoRA adds anything (``w_lora_B`` present and not all zero)."""
+    b = state.get(f"{projection}.w_lora_B")
+    return b is not None and bool(b.any())
 
 
 def _same(value: torch.Tensor, base: torch.Tensor | None) -> bool:
@@ -448,7 +454,6 @@ def _check_base(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path, cac
 def _base_state(spec: ModelSpec, cache_dir: Path) -> dict[str, torch.Tensor] | None:
     """The state dict of ``spec.base`` (an open_clip preset with weights on hand), or None when it cannot be had."""
     from overspec.models.registry import load_model, model_presets
-    from overspec.models.sources.files import weights_problem
 
     if not spec.base:
         return None
@@ -456,12 +461,22 @@ def _base_state(spec: ModelSpec, cache_dir: Path) -> dict[str, torch.Tensor] | N
         logger.info("model %r: base %r is not a registered preset; not compared with it", spec.name, spec.base)
         return None
     base = model_presets().get(spec.base)
-    problem = (weights_problem(base, cache_dir) or ("" if base.weights else "it has no weights")
-               if base.source == "open_clip" else f"its source is {base.source!r}, not open_clip")
+    problem = _base_unavailable(base, cache_dir)
     if problem:
         logger.warning("model %r: not compared with its base %r: %s", spec.name, spec.base, problem)
         return None
     return load_model(base, cache_dir=cache_dir).module.state_dict()
+
+
+def _base_unavailable(base: ModelSpec, cache_dir: Path) -> str:
+    """Why the base preset's weights cannot serve as the reference (not open_clip, no weights, not at hand), or ''."""
+    from overspec.models.sources.files import weights_problem
+
+    if base.source != "open_clip":
+        return f"its source is {base.source!r}, not open_clip"
+    if not base.weights:
+        return "it has no weights"
+    return weights_problem(base, cache_dir)
 
 
 def _head_for(spec: ModelSpec, model: torch.nn.Module) -> BinaryHead:
