@@ -6,9 +6,9 @@ turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
-__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS"]
+__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "spec_as_config"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -97,3 +97,11 @@ class ModelSpec:
 
     def __hash__(self) -> int:
         return hash((self.name, self.source, self.architecture, self.weights))
+
+
+def spec_as_config(spec: ModelSpec) -> dict:
+    """``asdict(spec)`` with a partial ``preprocess`` cut to the keys it names: what a config must say to rebuild it."""
+    data = asdict(spec)
+    if spec.preprocess is not None:
+        data["preprocess"] = {k: v for k, v in data["preprocess"].items() if k in spec.preprocess.given}
+    return data

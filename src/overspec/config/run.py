@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from overspec.config.typed import ConfigError, from_dict, load_yaml
-from overspec.config.model import ModelSpec
+from overspec.config.model import ModelSpec, spec_as_config
 
 __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
            "resolved_dict"]
@@ -114,9 +114,7 @@ def resolved_dict(config: RunConfig) -> dict:
 
 
 def _model_dict(model: str | ModelSpec, plain: str | dict) -> str | dict:
-    if not isinstance(model, ModelSpec) or model.preprocess is None:
-        return plain
-    return {**plain, "preprocess": {k: v for k, v in plain["preprocess"].items() if k in model.preprocess.given}}
+    return spec_as_config(model) if isinstance(model, ModelSpec) else plain
 
 
 def _shallow(config: RunConfig) -> dict:
