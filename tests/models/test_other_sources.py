@@ -87,3 +87,14 @@ def test_timm_weights_of_another_architecture_are_one_line_naming_the_file(tmp_p
         load_model(ModelSpec(name="r18", source="timm", architecture="resnet18", weights=str(tmp_path / "t.pth"),
                              text=False), cache_dir=tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_run_lists_a_hf_folder_without_tokenizer_before_any_work(tmp_path):
+    from overspec.runner import _model_problems
+
+    (tmp_path / "config.json").write_text("{}")
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == [
+        f"{tmp_path} has no tokenizer files, so zero-shot is not possible (text: false for image only)"]
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path), text=False), tmp_path) == []
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == []
