@@ -132,6 +132,7 @@ def _substitute(path: Path):
 
 
 def _first_argument(value: Any, *_: Any) -> Any:
+    """Stand-in for TorchScript's container helpers: the container itself, its type tag dropped."""
     return value
 
 
@@ -183,6 +184,7 @@ def _tensor_view(path: Path):
 
 
 def _ints(*values: Any) -> bool:
+    """Whether every value is a plain integer (not a bool, not anything a crafted pickle built)."""
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
