@@ -342,7 +342,8 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
 
 
 def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
-    """Missing files (weights, adapter, head, config) or unavailable weights of a model spec."""
+    """Missing files (weights, adapter, head, config), unavailable weights or a Hugging Face folder without the
+    tokenizer its text tower needs."""
     from overspec.models.sources.files import weights_problem
 
     problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
@@ -352,6 +353,13 @@ def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
         problems += [problem] if problem else []
     elif spec.weights and not Path(spec.weights).expanduser().exists():
         problems.append(f"weights not found: {spec.weights}")
+    elif spec.source == "hf" and spec.text and spec.weights:
+        from overspec.models.sources.hf import has_tokenizer_files
+
+        folder = Path(spec.weights).expanduser()
+        if not has_tokenizer_files(folder):
+            problems.append(f"{folder} has no tokenizer files, so zero-shot is not possible (text: false for image "
+                            "only)")
     return problems
 
 

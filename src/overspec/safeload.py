@@ -15,7 +15,7 @@ import io
 import logging
 import pickle
 import re
-from collections.abc import Set
+from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any
 
@@ -71,19 +71,28 @@ class UnreadableFileError(SafeLoadError):
 class _RestrictedUnpickler(pickle.Unpickler):
     """An unpickler whose ``find_class`` admits only the allow-listed ``(module, name)`` pairs."""
 
-    def __init__(self, file: io.BytesIO, allowed: Set[tuple[str, str]], source: str, encoding: str) -> None:
+    def __init__(self, file: io.BytesIO, allowed: Set[tuple[str, str]], source: str, encoding: str,
+                 substitute: Callable[[str, str], Any] | None = None,
+                 persistent: Callable[[Any], Any] | None = None) -> None:
         super().__init__(file, encoding=encoding)
         self._allowed = allowed
         self._source = source
+        self._substitute = substitute
+        self._persistent = persistent
 
     def find_class(self, module: str, name: str) -> Any:
         module, name = _python3_names(module, name)
+        replacement = self._substitute(module, name) if self._substitute else None
+        if replacement is not None:
+            return replacement
         if (module, name) not in self._allowed:
             raise UnsafeFileError(self._source, f"{module}.{name}")
         target = importlib.import_module(_NUMPY_MODULE_ALIASES.get(module, module))
         return functools.reduce(getattr, name.split("."), target)
 
     def persistent_load(self, pid: Any) -> Any:
+        if self._persistent is not None:
+            return self._persistent(pid)
         raise UnsafeFileError(self._source, "persistent id", f"persistent id {pid!r}")
 
 
@@ -98,16 +107,18 @@ def _python3_names(module: str, name: str) -> tuple[str, str]:
 
 
 def restricted_loads(
-    data: bytes, allowed: Set[tuple[str, str]], *, source: str = "<bytes>", encoding: str = "latin1"
+    data: bytes, allowed: Set[tuple[str, str]], *, source: str = "<bytes>", encoding: str = "latin1",
+    substitute: Callable[[str, str], Any] | None = None, persistent: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Unpickle ``data`` resolving only the ``(module, name)`` globals in ``allowed``.
 
     ``encoding`` decodes Python-2 ``str`` payloads: ``latin1`` (the default) maps every byte to one character, so
     the original bytes are recovered with ``.encode("latin1")`` and numpy arrays from Python 2 load correctly.
     Raises :class:`UnsafeFileError` for a refused global and :class:`UnreadableFileError` for a broken pickle,
-    both naming ``source``.
+    both naming ``source``. ``substitute(module, name)`` may return a stand-in of the reader's own for a global
+    (None: the allow-list decides); ``persistent(pid)`` resolves persistent ids (refused when not given).
     """
-    unpickler = _RestrictedUnpickler(io.BytesIO(data), allowed, source, encoding)
+    unpickler = _RestrictedUnpickler(io.BytesIO(data), allowed, source, encoding, substitute, persistent)
     try:
         return unpickler.load()
     except SafeLoadError:
@@ -124,8 +135,9 @@ def restricted_load_file(path: str | Path, allowed: Set[tuple[str, str]], *, enc
 
 
 def load_torch_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Any:
-    """Load a checkpoint without executing code: safetensors for ``.safetensors``, else ``torch.load`` with
-    ``weights_only=True``; failures name the file."""
+    """Load a checkpoint without executing code: safetensors for ``.safetensors``, the tensors of a TorchScript
+    archive through :mod:`overspec.torchscript`, else ``torch.load`` with ``weights_only=True``; failures name the
+    file."""
     import torch
 
     path = Path(path)
@@ -133,6 +145,10 @@ def load_torch_checkpoint(path: str | Path, *, map_location: str = "cpu") -> Any
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return _load_safetensors(path, map_location)
+    from overspec.torchscript import is_torchscript_archive, read_torchscript_state_dict
+
+    if is_torchscript_archive(path):
+        return read_torchscript_state_dict(path)
     _check_not_misnamed(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,7 +1,11 @@
+import json
+from dataclasses import asdict
+
 import pytest
+import yaml
 
 from overspec.config import ConfigError
-from overspec.config.run import RunConfig, default_config, load_run_config
+from overspec.config.run import RunConfig, default_config, load_run_config, resolved_dict
 from overspec.config.model import ModelSpec
 from overspec.runner import validated_settings
 
@@ -63,3 +67,18 @@ def test_fine_tune_settings_are_checked_before_the_run_starts(tmp_path, finetune
     with pytest.raises(ConfigError, match=r"s.yaml: finetune: recipe .*" + message) as info:
         validated_settings(load_run_config(path), where=str(path))
     assert "\n" not in str(info.value)
+
+
+def test_a_partial_preprocess_is_saved_with_only_its_named_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("models:\n  - {name: m, architecture: micro-clip, preprocess: {channel_order: BGR}}\n"
+                    "  - {name: n, architecture: micro-clip, preprocess: {size: 32, mean: [0.5, 0.5, 0.5], "
+                    "std: [0.5, 0.5, 0.5], interpolation: bilinear, resize_mode: squash, channel_order: RGB}}\n"
+                    "  - tiny-s\n")
+    config = load_run_config(path)
+    saved = resolved_dict(config)["models"]
+    assert saved[0]["preprocess"] == {"channel_order": "BGR"}
+    assert saved[1]["preprocess"] == asdict(config.models[1].preprocess) and saved[2] == "tiny-s"
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(json.loads(json.dumps(resolved_dict(config), default=str))))
+    assert load_run_config(again).models[0].preprocess.given == {"channel_order"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,9 @@ def test_unknown_key_is_rejected_with_file_and_suggestion() -> None:
     ({"templates": "no_such_list"}, "key 'templates'"),
     ({"study": "yes"}, "key 'study'"),
     ({"num_classes": 0}, "key 'num_classes'"),
+    ({"expected_count": {"train": 10}}, "key 'expected_count': role 'train' is not one of the entry's splits"),
+    ({"expected_count": {"test": 0}}, "key 'expected_count': the count of 'test' must be a positive integer"),
+    ({"expected_count": [10000]}, "key 'expected_count': must map roles to image counts"),
 ])
 def test_invalid_values_name_the_key(change: dict, message: str) -> None:
     with pytest.raises(CatalogError, match=message):
@@ -189,6 +193,8 @@ def test_resisc45_shipped_names_follow_sorted_folder_order(tmp_path: Path) -> No
         (base / folder).mkdir(parents=True)
         for k in range(5):
             Image.new("RGB", (4, 4), (label, k, 0)).save(base / folder / f"{folder}_{k:03d}.jpg")
-    split = load_dataset("resisc45", "train", tmp_path)
+    split = load_dataset(replace(get_dataset("resisc45"), expected_count={}), "train", tmp_path)
     assert split.info["native_classes"] == tuple(folders)
     assert len(split) == 45 * 3
+    with pytest.raises(DatasetLayoutError, match=rf"train split has 135 images, the catalog expects 18,900: {base} "):
+        load_dataset("resisc45", "train", tmp_path)

@@ -7,6 +7,7 @@ import json
 import pickle
 import struct
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +123,17 @@ def test_food101_labels_follow_the_shipped_class_order(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- ImageNet-V2 (numeric folders)
 
+def _uncounted(name: str):
+    """The shipped entry without its documented image counts, for folders a test writes with a few images."""
+    return replace(get_dataset(name), expected_count={})
+
+
 def test_imagenetv2_labels_are_integers_not_string_sorted(tmp_path: Path) -> None:
     base = tmp_path / "imagenetv2" / "ImageNetV2-matched-frequency"
     for label in range(12):
         for k in range(2):
             _write_image(base / str(label) / f"{k}.jpeg", _color(label, k))
-    split = load_dataset("imagenetv2", "test", tmp_path)
+    split = load_dataset(_uncounted("imagenetv2"), "test", tmp_path)
     assert sorted(set(split.labels.tolist())) == list(range(12))
     for i, rel in enumerate(split.identity):
         assert split.labels[i] == int(rel.split("/")[1])
@@ -143,6 +149,17 @@ def test_imagenetv2_rejects_non_numeric_folders(tmp_path: Path) -> None:
     _write_image(base / "n01440764" / "0.jpeg", (1, 2, 3))
     with pytest.raises(DatasetLayoutError, match="integer label"):
         load_dataset("imagenetv2", "test", tmp_path)
+
+
+def test_imagenetv2_folder_with_another_count_than_the_catalog_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "imagenetv2" / "ImageNetV2-matched-frequency"
+    for label in range(3):
+        for k in range(2):
+            _write_image(base / str(label) / f"{k}.jpeg", _color(label, k))
+    with pytest.raises(DatasetLayoutError, match=rf"^dataset 'imagenetv2': test split has 6 images, the catalog "
+                                                 rf"expects 10,000: {base} \(expected layout there"):
+        load_dataset("imagenetv2", "test", tmp_path)
+    assert len(load_dataset(replace(get_dataset("imagenetv2"), expected_count={"test": 6}), "test", tmp_path)) == 6
 
 
 # --------------------------------------------------------------------------- CLIP_benchmark WebDataset folder

@@ -1,6 +1,7 @@
 import json
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from overspec.finetune import finetune
-from overspec.finetune.run import TrainingData
+from overspec.finetune.run import TrainingData, model_preset_dict
 from overspec.finetune.trainer import AttackValidator, Trainer, embed, latest_checkpoint
-from overspec.models import ModelSpec, load_model
+from overspec.models import ModelSpec, PreprocessSpec, load_model
 from overspec.models.lora import LoraConfig, inject_lora, lora_parameters, lora_state_dict
 from overspec.models.registry import register_preset_file
 from overspec.registry import Registry
@@ -138,3 +139,13 @@ def test_training_writes_jsonl_and_tensorboard_logs_with_the_same_losses(tmp_pat
         if "loss" in record:
             assert events[record["step"]] == pytest.approx(record["loss"], rel=1e-6)
     assert len(events) >= 1 and len(losses) == 4
+
+
+def test_a_fine_tune_of_a_base_with_a_partial_preprocess_keeps_it_partial(tmp_path):
+    base = ModelSpec(name="micro", architecture="micro-clip", weights="/m.pt",
+                     preprocess=PreprocessSpec.from_config(channel_order="BGR"))
+    preset = model_preset_dict(base, "micro-fr", "fr", tmp_path / "adapter.safetensors", None, "toy")
+    assert preset["preprocess"] == {"channel_order": "BGR"}
+    complete = model_preset_dict(replace(base, preprocess=PreprocessSpec(size=32)), "micro-fr", "fr",
+                                 tmp_path / "adapter.safetensors", None, "toy")
+    assert complete["preprocess"]["size"] == 32 and len(complete["preprocess"]) == 6

@@ -82,3 +82,11 @@ def test_facts_round_trip_and_damage_is_refused(tmp_path, caplog):
     assert read_facts(tmp_path, "ab" * 16) is None and "checksum mismatch" in caplog.text
     path.write_text("{not json")
     assert read_facts(tmp_path, "ab" * 16) is None
+
+
+def test_a_partial_preprocess_has_its_own_identity(tmp_path, spec):
+    cache = tmp_path / "cache"
+    complete = replace(spec, preprocess=PreprocessSpec(size=224))
+    partial = replace(spec, preprocess=PreprocessSpec.from_config(size=224))
+    assert complete.preprocess == partial.preprocess
+    assert model_identity(complete, cache) != model_identity(partial, cache)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from overspec.config.typed import from_dict
 from overspec.models import ModelLoadError, ModelSpec, PreprocessSpec, load_model
 
 
@@ -105,3 +106,12 @@ def test_tokenizers_are_built_once_per_model_config(tmp_path):
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     changed = source._tokenizer(f"local-dir:{folder}")
     assert changed is not first and changed.context_length == 24
+
+
+def test_a_partial_preprocess_from_a_config_keeps_the_weights_own_values(tmp_path, micro_checkpoint):
+    data = {"name": "a", "architecture": "micro-clip", "weights": str(micro_checkpoint),
+            "preprocess": {"channel_order": "BGR"}}
+    own = load_model(ModelSpec(name="a", architecture="micro-clip", weights=str(micro_checkpoint)), cache_dir=tmp_path)
+    partial = load_model(from_dict(ModelSpec, data, where="test"), cache_dir=tmp_path)
+    assert partial.info["preprocess"] == {**own.info["preprocess"], "channel_order": "BGR"}
+    assert partial.info["preprocess"]["size"] == 16

@@ -64,3 +64,37 @@ def test_timm_image_only_encoder_loads_local_weights_strictly(tmp_path):
     with pytest.raises(ModelLoadError, match=r"broken.pth does not match 'resnet18': missing keys \['layer4"):
         load_model(ModelSpec(name="b", source="timm", architecture="resnet18", weights=str(tmp_path / "broken.pth")),
                    cache_dir=tmp_path)
+
+
+def test_hf_folder_without_tokenizer_is_refused_for_zero_shot_but_serves_images(tmp_path):
+    _tiny_hf_clip(tmp_path)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(ModelLoadError, match=rf"^model 'hf': {tmp_path} has no tokenizer files .*text: false"):
+        load_model(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), cache_dir=tmp_path)
+    encoder = load_model(ModelSpec(name="hf", source="hf", weights=str(tmp_path), text=False), cache_dir=tmp_path)
+    assert not encoder.has_text
+    pixels = encoder.preprocess(Image.new("RGB", (30, 20), (10, 20, 30)))[None]
+    assert encoder.encode_image(pixels).shape == (1, 8)
+
+
+def test_timm_weights_of_another_architecture_are_one_line_naming_the_file(tmp_path):
+    import timm
+
+    torch.save(timm.create_model("test_resnet", pretrained=False, num_classes=0).state_dict(), tmp_path / "t.pth")
+    with pytest.raises(ModelLoadError, match=r"^model 'r18': \S+t\.pth holds weights of another architecture than "
+                                             r"'resnet18': \d+ shape mismatches \[\S+ \(\d+,\) vs \(\d+,\)") as info:
+        load_model(ModelSpec(name="r18", source="timm", architecture="resnet18", weights=str(tmp_path / "t.pth"),
+                             text=False), cache_dir=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_lists_a_hf_folder_without_tokenizer_before_any_work(tmp_path):
+    from overspec.runner import _model_problems
+
+    (tmp_path / "config.json").write_text("{}")
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == [
+        f"{tmp_path} has no tokenizer files, so zero-shot is not possible (text: false for image only)"]
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path), text=False), tmp_path) == []
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == []

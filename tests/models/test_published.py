@@ -1,4 +1,6 @@
 import math
+import re
+from dataclasses import asdict, replace
 
 import numpy as np
 import open_clip
@@ -6,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from overspec.config.typed import from_dict
 from overspec.models import ModelSpec, load_model, model_presets
 from overspec.models.base import ModelLoadError
 from overspec.models.published import (
     LORA_PRESETS,
     PREPROCESS_PROFILES,
+    _profile_for,
     convert_published_state_dict,
     infer_lora_rank,
     load_published_head,
@@ -159,13 +163,13 @@ def test_preprocessing_profile_from_the_preset(tmp_path, arch, released):
              for k, v in state.items()}
     encoder = load_model(_spec(arch, _save(tmp_path, rank2), options={"lora_preset": "madation-b16"}),
                          cache_dir=tmp_path)
-    assert encoder.info["preprocess"] == {"size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+    assert encoder.info["preprocess"] == {"size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
                                           "interpolation": "bilinear", "resize_mode": "squash",
-                                          "channel_order": "BGR"}
+                                          "channel_order": "BGR"}  # the profile at the architecture's image size
     red = Image.new("RGB", (112, 80), (255, 0, 0))
     tensor = encoder.preprocess(red)
-    assert tensor.shape == (3, 224, 224)  # squashed, not centre-cropped
-    assert torch.allclose(tensor[2], torch.ones(224, 224)) and torch.allclose(tensor[0], -torch.ones(224, 224))
+    assert tensor.shape == (3, 16, 16)  # squashed, not centre-cropped
+    assert torch.allclose(tensor[2], torch.ones(16, 16)) and torch.allclose(tensor[0], -torch.ones(16, 16))
     fr = load_model(_spec(arch, _save(tmp_path, state), options={"lora_alpha": 8,
                                                                  "preprocess_profile": "foundpad"}), cache_dir=tmp_path)
     assert fr.info["preprocess"]["mean"] == (0.485, 0.456, 0.406)
@@ -224,3 +228,97 @@ def test_published_presets_are_consistent():
         assert ("b-16" in name) == ("ViT-B-16" in spec.architecture)
     assert presets.get("madation-vit-l-14").options["lora_preset"] == "madation-l14"
     assert LORA_PRESETS["froundation"].scaling == 8.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Released checkpoints that would load silently wrong: partial LoRA, merged weights, another base model.
+
+
+@pytest.fixture
+def base_preset(tmp_path, arch, released):
+    """The released state's base registered as an open_clip preset with a local weights file; yields its name."""
+    base, _ = released
+    name = f"base-{tmp_path.name}"
+    spec = ModelSpec(name=name, architecture=arch, quick_gelu=True, weights=str(_save(tmp_path, base, "base.pt")))
+    model_presets().register(name, spec)
+    yield name
+    model_presets().unregister(name)
+
+
+def test_a_projection_without_lora_while_other_blocks_have_it_is_named(tmp_path, arch, released):
+    _, state = released
+    partial = {k: v for k, v in state.items() if not k.startswith(f"{ATTN.format(1)}.v_proj.w_lora_")}
+    with pytest.raises(ModelLoadError, match=r"backbone\.pth: LoRA missing on \[visual\.transformer\.resblocks\.1"
+                                             r"\.attn\.v_proj\] .*adapt q_proj, v_proj"):
+        load_model(_spec(arch, _save(tmp_path, partial), options={"lora_alpha": 8}), cache_dir=tmp_path)
+
+
+def test_a_missing_w_lora_b_names_the_key(tmp_path, arch, released):
+    _, state = released
+    key = f"{ATTN.format(0)}.q_proj.w_lora_B"
+    lonely = {k: v for k, v in state.items() if k != key}
+    with pytest.raises(ModelLoadError, match=rf"backbone\.pth: .*missing key {re.escape(key)}$"):
+        load_model(_spec(arch, _save(tmp_path, lonely), options={"lora_alpha": 8}), cache_dir=tmp_path)
+
+
+def test_a_checkpoint_on_its_base_loads(tmp_path, arch, released, base_preset):
+    _, state = released
+    encoder = load_model(_spec(arch, _save(tmp_path, state), base=base_preset, options={"lora_alpha": 8}),
+                         cache_dir=tmp_path)
+    assert encoder.info["lora"]["rank"] == 4
+
+
+def test_an_already_merged_checkpoint_is_refused(tmp_path, arch, released, base_preset):
+    _, state = released
+    merged = dict(state)
+    for i in range(2):
+        for proj in ("q_proj", "v_proj"):
+            p = f"{ATTN.format(i)}.{proj}"
+            merged[f"{p}.weight"] = state[f"{p}.weight"] + 2.0 * state[f"{p}.w_lora_B"] @ state[f"{p}.w_lora_A"]
+    with pytest.raises(ModelLoadError, match=r"merged\.pth: already merged: \[visual\.transformer\.resblocks\.0\.attn"
+                                             r"\.q_proj\.weight, .*resblocks\.1\.attn\.v_proj\.weight\] differ from "
+                                             rf"base model '{base_preset}'.*twice"):
+        load_model(_spec(arch, _save(tmp_path, merged, "merged.pth"), base=base_preset, options={"lora_alpha": 8}),
+                   cache_dir=tmp_path)
+
+
+def test_a_checkpoint_of_another_base_is_refused(tmp_path, arch, released, base_preset):
+    torch.manual_seed(11)
+    other = split_state(open_clip.create_model(arch, pretrained=None).state_dict())
+    _, state = released
+    other.update({k: v for k, v in state.items() if "w_lora_" in k})
+    with pytest.raises(ModelLoadError, match=r"other\.pth: \d+ frozen visual weights differ from base model "
+                                             rf"'{base_preset}' .*visual\.conv1\.weight"):
+        load_model(_spec(arch, _save(tmp_path, other, "other.pth"), base=base_preset, options={"lora_alpha": 8}),
+                   cache_dir=tmp_path)
+
+
+def test_a_base_that_is_not_at_hand_is_skipped(tmp_path, arch, released):
+    _, state = released
+    encoder = load_model(_spec(arch, _save(tmp_path, state), base="no-such-preset", options={"lora_alpha": 8}),
+                         cache_dir=tmp_path)
+    assert encoder.info["source"] == "published"
+
+
+def test_the_profile_takes_the_architecture_image_size():
+    spec = ModelSpec(name="l336", source="published", architecture="ViT-L-14-336-quickgelu", quick_gelu=True,
+                     options={"lora_preset": "froundation"})
+    assert _profile_for(spec, spec.architecture) == replace(PREPROCESS_PROFILES["froundation"], size=336)
+
+
+def test_a_partial_preprocess_overrides_only_the_keys_it_names(tmp_path, arch, released):
+    _, state = released
+    data = {"name": "pub", "source": "published", "architecture": arch, "weights": str(_save(tmp_path, state)),
+            "options": {"lora_alpha": 8, "preprocess_profile": "foundpad"}, "preprocess": {"channel_order": "BGR"}}
+    encoder = load_model(from_dict(ModelSpec, data, where="test"), cache_dir=tmp_path)
+    want = replace(PREPROCESS_PROFILES["foundpad"], size=16, channel_order="BGR")
+    assert encoder.info["preprocess"] == asdict(want)
+
+
+def test_a_lone_w_lora_a_is_named_even_when_compared_with_the_base(tmp_path, arch, released, base_preset):
+    _, state = released
+    key = f"{ATTN.format(1)}.v_proj.w_lora_B"
+    lonely = {k: v for k, v in state.items() if k != key}
+    with pytest.raises(ModelLoadError, match=rf"missing key {re.escape(key)}$"):
+        load_model(_spec(arch, _save(tmp_path, lonely), base=base_preset, options={"lora_alpha": 8}),
+                   cache_dir=tmp_path)

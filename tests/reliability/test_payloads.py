@@ -3,7 +3,8 @@
 Each payload would ``touch`` a marker file if any of its code ran. The entry points are the public loaders a user
 reaches with a file of their own: insightface ``.bin`` pairs, CIFAR-style batches (torchvision, with and without
 checksums), open_clip local weights, the published-checkpoint backbone and head, timm weights and the generic
-checkpoint loader. A source scan keeps new ``torch.load`` / ``np.load`` calls safe.
+checkpoint loader, each fed torch's zip format, the legacy format and a TorchScript archive. A source scan keeps
+new ``torch.load`` / ``np.load`` calls safe.
 """
 
 from __future__ import annotations
@@ -127,6 +128,40 @@ def _torch_zip(pickled: bytes) -> bytes:
     return out.getvalue()
 
 
+class _Scripted(torch.nn.Module):
+    """The smallest module ``torch.jit.script`` turns into a TorchScript archive (``code/``, ``data.pkl``, storages)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+def _torchscript_zip(pickled: bytes) -> bytes:
+    """A TorchScript archive (OpenAI's ``ViT-B-16.pt`` format) whose ``data.pkl`` is ``pickled``."""
+    import warnings
+
+    template = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated; the test only writes the archive format with it
+        torch.jit.save(torch.jit.script(_Scripted()), template)
+    out = io.BytesIO()
+    with zipfile.ZipFile(template) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, pickled if info.filename.endswith("/data.pkl") else source.read(info))
+    return out.getvalue()
+
+
+#: container -> writer of a checkpoint file around pickled bytes.
+CONTAINERS: dict[str, Callable[[bytes], bytes]] = {
+    "zip": _torch_zip,
+    "legacy": lambda pickled: pickled,
+    "torchscript": _torchscript_zip,
+}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Entry points: (file name to write, loader(path, tmp_path)).
 
@@ -225,7 +260,7 @@ def test_pickle_readers_refuse_payloads(tmp_path, reader, kind, name, protocol):
     _assert_refused(load, path, tmp_path, marker, named)
 
 
-@pytest.mark.parametrize("container", ["zip", "legacy"])
+@pytest.mark.parametrize("container", list(CONTAINERS))
 @pytest.mark.parametrize("reader", list(TORCH_READERS))
 @pytest.mark.parametrize(("kind", "name", "protocol"), _payload_cases())
 def test_checkpoint_readers_refuse_payloads(tmp_path, micro_config_file, reader, container, kind, name, protocol):
@@ -233,7 +268,7 @@ def test_checkpoint_readers_refuse_payloads(tmp_path, micro_config_file, reader,
     filename, load, _ = TORCH_READERS[reader]
     pickled = _pickle_bytes(kind, name, protocol, marker)
     path = tmp_path / filename
-    path.write_bytes(_torch_zip(pickled) if container == "zip" else pickled)
+    path.write_bytes(CONTAINERS[container](pickled))
     _assert_refused(load, path, tmp_path, marker)
 
 

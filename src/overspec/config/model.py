@@ -6,11 +6,11 @@ turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from overspec.config.typed import check_path_component
 
-__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS"]
+__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "spec_as_config"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -23,6 +23,8 @@ class PreprocessSpec:
 
     ``resize_mode="shortest"`` resizes the short side then centre-crops (CLIP); ``"squash"`` resizes both sides.
     ``channel_order="BGR"`` swaps channels after normalisation statistics are applied in RGB order of ``mean``/``std``.
+    A spec read from a config (:meth:`from_config`) names only some keys; the others come from the model's own
+    preprocessing (:meth:`over`), never from these defaults.
     """
 
     size: int = 224
@@ -45,6 +47,22 @@ class PreprocessSpec:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("preprocess.mean and preprocess.std need three values each, std > 0")
+
+    @classmethod
+    def from_config(cls, **given) -> PreprocessSpec:
+        """A spec from a config mapping that remembers which keys it named, so that it overrides only those."""
+        spec = cls(**given)
+        object.__setattr__(spec, "_given", frozenset(given))
+        return spec
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The keys a config named; every key for a spec built in code."""
+        return getattr(self, "_given", frozenset(f.name for f in fields(self)))
+
+    def over(self, base: PreprocessSpec) -> PreprocessSpec:
+        """``base`` (the weights' own or a profile's preprocessing) with the keys this spec names replaced."""
+        return replace(base, **{name: getattr(self, name) for name in sorted(self.given)})
 
 
 @dataclass(frozen=True)
@@ -85,3 +103,11 @@ class ModelSpec:
 
     def __hash__(self) -> int:
         return hash((self.name, self.source, self.architecture, self.weights))
+
+
+def spec_as_config(spec: ModelSpec) -> dict:
+    """``asdict(spec)`` with a partial ``preprocess`` cut to the keys it names: what a config must say to rebuild it."""
+    data = asdict(spec)
+    if spec.preprocess is not None:
+        data["preprocess"] = {k: v for k, v in data["preprocess"].items() if k in spec.preprocess.given}
+    return data

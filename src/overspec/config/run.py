@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from overspec.config.typed import ConfigError, check_path_component, from_dict, load_yaml
-from overspec.config.model import ModelSpec
+from overspec.config.model import ModelSpec, spec_as_config
 
 __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
            "resolved_dict"]
@@ -169,8 +169,18 @@ def _from_folder(value: object, folder: Path) -> object:
 
 
 def resolved_dict(config: RunConfig) -> dict:
-    """The config as plain data (saved beside the results and hashed into every record)."""
-    return asdict(config)
+    """The config as plain data (saved beside the results and hashed into every record).
+
+    A model's partial ``preprocess`` keeps only the keys it names, so the saved config, read back, still takes the
+    other keys from the weights.
+    """
+    data = asdict(config)
+    data["models"] = tuple(_model_dict(model, plain) for model, plain in zip(config.models, data["models"]))
+    return data
+
+
+def _model_dict(model: str | ModelSpec, plain: str | dict) -> str | dict:
+    return spec_as_config(model) if isinstance(model, ModelSpec) else plain
 
 
 def _shallow(config: RunConfig) -> dict:

@@ -138,7 +138,8 @@ def check_path_component(value: str, key: str) -> str:
 
 
 def from_dict(cls: type[T], data: Any, where: str) -> T:
-    """Return ``cls(**data)`` with nested dataclasses built recursively; ``where`` prefixes error messages."""
+    """Return ``cls(**data)`` (``cls.from_config(**data)`` when defined) with nested dataclasses built recursively;
+    ``where`` prefixes error messages."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
@@ -153,7 +154,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
             raise ConfigError(f"{where}: unknown key {short_repr(key)}{hint}")
         kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        return getattr(cls, "from_config", cls)(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {_bounded(str(exc))}") from None
 

@@ -67,7 +67,11 @@ class CatalogError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """One catalog entry: where a dataset lives, how to read it, and how to prompt for it."""
+    """One catalog entry: where a dataset lives, how to read it, and how to prompt for it.
+
+    ``expected_count`` maps a role to its documented number of images (ImageNet-V2: ``{test: 10000}``); a folder
+    holding another number (a partial download, an extra sub-folder) is refused instead of silently scored.
+    """
 
     name: str
     format: str
@@ -83,6 +87,7 @@ class DatasetEntry:
     study: bool = False
     num_classes: int | None = None
     classnames_variant: str = ""
+    expected_count: Mapping[str, int] = field(default_factory=dict)
     origin: str = field(default="", compare=False)
 
 
@@ -155,6 +160,8 @@ def parse_entry(raw: object, origin: str = "<entry>") -> DatasetEntry:
     values["tasks"] = tuple(values.get("tasks", TASKS))
     values["splits"] = dict(values["splits"]) if isinstance(values["splits"], Mapping) else values["splits"]
     values["options"] = dict(values.get("options") or {})
+    counts = values.get("expected_count") or {}
+    values["expected_count"] = dict(counts) if isinstance(counts, Mapping) else counts
     entry = DatasetEntry(**values, origin=origin)
     _validate(entry, origin)
     return entry
@@ -196,6 +203,13 @@ def _validate(entry: DatasetEntry, origin: str) -> None:
         raise bad("num_classes", "must be a positive integer")
     if not isinstance(entry.source, str):
         raise bad("source", "must be a string")
+    if not isinstance(entry.expected_count, Mapping):
+        raise bad("expected_count", "must map roles to image counts, e.g. {test: 10000}")
+    for role, count in entry.expected_count.items():
+        if role not in entry.splits:
+            raise bad("expected_count", f"role {role!r} is not one of the entry's splits ({', '.join(entry.splits)})")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise bad("expected_count", f"the count of {role!r} must be a positive integer, got {count!r}")
 
 
 def _shipped_path(folder: Path, name: str) -> Path:
@@ -261,6 +275,7 @@ def load_dataset(name_or_entry: str | DatasetEntry, role: str, data_root: str | 
     request = SplitRequest(entry.name, Path(data_root) / entry.root, entry.splits[role], entry.layout,
                            entry.options)
     loaded = FORMATS.get(entry.format)(request)
+    _check_expected_count(entry, role, request, loaded)
     names = _resolve_classnames(entry, request, loaded, classnames)
     templates = _resolve_templates(entry, request, loaded)
     _check_class_count(entry, loaded, names)
@@ -288,6 +303,16 @@ def _resolve_templates(entry: DatasetEntry, request: SplitRequest, loaded: Label
                                      "no templates found in the data (templates: file)")
         return list(loaded.templates)
     return shipped_templates(entry.templates)
+
+
+def _check_expected_count(entry: DatasetEntry, role: str, request: SplitRequest, loaded: LabelledImages) -> None:
+    """Refuse a split whose image count differs from the catalog's documented one, naming the folder."""
+    expected = entry.expected_count.get(role)
+    if expected is None or len(loaded) == expected:
+        return
+    folder = request.root / str(entry.options["folder"]) if "folder" in entry.options else request.root
+    raise DatasetLayoutError(entry.name, folder, entry.layout,
+                             f"{role} split has {len(loaded):,} images, the catalog expects {expected:,}")
 
 
 def _check_class_count(entry: DatasetEntry, loaded: LabelledImages, names: list[str]) -> None:

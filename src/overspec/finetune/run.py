@@ -46,7 +46,7 @@ from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, Tr
 from overspec.models.base import Encoder
 from overspec.models.heads import save_binary_head
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
-from overspec.config.model import ModelSpec
+from overspec.config.model import ModelSpec, spec_as_config
 from overspec.registry import Registry
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",
@@ -144,7 +144,7 @@ def model_preset_dict(base: ModelSpec, name: str, task: str, adapter: Path, head
     spec = replace(base, name=name, adapter=str(Path(adapter).resolve()),
                    head=str(Path(head).resolve()) if head else None, base=base.name, specialisation=task,
                    description=description, reference=f"overspec finetune of {base.name}")
-    data = json.loads(json.dumps(asdict(spec)))
+    data = json.loads(json.dumps(spec_as_config(spec)))
     defaults = json.loads(json.dumps(asdict(ModelSpec(name=name))))
     return {k: v for k, v in data.items() if k == "name" or v != defaults[k]}
 
@@ -271,7 +271,7 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     base = resolve_base_spec(base_spec)
     if not isinstance(data, TrainingData):
         data = training_data(config.task, data, cache_dir=cache_dir, config=config, val=val)
-    run_hash = config_hash(config, json.dumps(asdict(base), sort_keys=True, default=str), data.identity)
+    run_hash = config_hash(config, json.dumps(spec_as_config(base), sort_keys=True, default=str), data.identity)
     files = _result_files(config.task)
     existing = _agreed_existing_result(out_dir, run_hash, files, warn=False)
     if existing is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from overspec.files import atomic_write_text, file_sha256
 from overspec.models.base import Encoder
 from overspec.models.sources.files import weight_files
-from overspec.config.model import ModelSpec
+from overspec.config.model import ModelSpec, spec_as_config
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> str | None:
     if not all(path.is_file() for path in extra):
         return None
     h = hashlib.sha256(f"model-identity-v{IDENTITY_VERSION}\0".encode())
-    h.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode() + b"\0")
+    h.update(json.dumps(spec_as_config(spec), sort_keys=True, default=str).encode() + b"\0")
     h.update(json.dumps({name: _version(name) for name in _LIBRARIES}, sort_keys=True).encode() + b"\0")
     for path in [*weights, *extra]:
         h.update(f"{path}={file_sha256(path)}\0".encode())

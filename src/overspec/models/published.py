@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import open_clip
@@ -37,6 +37,8 @@ __all__ = [
     "infer_lora_rank",
     "resolve_lora_scaling",
     "convert_published_state_dict",
+    "released_spelling",
+    "check_against_base",
     "load_published_backbone",
     "load_published_head",
     "load_published",
@@ -189,7 +191,8 @@ def _merged_weight(state: dict[str, torch.Tensor], base: str, scaling: float | N
     if a is None and b is None:
         return weight
     if a is None or b is None:
-        raise ModelLoadError(f"{base}: has {'w_lora_A' if a is not None else 'w_lora_B'} without its partner")
+        present, absent = ("w_lora_A", "w_lora_B") if a is not None else ("w_lora_B", "w_lora_A")
+        raise ModelLoadError(f"{base}: has {present} without its partner: missing key {base}.{absent}")
     if a.shape[1] != weight.shape[1] or b.shape[0] != weight.shape[0] or a.shape[0] != b.shape[1]:
         raise ModelLoadError(f"{base}: w_lora_A {tuple(a.shape)} and w_lora_B {tuple(b.shape)} do not fit "
                              f"weight {tuple(weight.shape)}")
@@ -213,6 +216,7 @@ def convert_published_state_dict(state: dict[str, torch.Tensor], model_state: di
                 if any(_FUSED_ATTN.match(k) for k in unexpected) else "")
         raise ModelLoadError(f"checkpoint does not match the architecture: missing keys {_listing(missing)}, "
                              f"unexpected keys {_listing(unexpected)}{hint}")
+    _check_lora_coverage(state, sorted({m.group(1) for k in model_state if (m := _FUSED_ATTN.match(k))}))
     converted: dict[str, torch.Tensor] = {}
     for key in model_state:
         match = _FUSED_ATTN.match(key)
@@ -237,6 +241,89 @@ def convert_published_state_dict(state: dict[str, torch.Tensor], model_state: di
     blocks = len({m.group(1) for k in model_state if (m := _FUSED_ATTN.match(k))})
     info = ConversionInfo(rank, blocks, tuple(sorted(adapted)), scaling, float(strength))
     return converted, info
+
+
+def _adapted_projections(state: dict[str, torch.Tensor]) -> set[tuple[str, str]]:
+    """(attention prefix, projection) of every split projection that carries a LoRA tensor."""
+    found = set()
+    for key in state:
+        match = _SPLIT_KEY.match(key)
+        if match and match.group(3).startswith("w_lora_"):
+            found.add((match.group(1), match.group(2)))
+    return found
+
+
+def _check_lora_coverage(state: dict[str, torch.Tensor], prefixes: list[str]) -> None:
+    """Refuse a checkpoint in which a projection lacks the LoRA the same projection of other blocks carries.
+
+    Such a block would be evaluated unadapted without any error; a lone ``w_lora_A`` or ``w_lora_B`` names the
+    missing partner key.
+    """
+    adapted = _adapted_projections(state)
+    names = sorted({proj for _, proj in adapted})
+    bare = []
+    for prefix in prefixes:
+        for proj in names:
+            base = f"{prefix}.{proj}"
+            present = [part for part in ("w_lora_A", "w_lora_B") if f"{base}.{part}" in state]
+            if len(present) == 1:
+                absent = "w_lora_B" if present == ["w_lora_A"] else "w_lora_A"
+                raise ModelLoadError(f"{base}: has {present[0]} without its partner: missing key {base}.{absent}")
+            if not present:
+                bare.append(base)
+    if bare:
+        raise ModelLoadError(f"LoRA missing on {_listing(bare)} (no w_lora_A / w_lora_B) while other blocks adapt "
+                             f"{', '.join(names)}: those projections would run unadapted")
+
+
+def released_spelling(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A fused open_clip state dict spelt as a released checkpoint (visual attention as q/k/v/proj Linears)."""
+    spelt = {}
+    for key, value in model_state.items():
+        match = _FUSED_ATTN.match(key)
+        if not match:
+            spelt[key] = value
+            continue
+        prefix, part = match.groups()
+        if part.startswith("in_proj_"):
+            kind = "weight" if part == "in_proj_weight" else "bias"
+            spelt.update({f"{prefix}.{p}.{kind}": c for p, c in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3))})
+        else:
+            spelt[f"{prefix}.proj.{part.split('.')[1]}"] = value
+    return spelt
+
+
+def check_against_base(state: dict[str, torch.Tensor], base_state: dict[str, torch.Tensor], base_name: str) -> None:
+    """Refuse a released ``state`` that does not sit on ``base_state`` (a fused open_clip state dict).
+
+    Frozen visual weights must equal the base's (else: a wrong base model); an adapted q/v weight that differs while
+    its ``w_lora_B`` is non-zero means the checkpoint was saved merged, and merging again would double the delta.
+    """
+    base = released_spelling(base_state)
+    adapted = {f"{prefix}.{proj}.weight" for prefix, proj in _adapted_projections(state)}
+    changed = sorted(k for k in state if k.startswith("visual.") and not k.endswith((".w_lora_A", ".w_lora_B"))
+                     and not _same(state[k], base.get(k)))
+    merged = [k for k in changed if k in adapted and _has_delta(state, k[: -len(".weight")])]
+    wrong = [k for k in changed if k not in merged]
+    if wrong:
+        raise ModelLoadError(f"{len(wrong)} frozen visual weights differ from base model {base_name!r} "
+                             f"(a checkpoint of another base?): {_listing(wrong)}")
+    if merged:
+        raise ModelLoadError(f"already merged: {_listing(merged)} differ from base model {base_name!r} while the "
+                             "checkpoint also holds their LoRA tensors (merging again would apply the delta twice)")
+
+
+def _has_delta(state: dict[str, torch.Tensor], projection: str) -> bool:
+    """Whether a projection's LoRA adds anything (``w_lora_B`` present and not all zero)."""
+    b = state.get(f"{projection}.w_lora_B")
+    return b is not None and bool(b.any())
+
+
+def _same(value: torch.Tensor, base: torch.Tensor | None) -> bool:
+    """Whether a checkpoint tensor equals the base's (both float32 copies of the same values; no training drift)."""
+    if base is None or value.shape != base.shape:
+        return False
+    return torch.allclose(value.float(), base.float(), rtol=1e-5, atol=1e-6)
 
 
 def _listing(items: list[str], limit: int = 10) -> str:
@@ -297,16 +384,22 @@ def _check_quick_gelu(spec: ModelSpec, architecture: str) -> None:
                              f"architecture {architecture!r} uses GELU: use a -quickgelu config or quick_gelu: true")
 
 
-def _profile_for(spec: ModelSpec) -> PreprocessSpec:
-    """The spec's own preprocessing, else the named profile, else the LoRA preset's profile, else OpenAI CLIP."""
-    if spec.preprocess is not None:
-        return spec.preprocess
+def _profile_for(spec: ModelSpec, architecture: str) -> PreprocessSpec:
+    """The named profile (else the LoRA preset's, else OpenAI CLIP's) at the architecture's image size, with the
+    keys the spec's own ``preprocess`` names put over it."""
     preset = LORA_PRESETS.get(spec.options.get("lora_preset", ""))
     name = spec.options.get("preprocess_profile") or (preset.profile if preset else "openai-clip")
     if name not in PREPROCESS_PROFILES:
         raise ModelLoadError(f"model {spec.name!r}: unknown preprocess_profile {name!r}; "
                              f"known: {sorted(PREPROCESS_PROFILES)}")
-    return PREPROCESS_PROFILES[name]
+    profile = replace(PREPROCESS_PROFILES[name], size=_image_size(architecture))
+    return spec.preprocess.over(profile) if spec.preprocess is not None else profile
+
+
+def _image_size(architecture: str) -> int:
+    """The input size of an open_clip architecture (336 for ViT-L-14-336), read from its config."""
+    size = (open_clip.get_model_config(architecture) or {}).get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def _architecture(spec: ModelSpec) -> str:
@@ -341,6 +434,7 @@ def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     try:
         state = read_published_checkpoint(path)
         scaling, origin = resolve_lora_scaling(options, infer_lora_rank(state))
+        _check_base(spec, state, path, cache_dir)
         model = open_clip.create_model(architecture, pretrained=None, force_quick_gelu=spec.quick_gelu)
         info = _load_state_into(model, state, path, scaling=scaling,
                                 strength=float(options.get("lora_strength", 1.0)))
@@ -348,7 +442,7 @@ def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
         raise ModelLoadError(f"model {spec.name!r}: {exc}") from None
     del state
     model.to(device).eval()
-    preprocess = _profile_for(spec)
+    preprocess = _profile_for(spec, architecture)
     encoder = as_encoder(spec, model, preprocess, open_clip.get_tokenizer(architecture))
     encoder.info = {**encoder.info, "source": "published", "checkpoint": str(path), "lora": {
         **asdict(info), "adapted": list(info.adapted), "scaling_from": origin}, "preprocess_fingerprint": preprocess_fingerprint(preprocess)}
@@ -356,6 +450,45 @@ def load_published(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
         encoder.head = _head_for(spec, model)
     logger.info("loaded %s from %s (LoRA rank %s, scaling %s)", spec.name, path, info.rank, info.scaling)
     return encoder
+
+
+def _check_base(spec: ModelSpec, state: dict[str, torch.Tensor], path: Path, cache_dir: Path) -> None:
+    """Compare ``state`` with the spec's base model when that base is a preset whose weights are at hand."""
+    base_state = _base_state(spec, cache_dir)
+    if base_state is None:
+        return
+    try:
+        check_against_base(state, base_state, str(spec.base))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+
+
+def _base_state(spec: ModelSpec, cache_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The state dict of ``spec.base`` (an open_clip preset with weights on hand), or None when it cannot be had."""
+    from overspec.models.registry import load_model, model_presets
+
+    if not spec.base:
+        return None
+    if spec.base not in model_presets():
+        logger.info("model %r: base %r is not a registered preset; not compared with it", spec.name, spec.base)
+        return None
+    base = model_presets().get(spec.base)
+    problem = _base_unavailable(base, cache_dir)
+    if problem:
+        logger.warning("model %r: not compared with its base %r: %s", spec.name, spec.base, problem)
+        return None
+    return load_model(base, cache_dir=cache_dir).module.state_dict()
+
+
+def _base_unavailable(base: ModelSpec, cache_dir: Path) -> str:
+    """Why the base preset's weights cannot serve as the reference (not open_clip, no weights, not at hand), or ''."""
+    from overspec.models.sources.files import weights_problem
+
+    if base.source != "open_clip":
+        return f"its source is {base.source!r}, not open_clip"
+    if not base.weights:
+        return "it has no weights"
+    return weights_problem(base, cache_dir)
 
 
 def _head_for(spec: ModelSpec, model: torch.nn.Module) -> BinaryHead:

@@ -18,10 +18,12 @@ from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.config.model import ModelSpec, PreprocessSpec
 from overspec.safeload import UnreadableFileError
 
-__all__ = ["load_hf"]
+__all__ = ["load_hf", "has_tokenizer_files"]
 
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 _IMAGE_PREFIXES = ("vision_model.", "visual_projection.")
+#: Files that each hold a whole tokenizer (fast tokenizers, SentencePiece models, WordPiece vocabularies).
+_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "vocab.txt")
 
 
 def load_hf(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
@@ -36,11 +38,17 @@ def load_hf(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise ModelLoadError(f"model {spec.name!r}: install the 'hf' extra (pip install overspec[hf])") from exc
+    if spec.text and not has_tokenizer_files(folder):
+        raise ModelLoadError(
+            f"model {spec.name!r}: {folder} has no tokenizer files ({', '.join(_TOKENIZER_FILES)} or vocab.json with "
+            "merges.txt), so zero-shot is not possible; set text: false to use the image tower only"
+        )
     model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()
     _check_stored_dtypes(folder, model.state_dict())
     if not hasattr(model, "get_image_features"):
         raise ModelLoadError(f"model {spec.name!r}: {folder} holds a {type(model).__name__}, not a CLIP-like model")
-    preprocess = spec.preprocess or _preprocess_from_folder(folder, model)
+    own = _preprocess_from_folder(folder, model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     image_fp = combine(
         tensors_fingerprint((k, v) for k, v in model.state_dict().items() if k.startswith(_IMAGE_PREFIXES)),
         preprocess_fingerprint(preprocess),
@@ -82,6 +90,11 @@ def _check_stored_dtypes(folder: Path, expected: dict[str, torch.Tensor]) -> Non
                     raise UnreadableFileError(f"{path}: {key} is stored as {stored} but the model's parameter is "
                                               f"{str(target.dtype).removeprefix('torch.')}; integer weights are "
                                               "refused (a quantised or damaged checkpoint?)")
+def has_tokenizer_files(folder: Path) -> bool:
+    """Whether a transformers folder holds a tokenizer (zero-shot needs one; ``save_pretrained`` of a model alone
+    does not write it)."""
+    names = {path.name for path in Path(folder).iterdir()} if Path(folder).is_dir() else set()
+    return bool(names & set(_TOKENIZER_FILES)) or {"vocab.json", "merges.txt"} <= names
 
 
 def _as_tensor(output) -> torch.Tensor:

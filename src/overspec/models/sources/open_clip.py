@@ -22,10 +22,11 @@ from overspec.models.preprocess import build_transform, preprocess_fingerprint
 from overspec.models.sources.files import looks_like_path, offline, produced_folder, scheme_of, tag_is_cached
 from overspec.config.model import PreprocessSpec, ModelSpec
 from overspec.safeload import check_float_parameters, load_torch_checkpoint, state_dict_of, torch_load_error
+from overspec.torchscript import TORCHSCRIPT_ONLY_KEYS, is_torchscript_archive, read_torchscript_state_dict
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["as_encoder", "load_open_clip", "resolve_architecture"]
+__all__ = ["as_encoder", "load_open_clip", "load_torchscript_weights", "resolve_architecture"]
 
 #: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
 _MAX_DETAIL = 600
@@ -34,20 +35,25 @@ _MAX_DETAIL = 600
 def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
     """Build the open_clip model of ``spec`` with its weights and return it as an :class:`Encoder`."""
     name, pretrained = _resolve_name_and_weights(spec, cache_dir)
-    state = _checked_local_state(name, pretrained) if _is_local_checkpoint(spec, pretrained) else None
+    torchscript = bool(pretrained and looks_like_path(pretrained) and is_torchscript_archive(pretrained))
+    state = None if torchscript or not _is_local_checkpoint(spec, pretrained) else _checked_local_state(name, pretrained)
     try:
         model = open_clip.create_model(
-            name, pretrained=pretrained, force_quick_gelu=spec.quick_gelu, device=device,
-            cache_dir=str(cache_dir / "open_clip"), weights_only=True, require_pretrained=spec.weights is not None,
+            name, pretrained=None if torchscript else pretrained, force_quick_gelu=spec.quick_gelu, device=device,
+            cache_dir=str(cache_dir / "open_clip"), weights_only=True,
+            require_pretrained=spec.weights is not None and not torchscript,
         )
     except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a global of a local checkpoint
         raise torch_load_error(pretrained or str(spec.weights), exc) from exc
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
         raise ModelLoadError(_explain_failure(spec, exc)) from exc
-    if state is not None:
+    if torchscript:
+        load_torchscript_weights(model, Path(pretrained))
+    elif state is not None:
         check_float_parameters(state, model.state_dict(), pretrained)
     model.eval()
-    preprocess = spec.preprocess or _preprocess_from_model(model)
+    own = _preprocess_from_model(model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     return as_encoder(spec, model, preprocess, _tokenizer(name))
 
 
@@ -70,6 +76,25 @@ def _checked_local_state(name: str, path: str) -> dict[str, torch.Tensor]:
             raise ModelLoadError(f"{path}: {key} has shape {tuple(tensor.shape)}, but {name} needs (tokens, {width})"
                                  f"{' (transposed?)' if tensor.ndim == 2 and tensor.shape[0] == width else ''}")
     return state
+def load_torchscript_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load the tensors of a TorchScript archive (OpenAI's ``ViT-B-16.pt``) strictly into ``model``, running no code.
+
+    The archive's settings entries (``input_resolution``, ...) and the model's derived non-persistent buffers (the
+    text attention mask a traced open_clip model stores) are not weights and are left out; any other missing or
+    unexpected key is an error naming the file and the keys.
+    """
+    expected = model.state_dict()
+    derived = {name for name, _ in model.named_buffers()} - set(expected)
+    state = {k: v for k, v in read_torchscript_state_dict(path).items()
+             if k not in TORCHSCRIPT_ONLY_KEYS and k not in derived}
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ModelLoadError(f"{path}: the TorchScript archive does not fit the architecture: missing keys "
+                             f"{missing[:8]}, unexpected keys {unexpected[:8]}, shape mismatches {shapes[:8]}")
+    check_float_parameters(state, expected, str(path))
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 
 #: Tokenizers built in this process, by (model name, the model config that decides the tokenizer).

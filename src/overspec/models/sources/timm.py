@@ -31,7 +31,8 @@ def load_timm(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encod
     if spec.weights:
         _load_weights(spec, model, Path(spec.weights).expanduser())
     model = model.to(device).eval()
-    preprocess = spec.preprocess or _preprocess_from_timm(model)
+    own = _preprocess_from_timm(model)
+    preprocess = spec.preprocess.over(own) if spec.preprocess else own
     fingerprint = combine(tensors_fingerprint(model.state_dict().items()), preprocess_fingerprint(preprocess))
     return Encoder(
         name=spec.name, module=model, preprocess=build_transform(preprocess), image_fn=model,
@@ -48,6 +49,7 @@ def _load_weights(spec: ModelSpec, model: torch.nn.Module, path: Path) -> None:
         raise ModelLoadError(f"model {spec.name!r}: weights file not found: {path}")
     state = state_dict_of(load_torch_checkpoint(path), path)
     check_float_parameters(state, model.state_dict(), path)
+    _check_shapes(spec, model, state, path)
     result = model.load_state_dict(state, strict=False)
     unexpected = [k for k in result.unexpected_keys if not k.startswith(("fc.", "head.", "classifier."))]
     if result.missing_keys or unexpected:
@@ -55,6 +57,16 @@ def _load_weights(spec: ModelSpec, model: torch.nn.Module, path: Path) -> None:
             f"model {spec.name!r}: {path} does not match {spec.architecture!r}: "
             f"missing keys {result.missing_keys[:10]}, unexpected keys {unexpected[:10]}"
         )
+
+
+def _check_shapes(spec: ModelSpec, model: torch.nn.Module, state: dict, path: Path) -> None:
+    """Refuse weights of another architecture in one line naming the file (torch would list every shape)."""
+    own = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if mismatched:
+        raise ModelLoadError(f"model {spec.name!r}: {path} holds weights of another architecture than "
+                             f"{spec.architecture!r}: {len(mismatched)} shape mismatches {mismatched[:5]}")
 
 
 def _preprocess_from_timm(model: torch.nn.Module) -> PreprocessSpec:
