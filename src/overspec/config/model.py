@@ -6,15 +6,23 @@ turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels w
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from overspec.config.typed import check_path_component
 
-__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "spec_as_config"]
+__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "looks_like_path",
+           "spec_as_config"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def looks_like_path(weights: str) -> bool:
+    """Whether a spec's weights string names a file or folder rather than a pretrained tag."""
+    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
 
 
 @dataclass(frozen=True)

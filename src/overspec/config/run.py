@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from overspec.config.typed import ConfigError, check_path_component, from_dict, load_yaml
-from overspec.config.model import ModelSpec, spec_as_config
+from overspec.config.model import ModelSpec, looks_like_path, spec_as_config
 
 __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
            "resolved_dict"]
@@ -150,8 +150,6 @@ def _resolved_paths(data: dict, folder: Path) -> dict:
 
 def _model_paths(spec: dict, folder: Path) -> dict:
     """An inline model spec with its local file paths (weights file, adapter, head, config file) resolved."""
-    from overspec.models.sources.files import looks_like_path
-
     spec = {k: _from_folder(v, folder) if k in _MODEL_FILE_KEYS else v for k, v in spec.items()}
     weights = spec.get("weights")
     if isinstance(weights, str) and weights.startswith("local-dir:"):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from overspec.models.base import ModelLoadError
-from overspec.config.model import ModelSpec
+from overspec.config.model import ModelSpec, looks_like_path
 from overspec.registry import Registry
 
 __all__ = ["WEIGHT_SCHEMES", "looks_like_path", "offline", "produced_folder", "scheme_of", "tag_is_cached",
@@ -24,11 +24,6 @@ __all__ = ["WEIGHT_SCHEMES", "looks_like_path", "offline", "produced_folder", "s
 #: models never import a producer until a spec names its scheme.
 WEIGHT_SCHEMES: Registry[Callable[[str, Path], Path]] = Registry("weights scheme")
 WEIGHT_SCHEMES.register_lazy("world", "overspec.world.models:folder_of")
-
-
-def looks_like_path(weights: str) -> bool:
-    """Whether a weights string names a file or folder rather than a pretrained tag."""
-    return os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors", ".npz"))
 
 
 def offline() -> bool:
