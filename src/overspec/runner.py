@@ -405,7 +405,30 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
                  "their keys still match)")
     lines.append(f"models: {', '.join(s.name for s in specs)}"
                  + (f" + {len(bases) * len(config.finetune.recipes)} fine-tunes" if config.finetune.recipes else ""))
+    lines.append("per unit: model | dataset | unit | preprocessing | splits | metric | rule")
+    lines += [_unit_line(config, planned) for planned in planned_run(config, settings, specs, datasets, benchmarks)]
     return "\n".join(lines), problems
+
+
+def _unit_line(config: RunConfig, planned: PlannedUnit) -> str:
+    """What one unit will use, as the dry run shows it: where its preprocessing comes from, the splits it reads,
+    the metric its tables show and the rules behind its numbers."""
+    from overspec.data.catalog import dataset_registry
+
+    spec, target, plan, report = planned.spec, planned.target, planned.plan, planned.protocol.report
+    base = spec.base if spec.base in {s if isinstance(s, str) else s.name for s in config.models} else None
+    if target.kind != GENERAL:
+        preprocess, splits = "own", "every split of the benchmark"
+        metric = (planned.protocol.headline(plan.name) or (report.metric,))[0]
+    else:
+        entry = dataset_registry().get(target.name)
+        preprocess = ("spec general_preprocess" if spec.general_preprocess else
+                      f"base {base}" if base and config.general_preprocessing == "base" else "own")
+        carved = " (carved)" if "carve_split" in entry.options else ""
+        splits = ("test" + (f", train{' + val' if 'val' in entry.splits else ''} for fitting" if
+                            plan.needs.train_split else "")) + carved
+        metric = entry.main_metric
+    return f"  {spec.name} | {target.name} | {plan.name} | {preprocess} | {splits} | {metric} | {report.rule or '-'}"
 
 
 def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_config) -> Path:

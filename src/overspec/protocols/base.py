@@ -81,13 +81,15 @@ class ReportSection:
 
     General protocols get one accuracy table per unit (``metric``), with GELO when ``gelo`` is set (the study's
     protocols). Biometric protocols get ``columns`` in the biometric tables, the first of which is the headline
-    the terminal summary shows.
+    the terminal summary shows. ``rule`` names the decision rules behind the numbers (thresholds, operating points),
+    as the dry run prints them.
     """
 
     title: str
     metric: str = "acc1"
     gelo: bool = False
     columns: tuple[ReportColumn, ...] = ()
+    rule: str = ""
 
 
 @dataclass(frozen=True)

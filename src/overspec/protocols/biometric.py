@@ -57,7 +57,8 @@ class Verification(Protocol):
     targets = ("verification",)
     settings_type = Switch
     report = ReportSection("face verification", metric="accuracy",
-                           columns=(ReportColumn(("accuracy",), "acc"),))
+                           columns=(ReportColumn(("accuracy",), "acc"),),
+                           rule="10-fold accuracy, threshold chosen on 9 folds (insightface); TAR@FAR at_most")
     order = 30
 
     def units(self, settings: Switch, target: str) -> list[UnitPlan]:
@@ -88,7 +89,8 @@ class IJBProtocol(Protocol):
     targets = ("ijb",)
     settings_type = Switch
     report = ReportSection("IJB", metric="tar_at_far_0.0001",
-                           columns=(ReportColumn(("tar_at_far_0.0001",), "TAR@FAR=1e-4"),))
+                           columns=(ReportColumn(("tar_at_far_0.0001",), "TAR@FAR=1e-4"),),
+                           rule="TAR@FAR nearest (insightface), at_most alongside; 1:N TPIR@FPIR open set")
     order = 40
 
     def units(self, settings: Switch, target: str) -> list[UnitPlan]:
@@ -134,7 +136,9 @@ class AttackDetection(Protocol):
     name = "attack"
     targets = ("pad", "mad")
     settings_type = AttackSettings
-    report = ReportSection("attack detection", metric="d_eer")
+    report = ReportSection("attack detection", metric="d_eer",
+                           rule="D-EER argmin (SMDD); APCER/BPCER operating points at_most, nearest (MADation) and "
+                                "bob (bob.measure); PAD HTER at the dev (else test) EER threshold")
     order = 50
 
     def columns(self, kind: str) -> tuple[ReportColumn, ...]:

@@ -67,7 +67,7 @@ class ZeroShot(Protocol):
     name = "zero_shot"
     targets = (GENERAL,)
     settings_type = ZeroShotSettings
-    report = ReportSection("zero-shot", gelo=True)
+    report = ReportSection("zero-shot", gelo=True, rule="argmax over the prompt-ensemble classifier (CLIP_benchmark)")
     order = 10
 
     def units(self, settings: ZeroShotSettings, target: str) -> list[UnitPlan]:
@@ -94,7 +94,9 @@ class LinearProbe(Protocol):
     name = "linear_probe"
     targets = (GENERAL,)
     settings_type = LinearProbeSettings
-    report = ReportSection("linear probe", gelo=True)
+    report = ReportSection("linear probe", gelo=True,
+                           rule="multinomial logistic regression, C on a log grid chosen on a validation split "
+                                "carved from train, refit on train + val (CLIP paper)")
     order = 20
 
     def units(self, settings: LinearProbeSettings, target: str) -> list[UnitPlan]:
