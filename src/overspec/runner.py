@@ -33,6 +33,7 @@ from overspec.models.identity import ModelFacts, model_identity, read_facts, wri
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
 from overspec.protocols.inputs import compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ __all__ = ["PlannedUnit", "PreflightError", "RunResult", "Target", "Unit", "plan
 GENERAL_PREPROCESSING = ("base", "own")
 
 
-class PreflightError(ValueError):
+class PreflightError(InputError):
     """Some model files or datasets of a run are missing; the message lists every one of them."""
 
 
@@ -459,7 +460,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
             recipe_config = _recipe_config(config, recipe)
             data = config.finetune.data.get(recipe, "world" if config.world else None)
             if data is None:
-                raise ValueError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
+                raise InputError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
             if data == "world" and config.world:  # the biometric world this run evaluates on, wherever it lies
                 data = world_training_data(recipe_config.task, recipe_config, data_root)
             folder = _finetune_folder(config, spec, recipe, recipe_config)

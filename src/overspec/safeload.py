@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Set
 from pathlib import Path
 from typing import Any
+from overspec.errors import InputError
 
 __all__ = [
     "SafeLoadError",
@@ -51,7 +52,7 @@ NUMPY_ARRAY_GLOBALS: frozenset[tuple[str, str]] = frozenset({
 _NUMPY_MODULE_ALIASES = {"numpy.core.multiarray": "numpy._core.multiarray", "numpy.core.numeric": "numpy._core.numeric"}
 
 
-class SafeLoadError(ValueError):
+class SafeLoadError(InputError):
     """A file could not be loaded safely; the message names the file."""
 
 

@@ -69,3 +69,32 @@ def test_study_config_run_refuses_before_computing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "problem(s) before running" in err and "pad-OCM-to-CA" in err
     assert not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.parametrize(("raised", "code", "shown"), [
+    (ValueError("operands could not be broadcast together"), 1, "internal error: this is a bug in overspec"),
+    (KeyError("boom"), 1, "internal error: this is a bug in overspec"),
+])
+def test_a_bug_is_shown_as_a_bug_with_its_traceback(monkeypatch, capsys, raised, code, shown):
+    import overspec.runner
+
+    def broken(config):
+        raise raised
+
+    monkeypatch.setattr(overspec.runner, "run_study", broken)
+    assert main(["run", "--no-report"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and shown in err
+
+
+def test_an_input_error_is_one_line_with_exit_2(monkeypatch, capsys):
+    import overspec.runner
+    from overspec.errors import InputError
+
+    def refused(config):
+        raise InputError("study.yaml: seed must be in [0, 4294967295], got -1")
+
+    monkeypatch.setattr(overspec.runner, "run_study", refused)
+    assert main(["run", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "overspec run: error: study.yaml: seed must be in [0, 4294967295], got -1"

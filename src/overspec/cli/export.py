@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from overspec.errors import InputError
 
 __all__ = ["add_parser", "handler"]
 
@@ -57,7 +58,7 @@ def handler(args: argparse.Namespace) -> int:
         encoder = load_model(spec, cache_dir=args.cache_dir or default_cache_dir(), device="cpu")
         report = export_onnx(encoder, args.output, opset=args.opset, tolerance=args.tolerance, dynamo=args.dynamo)
     except ExportError as exc:
-        raise ValueError(str(exc)) from None
+        raise InputError(str(exc)) from None
     diffs = ", ".join(f"batch {n}: {d:.3g}" for n, d in report["max_abs_diff"].items())
     print(f"exported {spec.name} -> {report['path']} (opset {report['opset']}, input {report['input_shape']}, "
           f"LoRA layers merged: {report['lora_merged']})")

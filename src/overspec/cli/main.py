@@ -6,8 +6,9 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
-from overspec.config.typed import ConfigError
+from overspec.errors import InputError
 from overspec.registry import RegistryError
 
 __all__ = ["main", "build_parser"]
@@ -39,7 +40,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from overspec.data.base import DatasetLayoutError
     from overspec.models.base import ModelLoadError
 
-    return (ConfigError, RegistryError, DatasetLayoutError, ModelLoadError, FileNotFoundError, ValueError)
+    return (InputError, RegistryError, DatasetLayoutError, ModelLoadError, FileNotFoundError)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"overspec {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
+    except Exception:
+        traceback.print_exc()
+        print(f"overspec {args.command}: internal error: this is a bug in overspec, not in your input; please "
+              "report it with the traceback above", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from overspec.errors import InputError
 
 __all__ = ["add_parser", "handler", "parse_size_order"]
 
@@ -31,7 +32,7 @@ def parse_size_order(text: str | None) -> dict[str, float] | None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
     if len(set(names)) != len(names):
-        raise ValueError(f"--size-order lists a model twice: {text!r}")
+        raise InputError(f"--size-order lists a model twice: {text!r}")
     return {name: float(rank) for rank, name in enumerate(names)}
 
 
@@ -40,7 +41,7 @@ def handler(args: argparse.Namespace) -> int:
     from overspec.report.build import build_report
 
     if args.n_boot < 1:
-        raise ValueError(f"--n-boot must be at least 1, got {args.n_boot}")
+        raise InputError(f"--n-boot must be at least 1, got {args.n_boot}")
     out = build_report(args.run_dir, n_boot=args.n_boot, seed=args.seed, level=args.level,
                        size_order=parse_size_order(args.size_order), mcnemar_method=args.mcnemar)
     print(f"report written to {out} (open {out / 'report.html'})")

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from overspec.config.typed import check_path_component
+from overspec.errors import InputError
 
 __all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "looks_like_path",
            "spec_as_config"]
@@ -44,17 +45,17 @@ class PreprocessSpec:
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"preprocess.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+            raise InputError(f"preprocess.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if self.resize_mode not in ("shortest", "squash"):
-            raise ValueError(f"preprocess.resize_mode must be 'shortest' or 'squash', got {self.resize_mode!r}")
+            raise InputError(f"preprocess.resize_mode must be 'shortest' or 'squash', got {self.resize_mode!r}")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"preprocess.channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+            raise InputError(f"preprocess.channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
         if self.size <= 0:
-            raise ValueError(f"preprocess.size must be positive, got {self.size}")
+            raise InputError(f"preprocess.size must be positive, got {self.size}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("preprocess.mean and preprocess.std need three values each, std > 0")
+            raise InputError("preprocess.mean and preprocess.std need three values each, std > 0")
 
     @classmethod
     def from_config(cls, **given) -> PreprocessSpec:
@@ -90,7 +91,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         check_path_component(self.name, "model name")
         if self.specialisation not in ("", "fr", "mad", "pad"):
-            raise ValueError(f"specialisation must be '', 'fr', 'mad' or 'pad', got {self.specialisation!r}")
+            raise InputError(f"specialisation must be '', 'fr', 'mad' or 'pad', got {self.specialisation!r}")
 
     name: str
     source: str = "open_clip"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from overspec.config.typed import ConfigError, check_path_component, from_dict, load_yaml
 from overspec.config.model import ModelSpec, looks_like_path, spec_as_config
+from overspec.errors import InputError
 
 __all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
            "resolved_dict"]
@@ -68,13 +69,13 @@ class RunConfig:
         check_path_component(self.name, "name")
         _check_unique_models(self.models)
         if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+            raise InputError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise InputError(f"num_workers must be >= 0, got {self.num_workers}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+            raise InputError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 
     @property
     def cache_path(self) -> Path:
@@ -94,7 +95,7 @@ def _check_unique_models(models: tuple[str | ModelSpec, ...]) -> None:
         check_path_component(name, "models: model name")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"models: the name {repeated[0]!r} is used by {names.count(repeated[0])} models; "
+        raise InputError(f"models: the name {repeated[0]!r} is used by {names.count(repeated[0])} models; "
                          "give each model its own name")
 
 

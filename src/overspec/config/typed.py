@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from overspec.registry import nearest_names
+from overspec.errors import InputError
 
 __all__ = ["ConfigError", "from_dict", "load_yaml", "parse_yaml", "short_repr", "MAX_YAML_NODES",
            "check_path_component"]
@@ -23,7 +24,7 @@ __all__ = ["ConfigError", "from_dict", "load_yaml", "parse_yaml", "short_repr", 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is wrong; the message names the file and the key."""
 
 
@@ -133,7 +134,7 @@ def check_path_component(value: str, key: str) -> str:
     elif any(ord(c) < 32 for c in value):
         problem = "must not contain control characters"
     if problem:
-        raise ValueError(f"{key} {problem}, got {short_repr(value)}")
+        raise InputError(f"{key} {problem}, got {short_repr(value)}")
     return value
 
 

@@ -18,6 +18,7 @@ import torch.utils.data
 from PIL import Image
 
 from overspec.data.images import check_shape, to_rgb
+from overspec.errors import InputError
 
 __all__ = ["LabelledImages", "CheckedImages", "DatasetLayoutError", "BadImageError", "content_fingerprint",
            "DECODE_ERRORS", "leaves_folder"]
@@ -43,7 +44,7 @@ class DatasetLayoutError(FileNotFoundError):
         return self.args[0]
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """An image of a split could not be decoded; the one-line message names the dataset, split, file and why."""
 
     def __init__(self, dataset: str, split: str, location: str, problem: str) -> None:

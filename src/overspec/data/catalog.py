@@ -23,6 +23,7 @@ from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import FORMATS, SplitRequest
 from overspec.data.formats.common import read_lines
 from overspec.registry import Registry, nearest_names
+from overspec.errors import InputError
 
 __all__ = [
     "DATASETS",
@@ -61,7 +62,7 @@ MAIN_METRICS = ("acc1", "mean_per_class_recall")
 FROM_DATA = ("file", "loader")
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """A catalog entry is invalid; the message names the file and the key at fault."""
 
 
@@ -269,9 +270,9 @@ def load_dataset(name_or_entry: str | DatasetEntry, role: str, data_root: str | 
     """
     entry = name_or_entry if isinstance(name_or_entry, DatasetEntry) else get_dataset(name_or_entry)
     if role not in ROLES:
-        raise ValueError(f"unknown split role {role!r}; roles are {', '.join(ROLES)}")
+        raise InputError(f"unknown split role {role!r}; roles are {', '.join(ROLES)}")
     if not has_role(entry, role):
-        raise ValueError(f"dataset {entry.name!r} has no {role} split (it has: {', '.join(entry.splits)})")
+        raise InputError(f"dataset {entry.name!r} has no {role} split (it has: {', '.join(entry.splits)})")
     request = SplitRequest(entry.name, Path(data_root) / entry.root, entry.splits[role], entry.layout,
                            entry.options)
     loaded = FORMATS.get(entry.format)(request)
@@ -292,7 +293,7 @@ def _resolve_classnames(entry: DatasetEntry, request: SplitRequest, loaded: Labe
                                      f"no class names found in the data (classnames: {choice})")
         return list(loaded.classnames)
     if not _shipped_path(CLASSNAMES_DIR, choice).is_file():
-        raise ValueError(f"dataset {entry.name!r}: no shipped class-name list {choice!r} in {CLASSNAMES_DIR}")
+        raise InputError(f"dataset {entry.name!r}: no shipped class-name list {choice!r} in {CLASSNAMES_DIR}")
     return shipped_classnames(choice)
 
 
@@ -319,11 +320,11 @@ def _check_class_count(entry: DatasetEntry, loaded: LabelledImages, names: list[
     """Fail when the class names cannot describe the labels (a wrong list silently misnames classes)."""
     where = f"dataset {entry.name!r}"
     if entry.num_classes is not None and len(names) != entry.num_classes:
-        raise ValueError(f"{where}: {len(names)} class names but num_classes is {entry.num_classes}")
+        raise InputError(f"{where}: {len(names)} class names but num_classes is {entry.num_classes}")
     native = loaded.info.get("native_classes")
     if native and len(native) != len(names):
-        raise ValueError(f"{where}: the data has {len(native)} classes but the class-name list has {len(names)}")
+        raise InputError(f"{where}: the data has {len(native)} classes but the class-name list has {len(names)}")
     if len(loaded) and int(loaded.labels.max()) >= len(names):
-        raise ValueError(f"{where}: label {int(loaded.labels.max())} found but only {len(names)} class names")
+        raise InputError(f"{where}: label {int(loaded.labels.max())} found but only {len(names)} class names")
     if len(loaded) and int(loaded.labels.min()) < 0:
-        raise ValueError(f"{where}: negative labels found (unlabelled samples?)")
+        raise InputError(f"{where}: negative labels found (unlabelled samples?)")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+from overspec.errors import InputError
 
 __all__ = ["MAX_ASPECT_RATIO", "open_rgb", "to_rgb", "check_shape"]
 
@@ -37,9 +38,9 @@ def check_shape(size: tuple[int, int]) -> None:
     """Raise ``ValueError`` for an empty image or one whose sides differ by more than :data:`MAX_ASPECT_RATIO`."""
     width, height = size
     if min(width, height) < 1:
-        raise ValueError(f"image of {width}x{height} pixels is empty")
+        raise InputError(f"image of {width}x{height} pixels is empty")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise ValueError(f"image of {width}x{height} pixels has an aspect ratio beyond {MAX_ASPECT_RATIO}:1 "
+        raise InputError(f"image of {width}x{height} pixels has an aspect ratio beyond {MAX_ASPECT_RATIO}:1 "
                          "(resizing it would need gigabytes); refused")
 
 

@@ -26,6 +26,7 @@ from overspec.features.loading import image_batches
 from overspec.features.text import build_classifier, prompt_set_fingerprint
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ VIEWS = ("plain", "flip")
 BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(InputError):
     """A model produced NaN or infinite embeddings; the one-line message names the model, the data and the rows."""
 
 
@@ -58,7 +59,7 @@ class Features:
     def __post_init__(self) -> None:
         valid = np.ones(len(self.labels), bool) if self.valid is None else np.asarray(self.valid, bool)
         if valid.shape != (len(self.labels),):
-            raise ValueError(f"valid mask of shape {valid.shape} does not match {len(self.labels)} labels")
+            raise InputError(f"valid mask of shape {valid.shape} does not match {len(self.labels)} labels")
         object.__setattr__(self, "valid", valid)
 
     @property
@@ -78,7 +79,7 @@ class FeatureStore:
     def __init__(self, root: Path, *, batch_size: int = 128, num_workers: int = 0, device: str = "cpu",
                  progress: bool = True, verify: bool = True, on_bad_image: str = "fail") -> None:
         if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+            raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
         self.root = Path(root)
         use_digest_cache(self.root.parent / "file-digests")
         self.batch_size = batch_size
@@ -91,7 +92,7 @@ class FeatureStore:
     def image_key(self, encoder: Encoder, split: LabelledImages, view: str = "plain") -> str:
         """Return the cache key of ``encoder``'s features of ``split`` in ``view``."""
         if view not in VIEWS:
-            raise ValueError(f"unknown feature view {view!r}; expected one of {VIEWS}")
+            raise InputError(f"unknown feature view {view!r}; expected one of {VIEWS}")
         return combine("image-features-v1", encoder.fingerprint, split.fingerprint, view)
 
     def image_features(self, encoder: Encoder, split: LabelledImages, *, view: str = "plain") -> Features:

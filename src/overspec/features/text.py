@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
+from overspec.errors import InputError
 
 __all__ = ["build_classifier", "fill_templates", "prompt_set_fingerprint", "PLACEHOLDER"]
 
@@ -30,10 +31,10 @@ def prompt_set_fingerprint(classnames: Sequence[str], templates: Sequence[str]) 
 def _check_prompt_set(classnames: Sequence[str], templates: Sequence[str]) -> None:
     """Raise ValueError for an empty prompt set or a template without the ``{c}`` placeholder."""
     if len(classnames) == 0 or len(templates) == 0:
-        raise ValueError(f"need at least one class name and one template, got {len(classnames)} and {len(templates)}")
+        raise InputError(f"need at least one class name and one template, got {len(classnames)} and {len(templates)}")
     missing = [t for t in templates if PLACEHOLDER not in t]
     if missing:
-        raise ValueError(f"template {missing[0]!r} has no {PLACEHOLDER} placeholder for the class name")
+        raise InputError(f"template {missing[0]!r} has no {PLACEHOLDER} placeholder for the class name")
 
 
 def fill_templates(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -58,7 +59,7 @@ def build_classifier(
     """
     _check_prompt_set(classnames, templates)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     prompts = fill_templates(classnames, templates)
     owner = torch.arange(len(classnames)).repeat_interleave(len(templates))
     sums: torch.Tensor | None = None

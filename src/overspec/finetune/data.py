@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from overspec.data.base import LabelledImages
+from overspec.errors import InputError
 
 __all__ = ["carve_dev", "TrainingImages", "ShuffledBatches", "BalancedBatches"]
 
@@ -33,7 +34,7 @@ def carve_dev(split: LabelledImages, fraction: float, seed: int) -> tuple[Labell
     chosen = set(np.random.default_rng(seed).permutation(names)[: max(1, round(fraction * len(names)))])
     dev = np.array([g in chosen for g in groups])
     if dev.all() or not dev.any():
-        raise ValueError(f"cannot carve a dev split from {split.dataset}/{split.split}: too few subjects")
+        raise InputError(f"cannot carve a dev split from {split.dataset}/{split.split}: too few subjects")
     return split.subset(np.flatnonzero(~dev), "train"), split.subset(np.flatnonzero(dev), "dev")
 
 
@@ -97,7 +98,7 @@ class BalancedBatches:
     def __post_init__(self) -> None:
         classes = np.unique(self.labels)
         if len(classes) < 2 or self.batch_size % len(classes):
-            raise ValueError(f"balanced batches need >= 2 classes and a batch size divisible by their number; got "
+            raise InputError(f"balanced batches need >= 2 classes and a batch size divisible by their number; got "
                              f"classes {classes.tolist()} and batch size {self.batch_size}")
 
     def batch(self, step: int) -> list[tuple[int, bool]]:

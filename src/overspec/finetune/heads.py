@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overspec.models.heads import BinaryHead
+from overspec.errors import InputError
 
 __all__ = ["MarginHead", "BinaryLinearHead", "MARGIN_KINDS", "BINARY_LOSSES"]
 
@@ -33,9 +34,9 @@ class MarginHead(nn.Module):
                  margin: float = 0.3) -> None:
         super().__init__()
         if kind not in MARGIN_KINDS:
-            raise ValueError(f"head kind must be one of {MARGIN_KINDS}, got {kind!r}")
+            raise InputError(f"head kind must be one of {MARGIN_KINDS}, got {kind!r}")
         if num_classes < 2:
-            raise ValueError(f"a margin head needs at least 2 identities, got {num_classes}")
+            raise InputError(f"a margin head needs at least 2 identities, got {num_classes}")
         self.kind, self.scale, self.margin = kind, float(scale), float(margin)
         self.kernel = nn.Parameter(torch.empty(dim, num_classes))
         nn.init.normal_(self.kernel, std=0.01)
@@ -68,7 +69,7 @@ class BinaryLinearHead(nn.Module):
     def __init__(self, dim: int, *, loss: str = "bce") -> None:
         super().__init__()
         if loss not in BINARY_LOSSES:
-            raise ValueError(f"binary head loss must be one of {BINARY_LOSSES}, got {loss!r}")
+            raise InputError(f"binary head loss must be one of {BINARY_LOSSES}, got {loss!r}")
         self.loss_kind = loss
         self.linear = nn.Linear(dim, 2)
 

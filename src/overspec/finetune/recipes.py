@@ -19,6 +19,7 @@ from overspec.data.base import content_fingerprint
 from overspec.finetune.heads import BINARY_LOSSES, MARGIN_KINDS
 from overspec.models.lora import LoraConfig
 from overspec.registry import nearest_names
+from overspec.errors import InputError
 
 __all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "FinetuneConfig", "RECIPE_DIR",
            "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
@@ -39,9 +40,9 @@ class HeadSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in (*MARGIN_KINDS, "binary"):
-            raise ValueError(f"head.kind must be one of {(*MARGIN_KINDS, 'binary')}, got {self.kind!r}")
+            raise InputError(f"head.kind must be one of {(*MARGIN_KINDS, 'binary')}, got {self.kind!r}")
         if self.loss not in BINARY_LOSSES:
-            raise ValueError(f"head.loss must be one of {BINARY_LOSSES}, got {self.loss!r}")
+            raise InputError(f"head.loss must be one of {BINARY_LOSSES}, got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ class ScheduleSettings:
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
-            raise ValueError(f"schedule.kind must be one of {SCHEDULES}, got {self.kind!r}")
+            raise InputError(f"schedule.kind must be one of {SCHEDULES}, got {self.kind!r}")
         if self.kind in ("cosine_restarts", "step") and self.period < 1:
-            raise ValueError(f"schedule.kind {self.kind!r} needs schedule.period >= 1")
+            raise InputError(f"schedule.kind {self.kind!r} needs schedule.period >= 1")
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+            raise InputError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if (self.task == "fr") != (self.head.kind in MARGIN_KINDS):
-            raise ValueError(f"task {self.task!r} needs head.kind "
+            raise InputError(f"task {self.task!r} needs head.kind "
                              f"{'cosface/arcface' if self.task == 'fr' else 'binary'}, got {self.head.kind!r}")
 
     def to_dict(self) -> dict:

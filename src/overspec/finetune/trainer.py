@@ -49,6 +49,7 @@ from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
+from overspec.errors import InputError
 
 __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
            "build_head", "latest_checkpoint", "checkpoint_problem", "CheckpointError", "file_record", "file_problem",
@@ -151,7 +152,7 @@ class AttackValidator:
     def __post_init__(self) -> None:
         counts = {label: int(np.sum(self.split.labels == label)) for label in (1, 0)}
         if not all(counts.values()):  # refuse before training, not at the first validation
-            raise ValueError(f"validation split {self.split.dataset}/{self.split.split} has {counts[1]} bona fide and "
+            raise InputError(f"validation split {self.split.dataset}/{self.split.split} has {counts[1]} bona fide and "
                              f"{counts[0]} attack samples; an EER needs both (give a larger dev split)")
 
     @torch.no_grad()
@@ -396,7 +397,7 @@ class Trainer:
         self.dataset = TrainingImages(train, encoder.preprocess)
         world = distributed.world_size()
         if config.batch_size % world:
-            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
+            raise InputError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
 
     # -------------------------------------------------------------------------------- checkpoints
 
@@ -454,10 +455,10 @@ class Trainer:
             raise CheckpointError(f"checkpoint {folder}: {problem}")
         state = json.loads((folder / STATE_FILE).read_text())
         if self.run_hash and state.get("run_hash") not in ("", self.run_hash):
-            raise ValueError(f"{folder}: checkpoint of a different run (config hash {state.get('run_hash')}, "
+            raise InputError(f"{folder}: checkpoint of a different run (config hash {state.get('run_hash')}, "
                              f"this run {self.run_hash}); use a new output folder")
         if state["world_size"] != distributed.world_size():
-            raise ValueError(f"{folder}: saved with {state['world_size']} ranks, resumed with "
+            raise InputError(f"{folder}: saved with {state['world_size']} ranks, resumed with "
                              f"{distributed.world_size()}: exact resume needs the same number")
         self._load_trainable(load_file(str(folder / "trainable.safetensors")))
         self.optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")),

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from overspec.metrics._validation import as_rates, is_scalar
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,13 @@ def _identification_scores(scores: ArrayLike, probe_ids: ArrayLike, gallery_ids:
     probes = np.asarray(probe_ids)
     gallery = np.asarray(gallery_ids)
     if matrix.ndim != 2 or matrix.size == 0:
-        raise ValueError(f"scores must be a non-empty probes x gallery matrix, got shape {matrix.shape}")
+        raise InputError(f"scores must be a non-empty probes x gallery matrix, got shape {matrix.shape}")
     if probes.shape != (matrix.shape[0],) or gallery.shape != (matrix.shape[1],):
-        raise ValueError(
+        raise InputError(
             f"probe_ids {probes.shape} and gallery_ids {gallery.shape} must match scores {matrix.shape}"
         )
     if not np.all(np.isfinite(matrix)):
-        raise ValueError("scores contains NaN or infinite values")
+        raise InputError("scores contains NaN or infinite values")
     mate = probes[:, None] == gallery[None, :]
     mated = mate.any(axis=1)
     mate_scores = np.where(mate, matrix, -np.inf).max(axis=1)
@@ -74,10 +75,10 @@ def rank_k(scores: ArrayLike, probe_ids: ArrayLike, gallery_ids: ArrayLike, k: i
     """
     data = _identification_scores(scores, probe_ids, gallery_ids)
     if data.n_mated == 0:
-        raise ValueError("rank_k needs at least one mated probe (a probe id present in gallery_ids)")
+        raise InputError("rank_k needs at least one mated probe (a probe id present in gallery_ids)")
     ranks = np.atleast_1d(np.asarray(k))
     if not np.issubdtype(ranks.dtype, np.integer) or np.any(ranks < 1):
-        raise ValueError(f"k must be a positive integer or a sequence of them, got {np.asarray(k).tolist()}")
+        raise InputError(f"k must be a positive integer or a sequence of them, got {np.asarray(k).tolist()}")
     rates = np.count_nonzero(data.mate_ranks[None, :] <= ranks[:, None], axis=1) / data.n_mated
     return float(rates[0]) if is_scalar(k) else rates
 
@@ -99,7 +100,7 @@ def tpir_at_fpir(
     data = _identification_scores(scores, probe_ids, gallery_ids)
     targets = as_rates(fpir, "fpir")
     if data.n_mated == 0 or data.nonmated_max.size == 0:
-        raise ValueError("tpir_at_fpir needs both mated and non-mated probes (open-set identification)")
+        raise InputError("tpir_at_fpir needs both mated and non-mated probes (open-set identification)")
     descending = np.sort(data.nonmated_max)[::-1]
     index = np.maximum((descending.size * targets).astype(np.int64) - 1, 0)
     thresholds = descending[index]

@@ -32,6 +32,7 @@ from numpy.typing import ArrayLike
 
 from overspec.metrics._roc import Sweep, roc_counts, sweep
 from overspec.metrics._validation import as_rates, as_scores, check_choice, is_scalar
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def apcer_at_bpcer(
 def _at_least_two(scores: np.ndarray, name: str) -> np.ndarray:
     """``scores`` unchanged when there are at least two (bob's threshold finders refuse fewer)."""
     if scores.size < 2:
-        raise ValueError(f"{name} has {scores.size} score: bob's threshold rule needs at least 2")
+        raise InputError(f"{name} has {scores.size} score: bob's threshold rule needs at least 2")
     return scores
 
 

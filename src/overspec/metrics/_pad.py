@@ -18,6 +18,7 @@ from overspec.metrics._eer import EERResult, bob_eer_index, bob_min_hter_index, 
 from overspec.metrics._operating import far_threshold, frr_threshold
 from overspec.metrics._roc import sweep
 from overspec.metrics._validation import as_scores, as_thresholds, check_choice
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def d_eer(bona_fide: ArrayLike, attack: ArrayLike) -> EERResult:
 def _species_groups(attack: np.ndarray, attack_species: ArrayLike) -> dict[str, np.ndarray]:
     labels = np.asarray(attack_species).astype(str)
     if labels.shape != attack.shape:
-        raise ValueError(f"attack_species must have one label per attack score: {labels.shape} vs {attack.shape}")
+        raise InputError(f"attack_species must have one label per attack score: {labels.shape} vs {attack.shape}")
     return {str(name): attack[labels == name] for name in np.unique(labels)}
 
 
@@ -164,7 +165,7 @@ def iso30107_threshold(
     check_choice(criterion, "criterion", ("eer", "min-hter", "far", "bpcerN", "apcerN"))
     if criterion == "far":
         if far is None:
-            raise ValueError("criterion='far' needs the far= target rate")
+            raise InputError("criterion='far' needs the far= target rate")
         return far_threshold(impostor, far)
     pooled = sweep(genuine, impostor)
     return (bob_eer_index if criterion == "eer" else bob_min_hter_index)(pooled)[0]

@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from scipy.special import ndtri
 
 from overspec.metrics._validation import as_scores, as_thresholds, is_scalar
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -221,5 +222,5 @@ def d_prime(genuine: ArrayLike, impostor: ArrayLike) -> float:
     i = as_scores(impostor, "impostor")
     spread = np.sqrt((g.var() + i.var()) / 2.0)
     if spread == 0:
-        raise ValueError("d_prime is undefined: genuine and impostor scores both have zero variance")
+        raise InputError("d_prime is undefined: genuine and impostor scores both have zero variance")
     return float(abs(g.mean() - i.mean()) / spread)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike
+from overspec.errors import InputError
 
 
 def as_scores(values: ArrayLike, name: str) -> np.ndarray:
@@ -19,12 +20,12 @@ def as_scores(values: ArrayLike, name: str) -> np.ndarray:
     if array.ndim == 0:
         array = array.reshape(1)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+        raise InputError(f"{name} must be one-dimensional, got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"{name} is empty: at least one score is needed")
+        raise InputError(f"{name} is empty: at least one score is needed")
     bad = ~np.isfinite(array)
     if bad.any():
-        raise ValueError(f"{name} contains NaN or infinite values ({int(bad.sum())} of {array.size})")
+        raise InputError(f"{name} contains NaN or infinite values ({int(bad.sum())} of {array.size})")
     return array
 
 
@@ -32,9 +33,9 @@ def as_rates(values: ArrayLike, name: str) -> np.ndarray:
     """Return target rates as a finite float64 array with every entry in [0, 1], or raise naming ``name``."""
     array = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a rate or a non-empty 1-D sequence of rates, got shape {array.shape}")
+        raise InputError(f"{name} must be a rate or a non-empty 1-D sequence of rates, got shape {array.shape}")
     if not np.all(np.isfinite(array)) or np.any((array < 0) | (array > 1)):
-        raise ValueError(f"{name} must lie in [0, 1], got {array.tolist()}")
+        raise InputError(f"{name} must lie in [0, 1], got {array.tolist()}")
     return array
 
 
@@ -42,9 +43,9 @@ def as_thresholds(values: ArrayLike, name: str = "threshold") -> np.ndarray:
     """Return thresholds as a non-NaN 1-D float64 array (infinite thresholds are allowed)."""
     array = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a number or a non-empty 1-D sequence, got shape {array.shape}")
+        raise InputError(f"{name} must be a number or a non-empty 1-D sequence, got shape {array.shape}")
     if np.isnan(array).any():
-        raise ValueError(f"{name} contains NaN")
+        raise InputError(f"{name} contains NaN")
     return array
 
 
@@ -52,7 +53,7 @@ def check_choice(value: str, name: str, allowed: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``allowed``; otherwise raise a message listing the accepted values."""
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        raise InputError(f"{name}={value!r} is not one of {', '.join(repr(a) for a in allowed)}")
     return value
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def _as_embeddings(values: ArrayLike, name: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array (pairs x dimensions), got shape {array.shape}")
+        raise InputError(f"{name} must be a non-empty 2-D array (pairs x dimensions), got shape {array.shape}")
     return array
 
 
@@ -132,19 +133,19 @@ def verification_kfold(
     second = _as_embeddings(embeddings2, "embeddings2")
     labels = np.asarray(issame)
     if first.shape != second.shape:
-        raise ValueError(f"embeddings1 and embeddings2 differ in shape: {first.shape} vs {second.shape}")
+        raise InputError(f"embeddings1 and embeddings2 differ in shape: {first.shape} vs {second.shape}")
     if labels.shape != (first.shape[0],):
-        raise ValueError(f"issame must have one entry per pair ({first.shape[0]}), got shape {labels.shape}")
+        raise InputError(f"issame must have one entry per pair ({first.shape[0]}), got shape {labels.shape}")
     if not (labels.dtype == bool or np.isin(labels, (0, 1)).all()):
-        raise ValueError("issame must hold booleans (or 0 / 1)")
+        raise InputError("issame must hold booleans (or 0 / 1)")
     if not 2 <= n_folds <= first.shape[0]:
-        raise ValueError(f"n_folds must be between 2 and the number of pairs ({first.shape[0]}), got {n_folds}")
+        raise InputError(f"n_folds must be between 2 and the number of pairs ({first.shape[0]}), got {n_folds}")
     distances = squared_distances(first, second)
     if not np.all(np.isfinite(distances)):
         bad = "embeddings1" if not np.all(np.isfinite(first)) else "embeddings2"
-        raise ValueError(f"{bad} contains NaN or infinite values (or rows too large to normalise)")
+        raise InputError(f"{bad} contains NaN or infinite values (or rows too large to normalise)")
     same = labels.astype(bool)
     if same.all() or not same.any():
         empty = "different (impostor)" if same.all() else "same (genuine)"
-        raise ValueError(f"issame has no {empty} pairs: accuracy needs both genuine and impostor pairs")
+        raise InputError(f"issame has no {empty} pairs: accuracy needs both genuine and impostor pairs")
     return kfold_from_distances(distances, same, n_folds)

@@ -17,6 +17,7 @@ from safetensors.torch import save
 
 from overspec.files import atomic_write_bytes
 from overspec.models.base import ModelLoadError
+from overspec.errors import InputError
 
 __all__ = ["BinaryHead", "save_binary_head", "load_binary_head"]
 
@@ -50,7 +51,7 @@ class BinaryHead:
         """P(bona fide) per embedding, as float64."""
         x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"head expects embeddings of width {self.dim}, got shape {tuple(x.shape)}")
+            raise InputError(f"head expects embeddings of width {self.dim}, got shape {tuple(x.shape)}")
         return torch.softmax(self.logits(x), dim=-1)[:, 1].double().numpy()
 
 

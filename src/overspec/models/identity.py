@@ -21,6 +21,7 @@ from overspec.files import atomic_write_text, file_sha256
 from overspec.models.base import Encoder
 from overspec.models.sources.files import weight_files
 from overspec.config.model import ModelSpec, spec_as_config
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def read_facts(cache_dir: Path, identity: str) -> ModelFacts | None:
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
         if stored["sha256"] != _checksum(stored["facts"]):
-            raise ValueError("checksum mismatch")
+            raise InputError("checksum mismatch")
         return ModelFacts(**stored["facts"])
     except (ValueError, KeyError, TypeError) as exc:
         logger.warning("%s: unusable model facts (%s); loading the model instead", path, exc)

@@ -30,6 +30,7 @@ from torch import nn
 from overspec.files import atomic_write_bytes
 from overspec.models.base import Encoder, ModelLoadError
 from overspec.models.fingerprint import tensors_fingerprint
+from overspec.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ __all__ = [
 LORA_TARGETS = ("q", "k", "v", "out", "mlp")
 
 
-class LoraError(ValueError):
+class LoraError(InputError):
     """A LoRA operation that cannot be done as asked; the message names the module or key at fault."""
 
 

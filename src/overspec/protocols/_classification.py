@@ -8,6 +8,7 @@ and are deterministic; per-sample outcomes are kept for paired statistics betwee
 from __future__ import annotations
 
 import numpy as np
+from overspec.errors import InputError
 
 __all__ = ["classification_metrics", "per_sample_predictions"]
 
@@ -17,19 +18,19 @@ def _validated(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     scores = np.asarray(scores)
     labels = np.asarray(labels)
     if scores.ndim != 2:
-        raise ValueError(f"scores must be a 2-D (samples, classes) array, got shape {scores.shape}")
+        raise InputError(f"scores must be a 2-D (samples, classes) array, got shape {scores.shape}")
     if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
-        raise ValueError(f"labels must be 1-D with {scores.shape[0]} entries (one per score row), got {labels.shape}")
+        raise InputError(f"labels must be 1-D with {scores.shape[0]} entries (one per score row), got {labels.shape}")
     if scores.shape[0] == 0:
-        raise ValueError("cannot score an empty set: scores has no rows")
+        raise InputError("cannot score an empty set: scores has no rows")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        raise InputError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= scores.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"labels must lie in [0, {scores.shape[1]}) (score columns), got [{labels.min()}, {labels.max()}]"
         )
     if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values")
+        raise InputError("scores contain NaN or infinite values")
     return scores, labels.astype(np.int64)
 
 

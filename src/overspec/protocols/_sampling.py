@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from overspec.errors import InputError
 
 __all__ = ["Fold", "kshot_indices", "stratified_folds", "stratified_split"]
 
@@ -12,7 +13,7 @@ Fold = tuple[np.ndarray, np.ndarray]
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Fold:
     """Return sorted ``(train_idx, val_idx)``: about ``val_fraction`` of each class, seeded; one stays in train."""
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+        raise InputError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
     for cls in np.unique(labels):
@@ -20,7 +21,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> Fold
         val.append(members[: min(int(round(val_fraction * len(members))), len(members) - 1)])
     val_idx = np.sort(np.concatenate(val))
     if len(val_idx) == 0:
-        raise ValueError(f"val_fraction={val_fraction} leaves no validation sample (every class is too small)")
+        raise InputError(f"val_fraction={val_fraction} leaves no validation sample (every class is too small)")
     return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
 
 
@@ -40,11 +41,11 @@ def kshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     Raises ValueError naming the classes with fewer than ``k`` samples (never returns a short or empty set).
     """
     if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
+        raise InputError(f"k must be a positive integer, got {k}")
     classes, counts = np.unique(labels, return_counts=True)
     short = classes[counts < k]
     if len(short):
-        raise ValueError(f"{len(short)} classes have fewer than k={k} training samples: {short[:10].tolist()}")
+        raise InputError(f"{len(short)} classes have fewer than k={k} training samples: {short[:10].tolist()}")
     rng = np.random.default_rng(seed)
     picks = [rng.choice(np.flatnonzero(labels == cls), size=k, replace=False) for cls in classes]
     return np.sort(np.concatenate(picks))

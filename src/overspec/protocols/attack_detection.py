@@ -35,6 +35,7 @@ from overspec import metrics
 from overspec.data.base import LabelledImages
 from overspec.data.biometric.attack_list import TASKS, video_scores
 from overspec.protocols.zero_shot import zero_shot_logits
+from overspec.errors import InputError
 
 __all__ = [
     "SCORING_METHODS", "OPERATING_POINTS", "AttackScores", "AttackDetectionResult",
@@ -67,12 +68,12 @@ class AttackScores:
     def __post_init__(self) -> None:
         n = len(self.scores)
         if not (len(self.labels) == len(self.attack_types) == len(self.video_ids) == n):
-            raise ValueError(f"scores ({n}), labels ({len(self.labels)}), attack_types ({len(self.attack_types)}) "
+            raise InputError(f"scores ({n}), labels ({len(self.labels)}), attack_types ({len(self.attack_types)}) "
                              f"and video_ids ({len(self.video_ids)}) must have the same length")
         if not np.isin(self.labels, (0, 1)).all():
-            raise ValueError("labels must be 1 (bona fide) or 0 (attack)")
+            raise InputError("labels must be 1 (bona fide) or 0 (attack)")
         if not np.isfinite(self.scores).all():
-            raise ValueError("scores contain NaN or infinite values")
+            raise InputError("scores contain NaN or infinite values")
 
     @classmethod
     def of(cls, split: LabelledImages, scores: ArrayLike) -> AttackScores:
@@ -139,9 +140,9 @@ def probe_scores(train_features: ArrayLike, train_labels: ArrayLike, test_featur
     x_test = np.asarray(test_features, dtype=np.float64)
     y = np.asarray(train_labels)
     if set(np.unique(y).tolist()) != {0, 1}:
-        raise ValueError(f"the probe needs bona fide (1) and attack (0) training samples, got labels {np.unique(y)}")
+        raise InputError(f"the probe needs bona fide (1) and attack (0) training samples, got labels {np.unique(y)}")
     if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
-        raise ValueError(f"train features {x_train.shape} and test features {x_test.shape} must be (N, D) alike")
+        raise InputError(f"train features {x_train.shape} and test features {x_test.shape} must be (N, D) alike")
     if normalise:
         x_train, x_test = _l2_normalised(x_train), _l2_normalised(x_test)
     probe = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
@@ -154,7 +155,7 @@ def zero_shot_scores(features: ArrayLike, classifier: ArrayLike | torch.Tensor, 
     """Softmax probability of the bona fide prompt column of a (D, C) text classifier (CLIP zero-shot)."""
     weights = torch.as_tensor(np.asarray(classifier) if not isinstance(classifier, torch.Tensor) else classifier)
     if weights.ndim != 2 or not 0 <= bona_fide_column < weights.shape[1] or weights.shape[1] < 2:
-        raise ValueError(f"classifier of shape {tuple(weights.shape)} needs >= 2 columns including column "
+        raise InputError(f"classifier of shape {tuple(weights.shape)} needs >= 2 columns including column "
                          f"{bona_fide_column} (bona fide)")
     logits = zero_shot_logits(np.asarray(features, dtype=np.float32), weights.float(), scale)
     return torch.softmax(logits.double(), dim=1)[:, bona_fide_column].numpy()
@@ -262,9 +263,9 @@ def evaluate_scores(protocol: str, task: str, scoring: str, test: AttackScores, 
     for MAD (single images).
     """
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if scoring not in SCORING_METHODS:
-        raise ValueError(f"unknown scoring {scoring!r}; expected one of {', '.join(SCORING_METHODS)}")
+        raise InputError(f"unknown scoring {scoring!r}; expected one of {', '.join(SCORING_METHODS)}")
     video = task == "pad" if video_level is None else video_level
     if video:
         test = test.at_video_level()

@@ -18,6 +18,7 @@ from overspec.protocols import attack_detection as ad
 from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportGroup, ReportSection, UnitOutput, \
     UnitPlan
 from overspec.protocols.inputs import AttackInputs, IJBInputs, PairInputs, require_finite
+from overspec.errors import InputError
 
 __all__ = ["ATTACK", "AttackSettings", "IJB", "Switch", "VERIFICATION"]
 
@@ -42,7 +43,7 @@ class AttackSettings:
     def __post_init__(self) -> None:
         bad = [s for s in self.scoring if s not in ad.SCORING_METHODS]
         if bad:
-            raise ValueError(f"scoring values must be among {ad.SCORING_METHODS}, got {bad}")
+            raise InputError(f"scoring values must be among {ad.SCORING_METHODS}, got {bad}")
 
 
 def _row(split, metric: str, value: float, n: int, skipped: int, extra: dict) -> dict:

@@ -17,6 +17,7 @@ from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, Uni
 from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
 from overspec.protocols.linear_probe import KSHOTS, kshot_probe, linear_probe
 from overspec.protocols.zero_shot import evaluate_zero_shot
+from overspec.errors import InputError
 
 __all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT", "ZeroShotSettings"]
 
@@ -42,12 +43,12 @@ class LinearProbeSettings:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise InputError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+            raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
         bad = [k for k in self.kshot if k not in KSHOTS]
         if bad:
-            raise ValueError(f"kshot values must be among {KSHOTS}, got {bad}")
+            raise InputError(f"kshot values must be among {KSHOTS}, got {bad}")
 
 
 def _rows(result: dict, test: SplitFeatures, extra: dict) -> list[dict]:

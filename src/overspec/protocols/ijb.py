@@ -18,6 +18,7 @@ import numpy as np
 
 from overspec import metrics
 from overspec.data.formats.ijb import IJBMeta
+from overspec.errors import InputError
 
 __all__ = [
     "IJB_FARS",
@@ -68,14 +69,14 @@ def image_features(
     if emb_flip is not None:
         flip = np.asarray(emb_flip, dtype=np.float32)
         if flip.shape != feats.shape:
-            raise ValueError(f"emb_flip shape {flip.shape} differs from emb shape {feats.shape}")
+            raise InputError(f"emb_flip shape {flip.shape} differs from emb shape {feats.shape}")
         feats += flip
     if normalise:
         feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), np.finfo(np.float32).tiny)
     if det_scores is not None:
         scores = np.asarray(det_scores, dtype=np.float32)
         if scores.shape != (feats.shape[0],):
-            raise ValueError(f"det_scores must have shape ({feats.shape[0]},), got {scores.shape}")
+            raise InputError(f"det_scores must have shape ({feats.shape[0]},), got {scores.shape}")
         feats *= scores[:, None]
     return feats
 
@@ -85,10 +86,10 @@ def pool_templates(features: np.ndarray, template_ids: np.ndarray, media_ids: np
     features = np.asarray(features, dtype=np.float32)
     template_ids, media_ids = np.asarray(template_ids), np.asarray(media_ids)
     if not (features.shape[0] == template_ids.shape[0] == media_ids.shape[0]):
-        raise ValueError(f"{features.shape[0]} features but {template_ids.shape[0]} template and "
+        raise InputError(f"{features.shape[0]} features but {template_ids.shape[0]} template and "
                          f"{media_ids.shape[0]} media ids")
     if features.shape[0] == 0:
-        raise ValueError("no image features to pool")
+        raise InputError("no image features to pool")
     order = np.lexsort((media_ids, template_ids))
     tids, mids, ordered = template_ids[order], media_ids[order], features[order]
     media_start = np.flatnonzero(np.r_[True, (tids[1:] != tids[:-1]) | (mids[1:] != mids[:-1])])
@@ -132,9 +133,9 @@ def score_template_pairs(
     """
     t1, t2 = np.asarray(t1), np.asarray(t2)
     if t1.shape != t2.shape or t1.ndim != 1:
-        raise ValueError(f"t1 and t2 must be equal-length 1-d arrays, got {t1.shape} and {t2.shape}")
+        raise InputError(f"t1 and t2 must be equal-length 1-d arrays, got {t1.shape} and {t2.shape}")
     if method not in ("auto", "gather", "blocks"):
-        raise ValueError(f"method must be 'auto', 'gather' or 'blocks', got {method!r}")
+        raise InputError(f"method must be 'auto', 'gather' or 'blocks', got {method!r}")
     if t1.size == 0:
         return np.empty(0, dtype=np.float32)
     rows1, rows2 = templates.rows(t1), templates.rows(t2)

@@ -21,6 +21,7 @@ from overspec.features.store import Features
 from overspec.protocols.base import GENERAL, Needs, UnitOutput, UnitPlan
 from overspec.protocols.base import Protocol as BaseProtocol
 from overspec.registry import Registry
+from overspec.errors import InputError
 
 __all__ = ["AttackInputs", "ClassificationInputs", "FeatureSource", "GATHERERS", "IJBInputs", "PairInputs",
            "SplitFeatures", "TrainFeatures", "compute_unit", "gather_inputs", "meta_of_faces", "require_finite"]
@@ -133,7 +134,7 @@ def compute_unit(protocol: BaseProtocol, plan: UnitPlan, kind: str, opened: Any,
         where = getattr(opened, "source", None)
         if kind == GENERAL or where is None:
             raise
-        raise ValueError(_naming_benchmark(str(err), opened.name, where, plan.name)) from err
+        raise InputError(_naming_benchmark(str(err), opened.name, where, plan.name)) from err
 
 
 def _naming_benchmark(message: str, benchmark: str, where: Path, unit: str) -> str:
@@ -149,14 +150,14 @@ def require_finite(benchmark: str, what: str, values: np.ndarray, names: np.ndar
     if broken.any():
         first = int(np.flatnonzero(broken)[0])
         label = f"index {first}" if names is None else f"{names[first]}"
-        raise ValueError(f"benchmark {benchmark!r}: {int(broken.sum())} of {broken.size} {what} are NaN or "
+        raise InputError(f"benchmark {benchmark!r}: {int(broken.sum())} of {broken.size} {what} are NaN or "
                          f"infinite (first: {label})")
 
 
 def _usable(feats: Features, split: LabelledImages, what: str) -> SplitFeatures:
     index = np.flatnonzero(feats.valid)
     if index.size == 0:
-        raise ValueError(f"{what}: all {len(split)} images are unreadable; nothing left to evaluate")
+        raise InputError(f"{what}: all {len(split)} images are unreadable; nothing left to evaluate")
     return SplitFeatures(split, np.asarray(feats.x)[index], np.asarray(split.labels)[index], index)
 
 
@@ -167,7 +168,7 @@ def _general(opened, source: FeatureSource, needs: Needs, seed: int, device: str
     classifier = None
     if needs.text_tower:
         if not test_split.classnames or not test_split.templates:
-            raise ValueError(f"dataset {opened.name!r} has no class names or templates: zero-shot needs both")
+            raise InputError(f"dataset {opened.name!r} has no class names or templates: zero-shot needs both")
         classifier = np.array(source.text_classifier(test_split.classnames, test_split.templates,
                                                      f"{test_split.dataset}/{test_split.split}"))
     train = _train_features(opened, source) if needs.train_split else None
@@ -187,7 +188,7 @@ def _verification(opened, source: FeatureSource, needs: Needs, seed: int, device
     feats = source.image(opened.pairs, view="flip")
     pair_ok = feats.valid[0::2] & feats.valid[1::2]
     if not pair_ok.any():
-        raise ValueError(f"benchmark {opened.name!r}: every one of its {pair_ok.size} pairs involves an unreadable "
+        raise InputError(f"benchmark {opened.name!r}: every one of its {pair_ok.size} pairs involves an unreadable "
                          "image; nothing left to evaluate")
     images = np.repeat(pair_ok, 2)
     return PairInputs(opened.name, opened.pairs, np.asarray(feats.x)[images], opened.issame[pair_ok],
@@ -210,7 +211,7 @@ def meta_of_faces(benchmark: str, meta, keep: np.ndarray):
     templates = np.unique(meta.template_ids[keep])
     pair_ok = np.isin(meta.pair_t1, templates) & np.isin(meta.pair_t2, templates)
     if not pair_ok.any():
-        raise ValueError(f"benchmark {benchmark!r}: no template pair is left once unreadable images are skipped")
+        raise InputError(f"benchmark {benchmark!r}: no template pair is left once unreadable images are skipped")
 
     def lists(by_name: dict) -> dict:
         kept = {name: np.isin(t.template_ids, templates) for name, t in by_name.items()}

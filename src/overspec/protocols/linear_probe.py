@@ -30,6 +30,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
 from overspec.protocols._logistic_solver import Solution, solve_multinomial
 from overspec.protocols._sampling import Fold, kshot_indices, stratified_folds, stratified_split
+from overspec.errors import InputError
 
 __all__ = [
     "KSHOTS",
@@ -57,10 +58,10 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: str, device: str | torch.device) -> torch.Tensor:
     """Return ``x`` as a 2-D tensor of the named dtype on ``device`` (no copy when it already is one)."""
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     tensor = torch.as_tensor(x, dtype=_DTYPES[dtype], device=device)
     if tensor.ndim != 2:
-        raise ValueError(f"features must be a 2-D (samples, features) array, got shape {tuple(tensor.shape)}")
+        raise InputError(f"features must be a 2-D (samples, features) array, got shape {tuple(tensor.shape)}")
     return tensor
 
 
@@ -172,14 +173,14 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
     ) -> LogisticRegressionProbe:
         """Fit on features ``X`` (N, D) and integer labels ``y``; ``coef_init``/``intercept_init`` warm-start."""
         if not self.C > 0:
-            raise ValueError(f"C must be positive, got {self.C}")
+            raise InputError(f"C must be positive, got {self.C}")
         x = _as_tensor(X, self.dtype, self.device)
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"y must be 1-D with {x.shape[0]} labels (one per row of X), got shape {y.shape}")
+            raise InputError(f"y must be 1-D with {x.shape[0]} labels (one per row of X), got shape {y.shape}")
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"need at least two classes to fit a probe, got {self.classes_.tolist()}")
+            raise InputError(f"need at least two classes to fit a probe, got {self.classes_.tolist()}")
         binary = len(self.classes_) == 2
         start = self._initial_params(x.shape[1], coef_init, intercept_init).to(x)
         # A binomial model with C equals the symmetric two-class multinomial model with C / 2.
@@ -229,7 +230,7 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
         )
         expected_rows = 1 if n_classes == 2 else n_classes
         if coef.shape != (expected_rows, n_features) or intercept.shape != (expected_rows,):
-            raise ValueError(
+            raise InputError(
                 f"warm start of shapes {tuple(coef.shape)}/{tuple(intercept.shape)} does not fit "
                 f"{n_classes} classes x {n_features} features (expected ({expected_rows}, {n_features}))"
             )
@@ -261,7 +262,7 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
         """Return logits ``X @ coef_.T + intercept_``: (N, K), or (N,) for two classes as in scikit-learn."""
         x = torch.as_tensor(X).double().cpu().numpy()
         if x.ndim != 2 or x.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have shape (N, {self.n_features_in_}), got {x.shape}")
+            raise InputError(f"X must have shape (N, {self.n_features_in_}), got {x.shape}")
         scores = x @ self.coef_.T + self.intercept_
         return scores.ravel() if len(self.classes_) == 2 else scores
 
@@ -420,7 +421,7 @@ def _check_labels(train_y: np.ndarray, test_y: np.ndarray) -> None:
     """Raise ValueError when test labels include a class that never occurs in train."""
     unseen = np.setdiff1d(test_y, train_y)
     if len(unseen):
-        raise ValueError(f"test labels {unseen[:10].tolist()} never occur in the training labels")
+        raise InputError(f"test labels {unseen[:10].tolist()} never occur in the training labels")
 
 
 def _test_report(probe: LogisticRegressionProbe, test_x, test_y: np.ndarray) -> dict[str, object]:
@@ -553,7 +554,7 @@ def kshot_probe(
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     _check_labels(train_y, test_y)
     if len(seeds) == 0:
-        raise ValueError("seeds must name at least one seed")
+        raise InputError("seeds must name at least one seed")
     probe = LogisticRegressionProbe(tol=tol, max_iter=max_iter, dtype=dtype, device=device)
     probes = (probe if search_tol is None else clone(probe).set_params(tol=search_tol), probe)
     x = _as_tensor(train_x, dtype, device)

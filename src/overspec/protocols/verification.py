@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from overspec import metrics
+from overspec.errors import InputError
 
 __all__ = ["flip_sum_embeddings", "evaluate_verification"]
 
@@ -27,7 +28,7 @@ def flip_sum_embeddings(emb: ArrayLike, emb_flip: ArrayLike | None) -> np.ndarra
     if emb_flip is not None:
         flip = np.asarray(emb_flip, dtype=np.float64)
         if flip.shape != total.shape:
-            raise ValueError(f"emb_flip shape {flip.shape} differs from emb shape {total.shape}")
+            raise InputError(f"emb_flip shape {flip.shape} differs from emb shape {total.shape}")
         total = total + flip
     norms = np.linalg.norm(total, axis=1, keepdims=True)
     return total / np.where(norms == 0.0, 1.0, norms)
@@ -44,10 +45,10 @@ def evaluate_verification(
     """
     raw = np.asarray(emb)
     if raw.ndim != 2 or raw.shape[0] % 2:
-        raise ValueError(f"emb must be a 2-D array with an even number of rows (pairs), got shape {raw.shape}")
+        raise InputError(f"emb must be a 2-D array with an even number of rows (pairs), got shape {raw.shape}")
     labels = np.asarray(issame).astype(bool)
     if labels.shape != (raw.shape[0] // 2,):
-        raise ValueError(f"issame must have {raw.shape[0] // 2} entries (one per pair), got {labels.shape}")
+        raise InputError(f"issame must have {raw.shape[0] // 2} entries (one per pair), got {labels.shape}")
     joint = flip_sum_embeddings(raw, emb_flip)
     first, second = joint[0::2], joint[1::2]
     kfold = metrics.verification_kfold(first, second, labels, n_folds=n_folds)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
+from overspec.errors import InputError
 
 __all__ = ["evaluate_zero_shot", "zero_shot_logits"]
 
@@ -22,7 +23,7 @@ def zero_shot_logits(
     """Return (N, C) logits ``scale * normalise(image_features) @ classifier`` in float32."""
     features = torch.as_tensor(image_features, device=classifier.device).float()
     if features.ndim != 2 or features.shape[1] != classifier.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"image features of shape {tuple(features.shape)} do not match a classifier of shape "
             f"{tuple(classifier.shape)} (expected (N, {classifier.shape[0]}))"
         )

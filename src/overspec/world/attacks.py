@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 
 from overspec.world.faces import (FRONTAL, Capture, Identity, RenderedFace, finish_image, render_face,
                                        sample_capture)
+from overspec.errors import InputError
 
 __all__ = ["PAI_SPECIES", "CameraStyle", "apply_camera", "render_bona_fide_video", "render_attack_video"]
 
@@ -127,7 +128,7 @@ def render_attack_video(identity: Identity, species: str, style: CameraStyle, se
                         n_frames: int = 3) -> list[np.ndarray]:
     """Frames of a presentation attack of ``species`` (print, replay or mask) on ``identity``."""
     if species not in PAI_SPECIES:
-        raise ValueError(f"unknown PAI species {species!r}; expected one of {', '.join(PAI_SPECIES)}")
+        raise InputError(f"unknown PAI species {species!r}; expected one of {', '.join(PAI_SPECIES)}")
     rng = np.random.default_rng([seed, 0xA7, PAI_SPECIES.index(species)])
     if species == "print":
         photo = render_face(identity, sample_capture(rng, FRONTAL, background=(225.0, 222.0, 215.0), noise=1.0))

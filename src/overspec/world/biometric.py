@@ -41,6 +41,7 @@ from overspec.world import faces as F
 from overspec.world import morphs as M
 from overspec.world.checks import content_matches
 from overspec.world.general import folder_hash
+from overspec.errors import InputError
 
 __all__ = ["ensure_biometric_world", "read_manifest", "WorldSizes", "CAMERA_STYLES", "GENERATOR_VERSION", "MARKER",
            "MANIFEST"]
@@ -83,10 +84,10 @@ class WorldSizes:
 
     def __post_init__(self) -> None:
         if self.pairs <= 0 or self.pairs % (2 * FOLDS):
-            raise ValueError(f"pairs must be a positive multiple of {2 * FOLDS} (10 folds, half genuine), "
+            raise InputError(f"pairs must be a positive multiple of {2 * FOLDS} (10 folds, half genuine), "
                              f"got {self.pairs}")
         if self.ijb_subjects < 2 or min(self.mad_subjects) < 2 or min(self.pad_subjects) < 1:
-            raise ValueError(f"need at least 2 IJB / MAD subjects per split and 1 PAD subject per split: {self}")
+            raise InputError(f"need at least 2 IJB / MAD subjects per split and 1 PAD subject per split: {self}")
 
 
 def _identities(seed: int, pool: str, n: int, start: int = 0) -> list[F.Identity]:

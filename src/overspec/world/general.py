@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw
 
 from overspec.files import atomic_folder, remove_stale_temporaries
 from overspec.world.checks import content_matches
+from overspec.errors import InputError
 
 __all__ = [
     "IMAGE_SIZE",
@@ -132,7 +133,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b),
                (-b, -b)]
     else:
-        raise ValueError(f"unknown shape {shape!r}")
+        raise InputError(f"unknown shape {shape!r}")
     c, s = math.cos(angle), math.sin(angle)
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
 
@@ -262,7 +263,7 @@ def _digit_split_indices(seed: int, n_train: int, n_test: int) -> dict[str, np.n
     _, target = _sklearn_digits()
     order = np.random.default_rng([seed, _name_key("digits"), 99]).permutation(len(target))
     if n_train + n_test > len(order):
-        raise ValueError(f"digits: asked for {n_train}+{n_test} images, only {len(order)} exist")
+        raise InputError(f"digits: asked for {n_train}+{n_test} images, only {len(order)} exist")
     return {"train": order[:n_train], "test": order[n_train:n_train + n_test]}
 
 

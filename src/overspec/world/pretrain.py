@@ -47,6 +47,7 @@ from overspec.files import atomic_folder, atomic_write_bytes, file_sha256, remov
 from overspec.world.checks import content_matches
 from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.world.layout import seed_root
+from overspec.errors import InputError
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -94,7 +95,7 @@ RECIPES = {"tiny-s": TrainingRecipe(steps=2000, lr=3e-3, warmup=100),
 def tiny_clip_config(size: str) -> dict:
     """Return the open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) of ``tiny-s``/``tiny-m``."""
     if size not in TINY_CLIPS:
-        raise ValueError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
+        raise InputError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
     return json.loads((CONFIG_DIR / f"{size}.json").read_text(encoding="utf-8"))
 
 
@@ -405,7 +406,7 @@ def pretrain_tiny_clip(size: str, world_root: Path, out_dir: Path, *, seed: int 
     same weights as an uninterrupted run.
     """
     if size not in RECIPES:
-        raise ValueError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
+        raise InputError(f"unknown tiny CLIP {size!r}; expected one of {', '.join(TINY_CLIPS)}")
     final = Path(out_dir) / size
     recipe = recipe or RECIPES[size]
     recipe = replace(recipe, steps=steps or recipe.steps, batch_size=batch_size or recipe.batch_size)

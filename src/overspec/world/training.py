@@ -15,6 +15,7 @@ from overspec.data.biometric.attack_list import leave_one_out, read_protocol
 from overspec.data.formats.imagefolder import class_folders
 from overspec.world.biometric import read_manifest
 from overspec.world.layout import biometric_root
+from overspec.errors import InputError
 
 __all__ = ["PAD_SOURCES", "PAD_TARGET", "TrainingSets", "training_sets"]
 
@@ -46,7 +47,7 @@ def training_sets(task: str, data_root: Path) -> TrainingSets:
         protocol = read_protocol(manifest["mad"]["protocol"], name="world-mad", task="mad")
         return TrainingSets(protocol.split("train"), test=protocol.split("test"))
     if task != "pad":
-        raise ValueError(f"the world has no training data for task {task!r}; expected fr, mad or pad")
+        raise InputError(f"the world has no training data for task {task!r}; expected fr, mad or pad")
     sources = {k: read_protocol(root / "pad" / k / "protocol.csv", name=f"world-pad-{k}", task="pad")
                for k in (*PAD_SOURCES, PAD_TARGET)}
     protocol = leave_one_out(sources, PAD_TARGET, sources=PAD_SOURCES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from overspec.errors import InputError
 
 __all__ = ["ARCFACE_TEMPLATE_112", "arcface_template", "umeyama_similarity", "warp_affine", "align_face"]
 
@@ -29,7 +30,7 @@ def arcface_template(size: int = 112) -> np.ndarray:
         scaled = ARCFACE_TEMPLATE_112 * (size / 128)
         scaled[:, 0] += 8.0 * size / 128
         return scaled
-    raise ValueError(f"alignment size must be a multiple of 112 or 128, got {size}")
+    raise InputError(f"alignment size must be a multiple of 112 or 128, got {size}")
 
 
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -40,7 +41,7 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(f"need two matching N×2 point sets (N >= 2), got {src.shape} and {dst.shape}")
+        raise InputError(f"need two matching N×2 point sets (N >= 2), got {src.shape} and {dst.shape}")
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
     src_c, dst_c = src - src_mean, dst - dst_mean
     covariance = dst_c.T @ src_c / src.shape[0]
@@ -51,7 +52,7 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     rotation = u @ np.diag(signs) @ vt
     src_variance = src_c.var(axis=0).sum()
     if src_variance == 0:
-        raise ValueError("source points are all identical; no similarity transform is defined")
+        raise InputError("source points are all identical; no similarity transform is defined")
     scale = float(singular @ signs) / src_variance
     matrix = np.eye(3)
     matrix[:2, :2] = scale * rotation

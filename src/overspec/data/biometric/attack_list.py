@@ -30,6 +30,7 @@ from overspec.data.digests import lazy_files_digest
 from overspec.data.formats.common import is_image_suffix
 from overspec.data.images import open_rgb
 from overspec.files import atomic_write_text
+from overspec.errors import InputError
 
 __all__ = [
     "COLUMNS", "LABELS", "SPLITS", "TASKS", "CLASSNAMES", "TEMPLATES", "OCIM_PROTOCOLS",
@@ -55,7 +56,7 @@ OCIM_PROTOCOLS = {
 }
 
 
-class ProtocolListError(ValueError):
+class ProtocolListError(InputError):
     """A protocol CSV is malformed; the one-line message names the file, the line and the column."""
 
 
@@ -96,10 +97,10 @@ class AttackProtocol:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"protocol {self.name!r}: unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+            raise InputError(f"protocol {self.name!r}: unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         for sample in self.samples:
             if sample.label not in LABELS or sample.split not in SPLITS:
-                raise ValueError(f"protocol {self.name!r}: sample {sample.path!r} has label {sample.label!r} / "
+                raise InputError(f"protocol {self.name!r}: sample {sample.path!r} has label {sample.label!r} / "
                                  f"split {sample.split!r}; expected {LABELS} / {SPLITS}")
 
     def splits(self) -> tuple[str, ...]:
@@ -286,7 +287,7 @@ def protocol_from_folders(root: str | Path, *, name: str | None = None, task: st
     expected = "<root>/<train|dev|test>/bona_fide/... and <root>/<split>/attack/<type>/..."
     label = name or root.name
     if video_from not in ("folder", "stem"):
-        raise ValueError(f"video_from must be 'folder' or 'stem', got {video_from!r}")
+        raise InputError(f"video_from must be 'folder' or 'stem', got {video_from!r}")
     if not root.is_dir():
         raise DatasetLayoutError(label, root, expected)
     samples: list[AttackSample] = []
@@ -333,11 +334,11 @@ def leave_one_out(protocols: Mapping[str, AttackProtocol], target: str, *, sourc
     sources = tuple(k for k in protocols if k != target) if sources is None else tuple(sources)
     unknown = [k for k in sources if k not in protocols]
     if unknown or target in sources or not sources:
-        raise ValueError(f"sources {sources} must be known, non-empty and exclude the target {target!r}")
+        raise InputError(f"sources {sources} must be known, non-empty and exclude the target {target!r}")
     involved = [protocols[k] for k in (*sources, target)]
     tasks = {p.task for p in involved}
     if len(tasks) != 1:
-        raise ValueError(f"cannot merge protocols of different tasks: {sorted(tasks)}")
+        raise InputError(f"cannot merge protocols of different tasks: {sorted(tasks)}")
     new_root = Path(os.path.commonpath([str(p.root) for p in involved]))
     samples = [s for k in sources for s in _rebased(protocols[k], k, "train", new_root, train_splits)]
     samples += [s for k in sources for s in _rebased(protocols[k], k, "dev", new_root, dev_splits)]
@@ -384,7 +385,7 @@ def video_scores(scores: Sequence[float] | np.ndarray, video_ids: Sequence[str] 
     labels = np.asarray(labels)
     types = np.full(len(ids), "", dtype=object) if attack_types is None else np.asarray(attack_types, dtype=object)
     if not (len(scores) == len(ids) == len(labels) == len(types)):
-        raise ValueError(f"scores ({len(scores)}), video_ids ({len(ids)}), labels ({len(labels)}) and attack_types "
+        raise InputError(f"scores ({len(scores)}), video_ids ({len(ids)}), labels ({len(labels)}) and attack_types "
                          f"({len(types)}) must have the same length")
     unique, first, inverse = np.unique(ids.astype(str), return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
@@ -394,6 +395,6 @@ def video_scores(scores: Sequence[float] | np.ndarray, video_ids: Sequence[str] 
     mixed = group_key != group_key[first][inverse]
     if mixed.any():
         video = str(unique[inverse[np.argmax(mixed)]])
-        raise ValueError(f"video {video!r} mixes labels or attack types across its frames")
+        raise InputError(f"video {video!r} mixes labels or attack types across its frames")
     return VideoScores(unique[order].astype(object), (sums / counts)[order], labels[first[order]],
                        types[first[order]], counts[order])

@@ -23,6 +23,7 @@ from overspec.config.typed import from_dict, load_yaml
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.biometric.attack_list import SPLITS
 from overspec.registry import Registry, RegistryError
+from overspec.errors import InputError
 
 __all__ = ["BiometricBenchmark", "BenchmarkKind", "BENCHMARK_KINDS", "OpenedAttack", "OpenedIJB",
            "OpenedVerification", "biometric_registry", "open_benchmark", "open_verification", "open_ijb",
@@ -49,17 +50,17 @@ class BiometricBenchmark:
 
     def __post_init__(self) -> None:
         if self.kind not in BENCHMARK_KINDS:
-            raise ValueError(f"kind must be one of {BENCHMARK_KINDS.names()}, got {self.kind!r}")
+            raise InputError(f"kind must be one of {BENCHMARK_KINDS.names()}, got {self.kind!r}")
         formats = BENCHMARK_KINDS.get(self.kind).formats
         if self.format not in formats:
-            raise ValueError(f"format of a {self.kind} benchmark must be one of {formats}, got {self.format!r}")
+            raise InputError(f"format of a {self.kind} benchmark must be one of {formats}, got {self.format!r}")
         if self.format == "ocim" and not {"target", "sources"} <= set(self.options):
-            raise ValueError("an ocim benchmark needs options 'target' and 'sources' (source name -> protocol CSV)")
+            raise InputError("an ocim benchmark needs options 'target' and 'sources' (source name -> protocol CSV)")
         for key in (k for k in SPLIT_OPTIONS if k in self.options):
             if self.format != "ocim":
-                raise ValueError(f"options.{key} applies to ocim benchmarks only, not to format {self.format!r}")
+                raise InputError(f"options.{key} applies to ocim benchmarks only, not to format {self.format!r}")
             if not _is_split_list(self.options[key]):
-                raise ValueError(f"options.{key} must be a non-empty list drawn from {list(SPLITS)}, "
+                raise InputError(f"options.{key} must be a non-empty list drawn from {list(SPLITS)}, "
                                  f"got {self.options[key]!r}")
 
     def path(self, data_root: Path) -> Path:

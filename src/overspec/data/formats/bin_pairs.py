@@ -25,6 +25,7 @@ from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages, leaves_folder
 from overspec.data.images import open_rgb
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, UnreadableFileError, restricted_loads
+from overspec.errors import InputError
 
 __all__ = ["BinPairs", "BIN_GLOBALS", "read_bin", "write_bin", "read_pairs_csv"]
 
@@ -154,7 +155,7 @@ def write_bin(
     """
     path = Path(path)
     if len(images) != 2 * len(issame):
-        raise ValueError(f"{path}: {len(images)} images cannot form {len(issame)} pairs (need {2 * len(issame)})")
+        raise InputError(f"{path}: {len(images)} images cannot form {len(issame)} pairs (need {2 * len(issame)})")
     bins = [np.frombuffer(_encode_image(image, fmt, quality), dtype=np.uint8).reshape(-1, 1) for image in images]
     payload = pickle.dumps((bins, [bool(s) for s in issame]), protocol=protocol)
     atomic_write_bytes(path, payload)
@@ -165,10 +166,10 @@ def _encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
     """Encode an H×W×3 uint8 RGB array as JPEG or PNG bytes."""
     formats = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}
     if fmt not in formats:
-        raise ValueError(f"unknown image format {fmt!r}; choose one of {sorted(formats)}")
+        raise InputError(f"unknown image format {fmt!r}; choose one of {sorted(formats)}")
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"images must be H×W×3 uint8 RGB arrays, got shape {array.shape} dtype {array.dtype}")
+        raise InputError(f"images must be H×W×3 uint8 RGB arrays, got shape {array.shape} dtype {array.dtype}")
     out = io.BytesIO()
     options = {"quality": quality} if formats[fmt] == "JPEG" else {}
     Image.fromarray(array, "RGB").save(out, format=formats[fmt], **options)
@@ -231,7 +232,7 @@ def _parse_issame(text: str | None, csv_path: Path, line: int) -> bool:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise ValueError(f"{csv_path} line {line}: issame must be 1/0/true/false/yes/no, got {text!r}")
+    raise InputError(f"{csv_path} line {line}: issame must be 1/0/true/false/yes/no, got {text!r}")
 
 
 def _open_rgb(path: Path) -> Image.Image:

@@ -14,6 +14,7 @@ import numpy as np
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.formats import SplitRequest
 from overspec.registry import nearest_names
+from overspec.errors import InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -63,7 +64,7 @@ def check_options(request: SplitRequest, allowed: Iterable[str]) -> None:
         if key not in allowed:
             close = nearest_names(key, allowed)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(allowed)}"
-            raise ValueError(f"dataset {request.dataset!r}: unknown option {key!r}{hint}")
+            raise InputError(f"dataset {request.dataset!r}: unknown option {key!r}{hint}")
 
 
 def is_image_suffix(suffix: str) -> bool:
@@ -111,19 +112,19 @@ def carve_options(request: SplitRequest) -> Mapping[str, Any] | None:
         return None
     where = f"dataset {request.dataset!r}: option carve_split"
     if not isinstance(carve, Mapping):
-        raise ValueError(f"{where} must be a mapping with keys {', '.join(_CARVE_KEYS)}")
+        raise InputError(f"{where} must be a mapping with keys {', '.join(_CARVE_KEYS)}")
     for key in carve:
         if key not in _CARVE_KEYS:
             close = nearest_names(key, _CARVE_KEYS)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}")
+            raise InputError(f"{where}: unknown key {key!r}{hint}")
     test, val = carve.get("test_fraction"), carve.get("val_fraction", 0.0)
     if not isinstance(test, (int, float)) or not 0 < test < 1:
-        raise ValueError(f"{where}.test_fraction must be a number in (0, 1), got {test!r}")
+        raise InputError(f"{where}.test_fraction must be a number in (0, 1), got {test!r}")
     if not isinstance(val, (int, float)) or not 0 <= val < 1 or test + val >= 1:
-        raise ValueError(f"{where}.val_fraction must be >= 0 with test_fraction + val_fraction < 1, got {val!r}")
+        raise InputError(f"{where}.val_fraction must be >= 0 with test_fraction + val_fraction < 1, got {val!r}")
     if not isinstance(carve.get("seed", 0), int):
-        raise ValueError(f"{where}.seed must be an integer, got {carve.get('seed')!r}")
+        raise InputError(f"{where}.seed must be an integer, got {carve.get('seed')!r}")
     return carve
 
 
@@ -161,7 +162,7 @@ def carved_split(request: SplitRequest, whole: LabelledImages, carve: Mapping[st
     val_fraction = float(carve.get("val_fraction", 0.0))
     names = ("train", "val", "test") if val_fraction > 0 else ("train", "test")
     if request.split not in names:
-        raise ValueError(
+        raise InputError(
             f"dataset {request.dataset!r}: split {request.split!r} does not exist in its carved split "
             f"(available: {', '.join(names)})"
         )

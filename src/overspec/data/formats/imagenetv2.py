@@ -24,6 +24,7 @@ from overspec.data.formats.common import (
     relative_names,
     require_dir,
 )
+from overspec.errors import InputError
 
 __all__ = ["load_split", "DEFAULT_FOLDER"]
 
@@ -35,7 +36,7 @@ def load_split(request: SplitRequest) -> LabelledImages:
     """Read the ImageNet-V2 test images with labels taken from their numeric folder names."""
     check_options(request, _OPTIONS)
     if request.split != "test":
-        raise ValueError(f"dataset {request.dataset!r}: ImageNet-V2 has only a 'test' split, not {request.split!r}")
+        raise InputError(f"dataset {request.dataset!r}: ImageNet-V2 has only a 'test' split, not {request.split!r}")
     root = require_dir(request, request.root)
     base = require_dir(request, root / str(request.options.get("folder", DEFAULT_FOLDER)))
     numbered = _numbered_folders(request, base)

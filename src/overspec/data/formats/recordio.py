@@ -23,6 +23,7 @@ from PIL import Image
 from overspec.data.base import DatasetLayoutError, LabelledImages
 from overspec.data.images import open_rgb
 from overspec.files import atomic_write_bytes
+from overspec.errors import InputError
 
 __all__ = ["read_record_file", "write_record_file", "RECORD_MAGIC"]
 
@@ -150,7 +151,7 @@ def write_record_file(prefix: str | Path, samples: Sequence[tuple[bytes, int]]) 
     n = len(ordered)
     identities = sorted({label for _, label in ordered})
     if identities != list(range(len(identities))):
-        raise ValueError("identities must be numbered 0 … C-1")
+        raise InputError("identities must be numbered 0 … C-1")
     payloads = {0: _pack_ir([n + 1, n + 1 + len(identities)], 0)}
     ranges: dict[int, list[int]] = {}
     for key, (image, label) in enumerate(ordered, start=1):

@@ -39,6 +39,7 @@ from overspec.data.formats.common import (
     require_dir,
 )
 from overspec.safeload import NUMPY_ARRAY_GLOBALS, SafeLoadError, restricted_loads
+from overspec.errors import InputError
 
 __all__ = ["load_split", "without_checksums"]
 
@@ -75,7 +76,7 @@ def _torchvision_class(request: SplitRequest) -> type:
     name = request.options.get("class")
     cls = getattr(torchvision.datasets, str(name), None)
     if not isinstance(cls, type):
-        raise ValueError(f"dataset {request.dataset!r}: options.class {name!r} is not a torchvision.datasets class")
+        raise InputError(f"dataset {request.dataset!r}: options.class {name!r} is not a torchvision.datasets class")
     return cls
 
 
@@ -88,10 +89,10 @@ def _split_kwargs(request: SplitRequest, cls: type, carve: Mapping[str, Any] | N
         return {"split": request.split}
     if "train" in params:
         if request.split not in ("train", "test"):
-            raise ValueError(f"dataset {request.dataset!r}: torchvision {cls.__name__} has only the splits "
+            raise InputError(f"dataset {request.dataset!r}: torchvision {cls.__name__} has only the splits "
                              f"train and test, not {request.split!r}")
         return {"train": request.split == "train"}
-    raise ValueError(f"dataset {request.dataset!r}: torchvision {cls.__name__} has no split argument; "
+    raise InputError(f"dataset {request.dataset!r}: torchvision {cls.__name__} has no split argument; "
                      "declare options.carve_split so train and test do not overlap")
 
 
