@@ -8,32 +8,29 @@ and a changed model or setting recomputes exactly what it touches. Models are lo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import json
 import logging
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from overspec.config.run import RunConfig, resolved_dict
 from overspec.config.model import PreprocessSpec
+from overspec.config.run import RunConfig, resolved_dict
 from overspec.config.typed import ConfigError, from_dict
-from overspec.world.checks import checked_once
+from overspec.errors import InputError
 from overspec.features.store import FeatureStore, ModelFeatures
-from overspec.files import atomic_write_bytes, atomic_write_text, bytes_sha256, combine, file_sha256
+from overspec.files import atomic_write_text, combine
 from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
-from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
+from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
 from overspec.protocols.inputs import compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
-from overspec.errors import InputError
+from overspec.results.units import save_predictions, stored_records, unit_file_text
+from overspec.world.checks import checked_once
 
 logger = logging.getLogger(__name__)
 
@@ -533,7 +530,7 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
     path = config.run_dir / "units" / f"{unit.slug}.json"
     predictions_path = config.run_dir / "predictions" / f"{unit.slug}.npz"
     key = _unit_key(context, planned)
-    stored = _stored_records(path, key, predictions_path)
+    stored = stored_records(path, key, predictions_path)
     if stored is not None:
         result.reused.append(unit.slug)
         return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
@@ -546,8 +543,8 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
     records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
                       dataset=unit.dataset, protocol=unit.protocol, config_hash=chash,
                       **{**row, "extra": {**row["extra"], "preprocess": preprocess}}) for row in output.rows]
-    predictions_sha = _save_predictions(predictions_path, output.predictions) if output.predictions else ""
-    atomic_write_text(path, _unit_file_text(key, [asdict(r) for r in records], predictions_sha))
+    predictions_sha = save_predictions(predictions_path, output.predictions) if output.predictions else ""
+    atomic_write_text(path, unit_file_text(key, [asdict(r) for r in records], predictions_sha))
     result.computed.append(unit.slug)
     result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
     return records
@@ -558,56 +555,6 @@ def _preprocess_label(context: _Context, spec: ModelSpec, kind: str) -> dict:
     chosen, source = context.preprocess_for(spec, kind)
     described = asdict(chosen) if chosen is not None else context.facts(spec).preprocess
     return {"from": source, **json.loads(json.dumps(described or {}))}
-
-
-def _unit_checksum(key: str, records: list[dict], predictions_sha: str) -> str:
-    payload = json.dumps({"unit_key": key, "records": records, "predictions_sha256": predictions_sha}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _unit_file_text(key: str, records: list[dict], predictions_sha: str) -> str:
-    """A finished unit: its key, records, the checksum of its predictions file, and a checksum over all three."""
-    return json.dumps({"unit_key": key, "records": records, "predictions_sha256": predictions_sha,
-                       "sha256": _unit_checksum(key, records, predictions_sha)}, sort_keys=True)
-
-
-def _stored_records(path: Path, key: str, predictions_path: Path) -> list[dict] | None:
-    """Records of a finished unit stored under ``key``; None when absent, stale, or corrupt (reported, recomputed)."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-        records, predictions_sha = stored["records"], stored["predictions_sha256"]
-        intact = stored["sha256"] == _unit_checksum(stored["unit_key"], records, predictions_sha)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        logger.warning("%s: unreadable unit file (%s); recomputing the unit", path, exc)
-        return None
-    if not intact:
-        logger.warning("%s: checksum mismatch (file altered); recomputing the unit", path)
-        return None
-    if stored["unit_key"] != key:
-        return None
-    if predictions_sha and (not predictions_path.is_file() or file_sha256(predictions_path) != predictions_sha):
-        logger.warning("%s: missing or altered predictions file; recomputing the unit", predictions_path)
-        return None
-    return records
-
-
-def _save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write ``arrays`` as an ``.npz`` atomically and byte-reproducibly (fixed zip dates); return its sha256.
-
-    ``np.savez`` stamps each member with the current time, so two identical runs would differ; members are written
-    here with a constant date, in sorted order, without pickles.
-    """
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
-    data = buffer.getvalue()
-    atomic_write_bytes(path, data)
-    return bytes_sha256(data)
 
 
 def _main_metrics(names: list[str]) -> dict[str, str]:

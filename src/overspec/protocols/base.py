@@ -22,7 +22,7 @@ from overspec.registry import Registry
 __all__ = ["GENERAL", "Needs", "Protocol", "PROTOCOLS", "ReportColumn", "ReportGroup", "ReportSection", "UnitOutput",
            "UnitPlan",
            "enabled", "ordered_protocols", "planned_units", "protocol_of_unit", "reported_units", "resolve_settings",
-           "settings_dict", "unregistered_units"]
+           "settings_dict", "Switch", "unregistered_units"]
 
 #: The target of protocols that run on general-vision datasets (biometric protocols target benchmark kinds).
 GENERAL = "general"
@@ -95,6 +95,13 @@ class ReportSection:
 @dataclass(frozen=True)
 class NoSettings:
     """The settings of a protocol that has none."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The settings of a protocol whose only choice is whether it runs."""
+
+    enabled: bool = True
 
 
 class Protocol(abc.ABC):

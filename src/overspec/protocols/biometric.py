@@ -15,22 +15,15 @@ import numpy as np
 import torch
 
 from overspec.protocols import attack_detection as ad
-from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportGroup, ReportSection, UnitOutput, \
+from overspec.protocols.base import Needs, Protocol, ReportColumn, ReportGroup, ReportSection, Switch, UnitOutput, \
     UnitPlan
 from overspec.protocols.inputs import AttackInputs, IJBInputs, PairInputs, require_finite
 from overspec.errors import InputError
 
-__all__ = ["ATTACK", "AttackSettings", "IJB", "Switch", "VERIFICATION"]
+__all__ = ["ATTACK", "AttackSettings", "IJB", "VERIFICATION"]
 
 _IJB_RULE = "nearest"
 SCORING_LABELS = {"own_head": "own head", "probe": "probe", "zero_shot": "zero-shot"}
-
-
-@dataclass(frozen=True)
-class Switch:
-    """The settings of a protocol whose only choice is whether it runs."""
-
-    enabled: bool = True
 
 
 @dataclass(frozen=True)

@@ -13,22 +13,16 @@ import numpy as np
 import torch
 
 from overspec.features.text import prompt_set_fingerprint
-from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, settings_dict
+from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, Switch, UnitOutput, UnitPlan, \
+    settings_dict
 from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
 from overspec.protocols.linear_probe import KSHOTS, kshot_probe, linear_probe
 from overspec.protocols.zero_shot import evaluate_zero_shot
 from overspec.errors import InputError
 
-__all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT", "ZeroShotSettings"]
+__all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT"]
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall")
-
-
-@dataclass(frozen=True)
-class ZeroShotSettings:
-    """Zero-shot classification with each dataset's prompt ensemble."""
-
-    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,15 +61,15 @@ class ZeroShot(Protocol):
 
     name = "zero_shot"
     targets = (GENERAL,)
-    settings_type = ZeroShotSettings
+    settings_type = Switch
     report = ReportSection("zero-shot", gelo=True, rule="argmax over the prompt-ensemble classifier (CLIP_benchmark)")
     order = 10
 
-    def units(self, settings: ZeroShotSettings, target: str) -> list[UnitPlan]:
+    def units(self, settings: Switch, target: str) -> list[UnitPlan]:
         """One unit per dataset; it needs the text tower and the dataset's zero-shot task."""
         return [UnitPlan(self.name, Needs(text_tower=True, task="zero_shot"), label="zero-shot")]
 
-    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: ZeroShotSettings) -> UnitOutput:
+    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: Switch) -> UnitOutput:
         """Score the test split with the dataset's class names and prompt ensemble."""
         test = inputs.test
         result = evaluate_zero_shot(test.x, test.labels, torch.from_numpy(inputs.classifier))
