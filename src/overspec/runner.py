@@ -423,7 +423,8 @@ def _unit_line(config: RunConfig, planned: PlannedUnit) -> str:
         preprocess = ("spec general_preprocess" if spec.general_preprocess else
                       f"base {base}" if base and config.general_preprocessing == "base" else "own")
         carved = " (carved)" if "carve_split" in entry.options else ""
-        splits = ("test" + (f", train{' + val' if 'val' in entry.splits else ''} for fitting" if
+        scored = plan.needs.evaluate_on if plan.needs.evaluate_on in entry.splits else "test"
+        splits = (scored + (f", train{' + val' if 'val' in entry.splits else ''} for fitting" if
                             plan.needs.train_split else "")) + carved
         metric = entry.main_metric
     return f"  {spec.name} | {target.name} | {plan.name} | {preprocess} | {splits} | {metric} | {report.rule or '-'}"

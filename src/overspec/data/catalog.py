@@ -55,7 +55,9 @@ CATALOG_DIR = _PACKAGE_DIR / "catalog"
 CLASSNAMES_DIR = _PACKAGE_DIR / "classnames"
 TEMPLATES_DIR = _PACKAGE_DIR / "templates"
 
-ROLES = ("train", "val", "test")
+#: Split roles: ``all`` is every image of a dataset without an official split (what CLIP_benchmark scores SUN397's
+#: zero-shot on), beside the train / val / test parts carved from it.
+ROLES = ("train", "val", "test", "all")
 TASKS = ("zero_shot", "linear_probe")
 MAIN_METRICS = ("acc1", "mean_per_class_recall")
 #: ``classnames`` / ``templates`` values that take the lists from the dataset's own files instead of a shipped one.

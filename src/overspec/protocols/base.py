@@ -36,6 +36,7 @@ class Needs:
     train_split: bool = False
     head: bool = False
     task: str = ""  # the task a general dataset must declare in its catalog entry ("zero_shot", "linear_probe")
+    evaluate_on: str = "test"  # the split role scored; "all" falls back to "test" where a dataset has no such role
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 
 from overspec.features.text import prompt_set_fingerprint
-from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, Switch, UnitOutput, UnitPlan, \
+from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, \
     settings_dict
 from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
 from overspec.protocols.linear_probe import KSHOTS, kshot_probe, linear_probe
 from overspec.protocols.zero_shot import evaluate_zero_shot
 from overspec.errors import InputError
 
-__all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT"]
+__all__ = ["LINEAR_PROBE", "LinearProbeSettings", "METRICS", "ZERO_SHOT", "ZeroShotSettings"]
 
 METRICS = ("acc1", "acc5", "mean_per_class_recall")
 
@@ -45,6 +45,16 @@ class LinearProbeSettings:
             raise InputError(f"kshot values must be among {KSHOTS}, got {bad}")
 
 
+@dataclass(frozen=True)
+class ZeroShotSettings:
+    """Zero-shot classification with each dataset's prompt ensemble; ``whole_set`` scores a dataset without an
+    official split (one whose catalog entry has an ``all`` role, SUN397) on every image, as CLIP_benchmark does,
+    instead of on the test part carved for the probe."""
+
+    enabled: bool = True
+    whole_set: bool = True
+
+
 def _rows(result: dict, test: SplitFeatures, extra: dict) -> list[dict]:
     return [{"split": test.split.split, "metric": metric, "value": float(result[metric]), "n": len(test.index),
              "split_fingerprint": test.split.fingerprint, "extra": extra} for metric in METRICS]
@@ -61,15 +71,16 @@ class ZeroShot(Protocol):
 
     name = "zero_shot"
     targets = (GENERAL,)
-    settings_type = Switch
+    settings_type = ZeroShotSettings
     report = ReportSection("zero-shot", gelo=True, rule="argmax over the prompt-ensemble classifier (CLIP_benchmark)")
     order = 10
 
-    def units(self, settings: Switch, target: str) -> list[UnitPlan]:
+    def units(self, settings: ZeroShotSettings, target: str) -> list[UnitPlan]:
         """One unit per dataset; it needs the text tower and the dataset's zero-shot task."""
-        return [UnitPlan(self.name, Needs(text_tower=True, task="zero_shot"), label="zero-shot")]
+        needs = Needs(text_tower=True, task="zero_shot", evaluate_on="all" if settings.whole_set else "test")
+        return [UnitPlan(self.name, needs, settings_dict(settings), label="zero-shot")]
 
-    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: Switch) -> UnitOutput:
+    def run(self, unit: UnitPlan, inputs: ClassificationInputs, settings: ZeroShotSettings) -> UnitOutput:
         """Score the test split with the dataset's class names and prompt ensemble."""
         test = inputs.test
         result = evaluate_zero_shot(test.x, test.labels, torch.from_numpy(inputs.classifier))

@@ -162,7 +162,8 @@ def _usable(feats: Features, split: LabelledImages, what: str) -> SplitFeatures:
 
 
 def _general(opened, source: FeatureSource, needs: Needs, seed: int, device: str) -> ClassificationInputs:
-    test_split = opened.splits()["test"]
+    splits = opened.splits()
+    test_split = splits[needs.evaluate_on if needs.evaluate_on in splits else "test"]
     test = _usable(source.image(test_split), test_split,
                    f"dataset {test_split.dataset!r} split {test_split.split!r}")
     classifier = None

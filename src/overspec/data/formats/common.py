@@ -3,6 +3,8 @@ text lists and carved splits."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -158,7 +160,10 @@ def carve_indices(labels: np.ndarray, test_fraction: float, val_fraction: float 
 
 
 def carved_split(request: SplitRequest, whole: LabelledImages, carve: Mapping[str, Any]) -> LabelledImages:
-    """Return the ``request.split`` part (train / val / test) of ``whole`` carved as ``carve`` says."""
+    """Return the ``request.split`` part (train / val / test) of ``whole`` carved as ``carve`` says (``all``: every
+    image, uncarved)."""
+    if request.split == "all":
+        return dataclasses.replace(whole, split="all", info={**whole.info, "carve_split": dict(carve)})
     val_fraction = float(carve.get("val_fraction", 0.0))
     names = ("train", "val", "test") if val_fraction > 0 else ("train", "test")
     if request.split not in names:
