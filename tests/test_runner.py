@@ -175,3 +175,13 @@ def test_damaged_model_facts_are_reported_and_the_model_loaded(tmp_path, csv_dat
     again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
     assert again.computed == [] and len(again.reused) == 3
     assert "unusable model facts (checksum mismatch)" in caplog.text
+
+
+def test_progress_bars_leave_no_carriage_returns_in_a_log(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                          capsys):
+    data_root, entry = csv_dataset
+    config = _config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file)
+    run_study(type(config)(**{**{f: getattr(config, f) for f in config.__dataclass_fields__}, "progress": True}))
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert "\r" not in stream and "\x1b[" not in stream

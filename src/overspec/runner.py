@@ -31,6 +31,7 @@ from overspec.protocols.inputs import compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 from overspec.results.units import save_predictions, stored_records, unit_file_text
 from overspec.world.checks import checked_once
+from overspec.progress import bar_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def _run_study(config: RunConfig) -> RunResult:
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [])
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
-    for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=not config.progress):
+    for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
         reason = _skip_reason(context, planned)
         if reason:
             result.skipped.append((planned.unit.slug, reason))

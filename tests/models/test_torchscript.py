@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import pickle
 import warnings
 import zipfile
 from pathlib import Path
 
 import open_clip
+
 import pytest
 import torch
 
@@ -151,3 +153,10 @@ def test_an_archive_without_its_code_folder_is_recognised_by_its_torch_classes(t
     assert is_torchscript_archive(stripped)
     state = load_torch_checkpoint(stripped)
     assert all(torch.equal(state[key], value) for key, value in source_state.items())
+
+
+def test_loading_an_archive_does_not_announce_random_weights(traced_micro_clip, tmp_path, caplog):
+    path, _ = traced_micro_clip
+    with caplog.at_level(logging.WARNING):
+        load_model(ModelSpec(name="openai-archive", architecture="micro-clip", weights=str(path)), cache_dir=tmp_path)
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]

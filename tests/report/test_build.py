@@ -128,3 +128,23 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     assert pixels.shape == (900, 1200)
     dark = (pixels < 128).mean()
     assert 0.005 < dark < 0.5, f"screenshot looks blank or broken: {dark:.4f} of pixels are dark"
+
+
+def test_the_report_and_the_command_line_lead_with_the_answer(tmp_path):
+    run_dir = _run(tmp_path)
+    out = build_report(run_dir, n_boot=200)
+    answer = (out / "answer.md").read_text()
+    assert answer.startswith("## The answer: what each specialisation cost")
+    line = next(l for l in answer.splitlines() if l.startswith("- small-fr "))
+    assert "GELO zero-shot 0.700 [" in line and "own task not measured" in line
+    markdown = (out / "report.md").read_text()
+    assert markdown.index("The answer") < markdown.index("Findings of the study")
+    assert "percentile bootstrap over test images" in markdown
+
+
+def test_the_header_claims_no_intervals_when_none_could_be_computed(tmp_path):
+    run_dir = make_run(tmp_path, "plain", study_models(["small-fr"]),
+                       study_like_accuracy({"small-fr": 0.7}), predictions=False)
+    markdown = (build_report(run_dir, n_boot=50) / "report.md").read_text()
+    assert "Intervals: none" in markdown and "percentile bootstrap" not in markdown
+    assert "GELO zero-shot 0.700" in (run_dir / "report" / "answer.md").read_text()

@@ -64,11 +64,14 @@ def handler(args: argparse.Namespace) -> int:
         print(text)
         return 1 if problems else 0
     result = run_study(config)
-    print((result.run_dir / "summary.md").read_text())
     if args.report:
         from overspec.report.build import build_report
 
-        print(f"report: {build_report(result.run_dir) / 'report.html'}")
+        report = build_report(result.run_dir)
+        print((report / "answer.md").read_text())
+    print((result.run_dir / "summary.md").read_text())
+    if args.report:
+        print(f"report: {report / 'report.html'}")
     print(f"{len(result.records)} records, {len(result.computed)} units computed, {len(result.reused)} reused, "
           f"{len(result.skipped)} not applicable, {result.seconds:.1f} s -> {result.run_dir}")
     return 0

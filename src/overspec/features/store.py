@@ -27,6 +27,7 @@ from overspec.features.text import build_classifier, prompt_set_fingerprint
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 from overspec.errors import InputError
+from overspec.progress import bar_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class FeatureStore:
         bad: list[dict] = []
         fail_fast = self.on_bad_image == "fail" and not distributed.is_distributed()
         bar = tqdm(total=len(shard), desc=f"{encoder.name} {split.dataset}/{split.split}", unit="img",
-                   disable=not self.progress or not distributed.is_main(), leave=False)
+                   disable=bar_disabled(self.progress and distributed.is_main()), leave=False)
         offset = start
         with torch.inference_mode(), self._autocast():
             for images, problems in batches:

@@ -50,6 +50,7 @@ from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 from overspec.errors import InputError
+from overspec.progress import bar_disabled
 
 __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
            "build_head", "latest_checkpoint", "checkpoint_problem", "CheckpointError", "file_record", "file_problem",
@@ -551,7 +552,7 @@ class Trainer:
         self.head.train()
         losses, validation = [], {}
         bar = tqdm(total=self.config.steps, initial=start, desc=f"finetune {self.config.recipe}",
-                   disable=not (self.progress and distributed.is_main()), dynamic_ncols=True)
+                   disable=bar_disabled(self.progress and distributed.is_main()), dynamic_ncols=True)
         for step, (images, labels) in enumerate(self._loader(start), start=start):
             rates = self._set_learning_rates(step)
             loss = self.train_step(model, images, labels)

@@ -253,9 +253,12 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     boots = {p: _bootstrap_or_none(run, t, n_boot, seed, level) for p, t in tables.items()}
     findings = evaluate_findings(run, {p: t for p, t in tables.items() if _in_findings(p)}, boots,
                                  size_order=size_order)
+    bio = biometric_table(run)
+    intervals = (f"Intervals: {int(100 * level)}% percentile bootstrap over test images ({n_boot} resamples, seed "
+                 f"{seed}), paired across models on each dataset." if any(b is not None for b in boots.values())
+                 else "Intervals: none (the run stored no per-sample predictions to resample).")
     blocks: list[Block] = [Heading(f"overspec trade-off report: {run.name}", 1), Paragraph(_run_summary(run)),
-                           Paragraph(f"Intervals: {int(100 * level)}% percentile bootstrap over test images "
-                                     f"({n_boot} resamples, seed {seed}), paired across models on each dataset.")]
+                           Paragraph(intervals), *answer_blocks(run, tables, boots, bio)]
     blocks += _finding_blocks(findings)
     appendix: list[Block] = []
     for protocol, table in tables.items():
@@ -271,7 +274,6 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     control = _control_table(run, tables)
     if control is not None:
         blocks += [Heading("Preprocessing control"), control]
-    bio = biometric_table(run)
     if bio.columns:
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
         blocks += [_attack_set_block(table) for table in attack_set_tables(run)]
@@ -292,6 +294,27 @@ def _main(unit_name: str) -> str:
     """The metric a general unit's table shows: each dataset's main metric for classification protocols."""
     metric = protocol_of_unit(unit_name).report.metric
     return MAIN if metric == "acc1" else metric
+
+
+def answer_blocks(run: RunData, tables: dict[str, GeneralTable], boots: dict, bio: BiometricTable) -> list[Block]:
+    """The study's answer first: per fine-tune, what it gained on its own task and what it kept of general vision
+    (GELO per study protocol, with its interval when one could be computed)."""
+    lines = []
+    for variant, info in run.models.items():
+        if not info.base:
+            continue
+        gain = specialisation_gain(run, bio, variant)
+        parts = [f"own task {gain:+.2f} pp" if gain is not None else "own task not measured"]
+        for protocol, table in tables.items():
+            if _in_findings(protocol) and variant in table.variants():
+                boot = boots.get(protocol)
+                interval = boot.interval(boot.gelo(variant, info.base, table.datasets)) if boot else None
+                parts.append(f"GELO {protocol_of_unit(protocol).report.title} {table.gelo(variant):.3f}"
+                             + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]"))
+        lines.append(f"{variant} ({info.specialisation or '?'} fine-tune of {info.base}): " + "; ".join(parts))
+    if not lines:
+        return []
+    return [Heading("The answer: what each specialisation cost"), Bullets(tuple(lines))]
 
 
 def _in_findings(unit_name: str) -> bool:
@@ -326,8 +349,16 @@ def build_report(run_dir: Path | str, *, n_boot: int = 1000, seed: int = 0, leve
             atomic_write_text(out / "tables" / f"{_file_name(block.name)}.csv", to_csv(block))
             atomic_write_text(out / "tables" / f"{_file_name(block.name)}.tex", to_latex(block))
     atomic_write_text(out / "findings.json", json.dumps([f.as_dict() for f in findings], indent=1))
+    atomic_write_text(out / "answer.md", to_markdown(_answer_of(blocks)))
     logger.info("report of %s written to %s", run.name, out)
     return out
+
+
+def _answer_of(blocks: list[Block]) -> list[Block]:
+    """The answer's heading and lines, as the command line prints them first (empty when no fine-tune was run)."""
+    start = next((i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text.startswith("The answer")),
+                 None)
+    return [] if start is None else blocks[start:start + 2]
 
 
 def _file_name(name: str) -> str:

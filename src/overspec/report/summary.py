@@ -4,14 +4,16 @@ registry: each protocol's report section names its metric and, for biometric uni
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from overspec.protocols.base import GENERAL, reported_units, unregistered_units
+from overspec.protocols.base import GENERAL, protocol_of_unit, reported_units, unregistered_units
+from overspec.protocols.biometric import SCORING_LABELS
 from overspec.results.records import Record
 
-__all__ = ["summary_markdown", "protocol_table", "biometric_table"]
+__all__ = ["summary_markdown", "protocol_table", "biometric_tables"]
 
 METRIC_TITLES = {"acc1": "top-1 accuracy",
                  "main": "main metric: mean per-class recall where the catalog names it, else top-1"}
@@ -32,22 +34,29 @@ def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[st
     return header, rows
 
 
-def biometric_table(records: Sequence[Record], models: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Return (header, rows) of each biometric benchmark's headline metric in percent (↑/↓ marks the direction)."""
-    headlines = {name: protocol.headline(name) for name, protocol in reported_units(r.protocol for r in records)
-                 if GENERAL not in protocol.targets}
-    headlines = {name: line for name, line in headlines.items() if line is not None}
-    columns = []
-    for r in records:
-        if r.protocol in headlines and r.metric == headlines[r.protocol][0]:
-            if (r.dataset, r.protocol) not in columns:
-                columns.append((r.dataset, r.protocol))
-    cells = {(r.model, r.dataset, r.protocol): r.value for r in records
-             if r.protocol in headlines and r.metric == headlines[r.protocol][0]}
-    header = ["model"] + [f"{d} {headlines[p][1]} {'↑' if headlines[p][2] else '↓'}" for d, p in columns]
-    rows = [[m] + [f"{100 * cells[(m, d, p)]:.2f}" if (m, d, p) in cells else "–" for d, p in columns]
-            for m in models]
-    return header, rows
+def biometric_tables(records: Sequence[Record], models: Sequence[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One (title, header, rows) per biometric task in percent: benchmarks as columns, and for MAD / PAD one row per
+    model and scoring, so each table stays narrow however many benchmarks a run has."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, protocol in reported_units(r.protocol for r in records):
+        if GENERAL not in protocol.targets and protocol.headline(name) is not None:
+            groups.setdefault((protocol.name, name.partition("/")[0]), []).append(name)
+    tables = []
+    for (_, kind), units in groups.items():
+        protocol = protocol_of_unit(units[0])
+        column = protocol.columns(kind)[0]
+        metric = column.metrics[0]
+        cells = {(r.model, r.protocol, r.dataset): r.value for r in records if r.protocol in units and r.metric == metric}
+        datasets = list(dict.fromkeys(d for _, _, d in cells))
+        scored = len(units) > 1 or "/" in units[0]
+        header = ["model", *(["scoring"] if scored else []), *datasets]
+        rows = [[model, *([SCORING_LABELS[unit.partition("/")[2]]] if scored else []),
+                 *(f"{100 * cells[(model, unit, d)]:.2f}" if (model, unit, d) in cells else "–" for d in datasets)]
+                for model in models for unit in units if any((model, unit, d) in cells for d in datasets)]
+        task = kind.upper() if len(protocol.targets) > 1 else protocol.report.title
+        title = f"{task} — {column.label} (%) {'↑' if column.higher_is_better else '↓'}"
+        tables.append((title, header, rows))
+    return tables
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -68,13 +77,14 @@ def summary_markdown(records: Sequence[Record], models: Sequence[str], datasets:
         header, rows = protocol_table(records, name, models, datasets, metric)
         title = METRIC_TITLES.get(metric, metric)
         parts += [f"## {name.replace('_', ' ')} — {title} (%)", "", _markdown(header, rows), ""]
-    header, rows = biometric_table(records, models)
-    if len(header) > 1:
-        parts += ["## biometric benchmarks (%)", "", _markdown(header, rows), ""]
+    for title, header, rows in biometric_tables(records, models):
+        parts += [f"## {title}", "", _markdown(header, rows), ""]
     unknown = unregistered_units(r.protocol for r in records)
     if unknown:
         parts += ["## Not reported", ""] + [f"- `{name}`: no registered protocol reports it (its records are in "
                                             "results.jsonl)" for name in unknown] + [""]
     if skipped:
-        parts += ["## Not applicable", ""] + [f"- `{unit}`: {why}" for unit, why in skipped] + [""]
+        reasons = Counter(why for _, why in skipped)
+        parts += ["## Not applicable", ""] + [f"- {why} ({count} unit{'s' * (count > 1)})"
+                                              for why, count in reasons.items()] + [""]
     return "\n".join(parts)

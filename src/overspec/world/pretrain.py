@@ -48,6 +48,7 @@ from overspec.world.checks import content_matches
 from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.world.layout import seed_root
 from overspec.errors import InputError
+from overspec.progress import bar_disabled
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -265,7 +266,7 @@ def _train(size: str, data: _CaptionedImages, recipe: TrainingRecipe, seed: int,
 
     model = open_clip.create_model(size, pretrained=None)
     with _compact_vocabulary(model, data.tokens) as tokens, \
-            tqdm(total=recipe.steps, desc=f"pretraining {size}", unit="step", disable=not progress,
+            tqdm(total=recipe.steps, desc=f"pretraining {size}", unit="step", disable=bar_disabled(progress),
                  position=TINY_CLIPS.index(size), leave=False, mininterval=2.0) as bar:
         losses = _optimise(model, replace(data, tokens=tokens), recipe, seed, snapshots=snapshots,
                            on_step=bar.update)

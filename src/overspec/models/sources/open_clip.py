@@ -7,6 +7,8 @@ clear error that says how to point at a local file instead (open_clip issues #58
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import asdict
 import json
 import logging
@@ -38,11 +40,12 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     torchscript = bool(pretrained and looks_like_path(pretrained) and is_torchscript_archive(pretrained))
     state = None if torchscript or not _is_local_checkpoint(spec, pretrained) else _checked_local_state(name, pretrained)
     try:
-        model = open_clip.create_model(
-            name, pretrained=None if torchscript else pretrained, force_quick_gelu=spec.quick_gelu, device=device,
-            cache_dir=str(cache_dir / "open_clip"), weights_only=True,
-            require_pretrained=spec.weights is not None and not torchscript,
-        )
+        with _without_random_init_notice() if torchscript else contextlib.nullcontext():
+            model = open_clip.create_model(
+                name, pretrained=None if torchscript else pretrained, force_quick_gelu=spec.quick_gelu, device=device,
+                cache_dir=str(cache_dir / "open_clip"), weights_only=True,
+                require_pretrained=spec.weights is not None and not torchscript,
+            )
     except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a global of a local checkpoint
         raise torch_load_error(pretrained or str(spec.weights), exc) from exc
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
@@ -76,6 +79,25 @@ def _checked_local_state(name: str, path: str) -> dict[str, torch.Tensor]:
             raise ModelLoadError(f"{path}: {key} has shape {tuple(tensor.shape)}, but {name} needs (tokens, {width})"
                                  f"{' (transposed?)' if tensor.ndim == 2 and tensor.shape[0] == width else ''}")
     return state
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _without_random_init_notice():
+    """Silence open_clip's random-initialisation notice while building a model whose weights overspec loads itself
+    right after (a TorchScript archive): the notice would tell the user their weights were not used."""
+    notice = _RandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
+
+
 def load_torchscript_weights(model: torch.nn.Module, path: Path) -> None:
     """Load the tensors of a TorchScript archive (OpenAI's ``ViT-B-16.pt``) strictly into ``model``, running no code.
 
