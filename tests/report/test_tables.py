@@ -183,3 +183,29 @@ def test_attack_set_table_in_the_report_fits_120_columns(mad_run):
     csv_text = to_csv(block)
     assert csv_text.splitlines()[0].startswith("model,scoring,benchmark,attack_type,d_eer,apcer@bpcer1_nearest")
     assert "madation-b16,own_head,,average,0.11888333333333" in csv_text
+
+
+def test_unreachable_operating_points_are_marked_and_left_out_of_the_gain(tmp_path):
+    from overspec.report.build import specialisation_gain
+    from overspec.report.rundata import load_run
+    from overspec.report.summary import summary_markdown
+
+    def ijb(model, value, reachable):
+        return Record(run="r", model=model, model_fingerprint="fp", dataset="ijbc", split="faces", protocol="ijb",
+                      metric="tar_at_far_0.0001", value=value, n=100, config_hash="c",
+                      extra={"reachable": reachable})
+
+    def lfw(model, value):
+        return Record(run="r", model=model, model_fingerprint="fp", dataset="lfw", split="pairs",
+                      protocol="verification", metric="accuracy", value=value, n=100, config_hash="c")
+
+    records = [ijb("base", 0.0, False), ijb("ft", 0.5, False), lfw("base", 0.8), lfw("ft", 0.9)]
+    run_dir = make_run(tmp_path, "r", {"base": {}, "ft": {"base": "base", "specialisation": "fr"}},
+                       {"base": {"cifar": 0.5}, "ft": {"cifar": 0.5}}, extra_records=records)
+    run = load_run(run_dir)
+    bio = biometric_table(run)
+    cells = [bio.cell("ft", c) for c in bio.columns]
+    assert [c.reachable for c in cells] == [True, False]
+    assert specialisation_gain(run, bio, "ft") == pytest.approx(10.0)  # LFW only: +10 pp
+    summary = summary_markdown(records, ["base", "ft"], ["lfw", "ijbc"])
+    assert "| ft | n/r |" in summary and "n/r: operating point not reachable" in summary

@@ -22,7 +22,7 @@ from overspec.report.findings import Finding, evaluate_findings
 from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, \
     to_markdown
 from overspec.report.rundata import RunData, load_run
-from overspec.report.summary import METRIC_TITLES
+from overspec.report.summary import METRIC_TITLES, UNREACHABLE, UNREACHABLE_NOTE
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
 from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, BiometricTable, GeneralTable, \
     attack_set_tables, biometric_table, general_protocols, general_table
@@ -146,11 +146,13 @@ def _bio_table(bio: BiometricTable) -> Table:
     rows, data = [], []
     for model in bio.models:
         cells = [bio.cell(model, c) for c in bio.columns]
-        rows.append([model, *("–" if cell is None else _pct(cell.value) + (
+        rows.append([model, *("–" if cell is None else (_pct(cell.value) if cell.reachable else UNREACHABLE) + (
             f" [{SCORING_LABELS.get(cell.scoring, cell.scoring)}]" if cell.scoring else "") for cell in cells)])
-        data.append([model, *(None if cell is None else cell.value for cell in cells)])
+        data.append([model, *(None if cell is None or not cell.reachable else cell.value for cell in cells)])
     notes = ["MAD/PAD cells name their scoring: [own head] = the fine-tune's trained head, [probe] = a binary "
              "probe trained on frozen features, [zero-shot] = text prompts."] + bio.conventions
+    if any(not cell.reachable for cell in bio.cells.values()):
+        notes.append(UNREACHABLE_NOTE)
     return Table("biometric", "biometric benchmarks (%)", header, rows, data, notes)
 
 
@@ -195,7 +197,7 @@ def specialisation_gain(run: RunData, bio: BiometricTable, variant: str) -> floa
         if column.kind not in _OWN_TASK_KINDS.get(info.specialisation, ()):
             continue
         mine, theirs = bio.cell(variant, column), bio.cell(info.base, column)
-        if mine is not None and theirs is not None:
+        if mine is not None and theirs is not None and mine.reachable and theirs.reachable:
             sign = 1.0 if column.higher_is_better else -1.0
             gains.append(100 * sign * (mine.value - theirs.value))
     return float(np.mean(gains)) if gains else None

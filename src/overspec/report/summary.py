@@ -15,6 +15,10 @@ from overspec.results.records import Record
 
 __all__ = ["summary_markdown", "protocol_table", "biometric_tables"]
 
+#: How a table shows an operating point the benchmark's scores cannot reach, and the note that explains it.
+UNREACHABLE = "n/r"
+UNREACHABLE_NOTE = ("n/r: operating point not reachable with this benchmark's scores (a FAR or APCER of x needs at least "
+                    "1/x impostor or attack scores); no value is reported for it.")
 METRIC_TITLES = {"acc1": "top-1 accuracy",
                  "main": "main metric: mean per-class recall where the catalog names it, else top-1"}
 
@@ -46,17 +50,25 @@ def biometric_tables(records: Sequence[Record], models: Sequence[str]) -> list[t
         protocol = protocol_of_unit(units[0])
         column = protocol.columns(kind)[0]
         metric = column.metrics[0]
-        cells = {(r.model, r.protocol, r.dataset): r.value for r in records if r.protocol in units and r.metric == metric}
+        cells = {(r.model, r.protocol, r.dataset): r.value if (r.extra or {}).get("reachable", True) else None
+                 for r in records if r.protocol in units and r.metric == metric}
         datasets = list(dict.fromkeys(d for _, _, d in cells))
         scored = len(units) > 1 or "/" in units[0]
         header = ["model", *(["scoring"] if scored else []), *datasets]
         rows = [[model, *([SCORING_LABELS[unit.partition("/")[2]]] if scored else []),
-                 *(f"{100 * cells[(model, unit, d)]:.2f}" if (model, unit, d) in cells else "–" for d in datasets)]
+                 *(_cell(cells, (model, unit, d)) for d in datasets)]
                 for model in models for unit in units if any((model, unit, d) in cells for d in datasets)]
         task = kind.upper() if len(protocol.targets) > 1 else protocol.report.title
         title = f"{task} — {column.label} (%) {'↑' if column.higher_is_better else '↓'}"
         tables.append((title, header, rows))
     return tables
+
+
+def _cell(cells: dict, key: tuple) -> str:
+    """A percentage, ``n/r`` for an unreachable operating point, or ``–`` when not measured."""
+    if key not in cells:
+        return "–"
+    return UNREACHABLE if cells[key] is None else f"{100 * cells[key]:.2f}"
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -79,6 +91,8 @@ def summary_markdown(records: Sequence[Record], models: Sequence[str], datasets:
         parts += [f"## {name.replace('_', ' ')} — {title} (%)", "", _markdown(header, rows), ""]
     for title, header, rows in biometric_tables(records, models):
         parts += [f"## {title}", "", _markdown(header, rows), ""]
+        if any(UNREACHABLE in row for row in rows):
+            parts += [UNREACHABLE_NOTE, ""]
     unknown = unregistered_units(r.protocol for r in records)
     if unknown:
         parts += ["## Not reported", ""] + [f"- `{name}`: no registered protocol reports it (its records are in "

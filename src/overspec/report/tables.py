@@ -124,10 +124,12 @@ class BioColumn:
 
 @dataclass(frozen=True)
 class BioCell:
-    """One biometric value (a fraction) and, for MAD/PAD, the scoring method that produced it."""
+    """One biometric value (a fraction), for MAD/PAD the scoring method that produced it, and whether its operating
+    point is reachable with the scores the benchmark has (a FAR of 1e-4 needs at least 10^4 impostor pairs)."""
 
     value: float
     scoring: str = ""
+    reachable: bool = True
 
 
 @dataclass
@@ -158,13 +160,14 @@ def biometric_table(run) -> BiometricTable:
     biometric = {name: protocol for name, protocol in reported_units(r.protocol for r in run.records)
                  if GENERAL not in protocol.targets}
     kinds = {_task_of(name)[0]: protocol for name, protocol in biometric.items()}
-    by_key: dict[tuple[str, str, str, str, str], float] = {}
+    by_key: dict[tuple[str, str, str, str, str], BioCell] = {}
     datasets: dict[str, list[str]] = {k: [] for k in kinds}
     for r in run.records:
         if r.protocol not in biometric:
             continue
         kind, scoring = _task_of(r.protocol)
-        by_key[(r.model, r.dataset, kind, scoring, r.metric)] = r.value
+        by_key[(r.model, r.dataset, kind, scoring, r.metric)] = BioCell(r.value, scoring,
+                                                                       (r.extra or {}).get("reachable", True))
         if r.dataset not in datasets[kind]:
             datasets[kind].append(r.dataset)
     columns = []
@@ -186,13 +189,10 @@ def biometric_table(run) -> BiometricTable:
 
 
 def _pick_cell(by_key: dict, model: str, column: BioColumn) -> BioCell | None:
-    value = by_key.get((model, column.dataset, column.kind, "", column.metric))
-    if value is not None:
-        return BioCell(value)
-    for scoring in BIO_SCORING_PREFERENCE:
-        value = by_key.get((model, column.dataset, column.kind, scoring, column.metric))
-        if value is not None:
-            return BioCell(value, scoring)
+    for scoring in ("", *BIO_SCORING_PREFERENCE):
+        cell = by_key.get((model, column.dataset, column.kind, scoring, column.metric))
+        if cell is not None:
+            return cell
     return None
 
 
