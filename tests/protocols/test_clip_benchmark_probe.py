@@ -1,4 +1,4 @@
-"""CLIP_benchmark's AdamW probe: its weight-decay search rule, accuracy and determinism, and a run through the registry."""
+"""CLIP_benchmark's AdamW probe: the weight-decay search rule, accuracy, determinism, a run through the registry."""
 
 import numpy as np
 import pytest
