@@ -133,3 +133,14 @@ def test_runs_through_the_registry_when_enabled(tmp_path, csv_dataset, micro_che
         assert 2 <= record.extra["n_trainings"] <= 20
     acc1 = [r.value for r in records if r.metric == "acc1"]
     assert all(0.0 <= a <= 1.0 for a in acc1)
+
+
+def test_training_leaves_the_global_random_state_alone():
+    import torch
+
+    train_x, train_y, test_x, test_y = separable(2)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    clip_benchmark_probe(train_x, train_y, test_x, test_y, 6, ClipBenchmarkProbeSettings(epochs=1, wd_spans=(1,)))
+    assert torch.equal(torch.rand(3), expected)

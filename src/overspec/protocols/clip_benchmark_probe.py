@@ -110,8 +110,9 @@ def search_weight_decay(
 
 
 def _initial_head(n_features: int, n_classes: int, generator: torch.Generator) -> torch.nn.Linear:
-    """Return a ``torch.nn.Linear`` with PyTorch's default initialisation drawn from ``generator``."""
-    head = torch.nn.Linear(n_features, n_classes)
+    """Return a ``torch.nn.Linear`` with PyTorch's default initialisation drawn from ``generator`` (the global
+    random state is left alone)."""
+    head = torch.nn.utils.skip_init(torch.nn.Linear, n_features, n_classes)
     bound = 1.0 / math.sqrt(n_features)
     with torch.no_grad():
         torch.nn.init.kaiming_uniform_(head.weight, a=math.sqrt(5), generator=generator)
