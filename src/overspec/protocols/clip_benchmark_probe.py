@@ -8,11 +8,11 @@ validation split carved from train: a 97-point log grid 1e-6 ... 1e2, its 7 coar
 right around the peak with spans 8, 4, 2, 1, the first strictly better accuracy in visit order winning; the head is
 then retrained on train + val and scored on test.
 
-Differences, all recorded in each record's ``extra``: the head has one output per class of the dataset, not the
-largest training label + 1 (§5.2 item 5); every training is seeded with the run's seed through its own generator
-(initialisation and shuffling) and runs on CPU or GPU, so a weight decay the search revisits is scored once, not
-retrained (CLIP_benchmark's retraining reseeds and gives the same head); the validation split is overspec's
-stratified seeded one.
+Differences: the head has one output per class of the dataset, not the largest training label + 1 (§5.2 item 5;
+each record's ``extra`` says so); every training is seeded with the run's seed through its own generator
+(initialisation and shuffling) and is deterministic on CPU, so a weight decay the search revisits is scored once,
+not retrained (CLIP_benchmark reseeds each retraining, which gives the same head); training runs in float32 on CPU
+or GPU (CLIP_benchmark: CUDA only, under autocast); the validation split is overspec's stratified seeded one.
 """
 
 from __future__ import annotations
