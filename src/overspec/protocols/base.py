@@ -231,6 +231,7 @@ def _register_builtin_protocols() -> None:
     """The protocols overspec ships: imported on first use, so listing them costs nothing."""
     for name, target in (("zero_shot", "overspec.protocols.general:ZERO_SHOT"),
                          ("linear_probe", "overspec.protocols.general:LINEAR_PROBE"),
+                         ("clip_benchmark_probe", "overspec.protocols.clip_benchmark_probe:CLIP_BENCHMARK_PROBE"),
                          ("verification", "overspec.protocols.biometric:VERIFICATION"),
                          ("ijb", "overspec.protocols.biometric:IJB"),
                          ("attack", "overspec.protocols.biometric:ATTACK")):

@@ -16,7 +16,7 @@ from overspec.features.text import prompt_set_fingerprint
 from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, \
     settings_dict
 from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
-from overspec.protocols.linear_probe import KSHOTS, kshot_probe, linear_probe
+from overspec.protocols.linear_probe import KSHOTS, SOLVER, kshot_probe, linear_probe
 from overspec.protocols.zero_shot import evaluate_zero_shot
 from overspec.errors import InputError
 
@@ -108,8 +108,9 @@ class LinearProbe(Protocol):
     def units(self, settings: LinearProbeSettings, target: str) -> list[UnitPlan]:
         """The full probe, then one unit per k; each keyed by the settings its numbers depend on."""
         needs = Needs(train_split=True, task="linear_probe")
-        full = UnitPlan(self.name, needs, settings_dict(settings, ("val_fraction", "max_iter")), "linear probe")
-        return [full] + [UnitPlan(f"{self.name}_{k}shot", needs, {"k": k, **settings_dict(
+        full = UnitPlan(self.name, needs, {"solver": SOLVER, **settings_dict(settings, ("val_fraction", "max_iter"))},
+                        "linear probe")
+        return [full] + [UnitPlan(f"{self.name}_{k}shot", needs, {"k": k, "solver": SOLVER, **settings_dict(
             settings, ("max_iter", "kshot_seeds"))}, "linear probe") for k in settings.kshot]
 
     def owns(self, unit_name: str) -> bool:
