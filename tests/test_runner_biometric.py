@@ -58,7 +58,9 @@ def test_biometric_units_produce_labelled_records(tmp_path, small_biometric_worl
                                                                              ("world-pad-OCI-to-M", "pad"))]
         + ["micro-img__world-mad__mad-zero_shot", "micro-img__world-pad-OCI-to-M__pad-zero_shot"])
     summary = (tmp_path / "runs" / "bio" / "summary.md").read_text()
-    assert "world-lfw acc ↑" in summary and "world-mad D-EER probe ↓" in summary
+    assert "## face verification — acc (%) ↑" in summary and "| model | world-lfw |" in summary
+    assert "## MAD — D-EER (%) ↓" in summary and "| model | scoring | world-mad |" in summary
+    assert "| micro | probe |" in summary
     again = run_study(_config(tmp_path, small_biometric_world, micro_checkpoint, micro_config_file))
     assert again.computed == [] and len(again.reused) == len(result.computed)
     np.testing.assert_array_equal([r.value for r in again.records], [r.value for r in result.records])
