@@ -135,11 +135,7 @@ def tar_at_far(genuine: ArrayLike, impostor: ArrayLike, far: ArrayLike, rule: st
     check_choice(rule, "rule", RULES)
     targets = as_rates(far, "far")
     g, i = as_scores(genuine, "genuine"), as_scores(impostor, "impostor")
-    if rule == "bob":
-        thresholds = _bob_far_thresholds(_at_least_two(i, "impostor"), targets)
-        false_accepts, true_accepts = _accepted(i, thresholds), _accepted(g, thresholds)
-    else:
-        false_accepts, true_accepts, thresholds = _at_far(sweep(g, i), targets, rule, prefer="last")
+    false_accepts, true_accepts, thresholds = _at_false_accept_rate(g, i, targets, rule, "impostor", prefer="last")
     return _finish(
         targets,
         is_scalar(far),
@@ -167,11 +163,7 @@ def bpcer_at_apcer(
     check_choice(rule, "rule", RULES)
     targets = as_rates(apcer, "apcer")
     g, i = as_scores(bona_fide, "bona_fide"), as_scores(attack, "attack")
-    if rule == "bob":
-        thresholds = _bob_far_thresholds(_at_least_two(i, "attack"), targets)
-        false_accepts, true_accepts = _accepted(i, thresholds), _accepted(g, thresholds)
-    else:
-        false_accepts, true_accepts, thresholds = _at_far(sweep(g, i), targets, rule, prefer="first")
+    false_accepts, true_accepts, thresholds = _at_false_accept_rate(g, i, targets, rule, "attack", prefer="first")
     return _finish(
         targets,
         is_scalar(apcer),
@@ -181,6 +173,16 @@ def bpcer_at_apcer(
         threshold=thresholds,
         reachable=targets >= 1.0 / i.size,
     )
+
+
+def _at_false_accept_rate(g: np.ndarray, i: np.ndarray, targets: np.ndarray, rule: str, negatives: str, *,
+                          prefer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false accepts, true accepts, thresholds) at false-accept-rate targets (FAR or APCER) under ``rule``; ``prefer``
+    breaks the nearest rule's ties as its peer does (insightface: last, SMDD: first)."""
+    if rule == "bob":
+        thresholds = _bob_far_thresholds(_at_least_two(i, negatives), targets)
+        return _accepted(i, thresholds), _accepted(g, thresholds), thresholds
+    return _at_far(sweep(g, i), targets, rule, prefer=prefer)
 
 
 def _at_bpcer(s: Sweep, targets: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
