@@ -47,11 +47,12 @@ def test_unknown_model_and_missing_data_root_are_clear(tmp_path, capsys):
     assert "cifar10" in err and "nowhere" in err
 
 
-def test_study_config_dry_run_lists_everything_missing_and_exits_1(tmp_path, capsys):
-    from pathlib import Path
+@pytest.mark.parametrize("named", ["by name", "by path"])
+def test_study_config_dry_run_lists_everything_missing_and_exits_1(tmp_path, capsys, named):
+    from overspec.config.run import shipped_studies
 
-    config = Path(__file__).resolve().parents[2] / "configs" / "ijcb2025.yaml"
-    assert main(["run", str(config), "--data-root", str(tmp_path), "--dry-run"]) == 1
+    config = "ijcb2025" if named == "by name" else str(shipped_studies()["ijcb2025"])
+    assert main(["run", config, "--data-root", str(tmp_path), "--dry-run"]) == 1
     out = capsys.readouterr().out
     for name in ("froundation-vit-l-14-webface4m", "madation-vit-b-16", "food101", "imagenetv2", "lfw", "ijbc",
                  "mad-synmad2022", "pad-OCM-to-CA"):
@@ -61,14 +62,26 @@ def test_study_config_dry_run_lists_everything_missing_and_exits_1(tmp_path, cap
 
 
 def test_study_config_run_refuses_before_computing(tmp_path, capsys):
-    from pathlib import Path
-
-    config = Path(__file__).resolve().parents[2] / "configs" / "ijcb2025.yaml"
-    assert main(["run", str(config), "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"),
+    assert main(["run", "ijcb2025", "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "runs"),
                  "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "problem(s) before running" in err and "pad-OCM-to-CA" in err
     assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_a_config_that_is_neither_a_file_nor_a_shipped_study_names_the_shipped_ones(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "ijcb2024.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "ijcb2024.yaml: no such config file" in err and "shipped: ijcb2025" in err
+
+
+def test_a_file_of_the_same_name_wins_over_the_shipped_study(tmp_path, monkeypatch):
+    from overspec.config.run import config_path, shipped_studies
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path("ijcb2025") == shipped_studies()["ijcb2025"]
+    (tmp_path / "ijcb2025").write_text("models: [tiny-s]\n")
+    assert config_path("ijcb2025") == tmp_path.joinpath("ijcb2025").relative_to(tmp_path)
 
 
 @pytest.mark.parametrize(("raised", "code", "shown"), [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from pathlib import Path
 
 from overspec.config.run import RunConfig
 
@@ -23,8 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``run`` with one flag per scalar config field (``--data-root`` for ``data_root``...)."""
     parser = sub.add_parser("run", help="run a study (embedded world when no CONFIG is given)",
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                            epilog="examples:\n  overspec run\n  overspec run study.yaml --data-root /data --device cuda")
-    parser.add_argument("config", nargs="?", type=Path, help="run config YAML (default: the embedded world study)")
+                            epilog="examples:\n  overspec run\n  overspec run study.yaml --data-root /data --device cuda\n"
+                                   "  overspec run ijcb2025 --data-root /data --dry-run")
+    parser.add_argument("config", nargs="?",
+                        help="run config YAML, or the name of a shipped study (ijcb2025); default: the embedded world")
     for name, kind in _scalar_fields():
         flag = "--" + name.replace("_", "-")
         if kind is bool:
@@ -53,11 +54,11 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 def handler(args: argparse.Namespace) -> int:
     """Load the config, run the study, print the summary table and where the results are."""
-    from overspec.config.run import default_config, load_run_config
+    from overspec.config.run import config_path, default_config, load_run_config
     from overspec.runner import plan_study, run_study, validated_settings
 
     overrides = config_overrides(args)
-    config = load_run_config(args.config, **overrides) if args.config else default_config(**overrides)
+    config = load_run_config(config_path(args.config), **overrides) if args.config else default_config(**overrides)
     validated_settings(config, where=str(args.config or "default config"))
     if args.dry_run:
         text, problems = plan_study(config)

@@ -111,6 +111,26 @@ def default_config(**overrides) -> RunConfig:
     return from_dict(RunConfig, {**_shallow(base), **overrides}, where="default config")
 
 
+STUDIES_FOLDER = Path(__file__).with_name("studies")
+
+
+def shipped_studies() -> dict[str, Path]:
+    """Return the study configs shipped with overspec by name, so ``overspec run ijcb2025`` needs no file."""
+    return {path.stem: path for path in sorted(STUDIES_FOLDER.glob("*.yaml"))}
+
+
+def config_path(argument: str | Path) -> Path:
+    """Return the config file a ``run`` argument names: an existing file, else the shipped study of that name."""
+    path = Path(argument).expanduser()
+    if path.exists():
+        return path
+    studies = shipped_studies()
+    if str(argument) in studies:
+        return studies[str(argument)]
+    raise ConfigError(f"{argument}: no such config file, and no shipped study of that name "
+                      f"(shipped: {', '.join(studies)})")
+
+
 def load_run_config(path: Path, **overrides) -> RunConfig:
     """Read a run config YAML; ``overrides`` (from CLI flags) win over file values."""
     data = load_yaml(path)
