@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -6,6 +7,7 @@ from PIL import Image
 
 from overspec.config.run import RunConfig
 from overspec.config.model import ModelSpec
+from overspec.errors import InputError
 from overspec.results import read_jsonl
 from overspec.runner import run_study
 
@@ -185,3 +187,40 @@ def test_progress_bars_leave_no_carriage_returns_in_a_log(tmp_path, csv_dataset,
     captured = capsys.readouterr()
     for stream in (captured.out, captured.err):
         assert "\r" not in stream and "\x1b[" not in stream
+
+
+def test_a_weight_space_combination_is_evaluated_like_any_model(tmp_path, csv_dataset, micro_checkpoint,
+                                                               micro_config_file):
+    """A combination naming another model of the run is resolved, evaluated and cached under its own fingerprint;
+    at scale 0 its weights and numbers are the base's."""
+    import torch
+
+    from overspec.config.model import CombineTerm
+
+    data_root, entry = csv_dataset
+    state = torch.load(micro_checkpoint, weights_only=True)
+    tuned = {k: v + 0.05 * torch.randn_like(v) if k.startswith("visual.") and v.is_floating_point() else v
+             for k, v in state.items()}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    base = ModelSpec(name="micro", config_file=str(micro_config_file), weights=str(micro_checkpoint))
+    models = (base, ModelSpec(name="tuned", config_file=str(micro_config_file), weights=str(tmp_path / "tuned.pt"),
+                              base="micro", specialisation="fr"),
+              ModelSpec(name="tuned@0", config_file=str(micro_config_file), weights=str(micro_checkpoint),
+                        base="micro", specialisation="fr", combine=(CombineTerm("tuned", 0.0),)),
+              ModelSpec(name="tuned@0.5", config_file=str(micro_config_file), weights=str(micro_checkpoint),
+                        base="micro", specialisation="fr", combine=(CombineTerm("tuned", 0.5),)))
+    config = RunConfig(name="c", models=models, datasets=("test-colours",), dataset_files=(str(entry),),
+                       data_root=str(data_root), output_dir=str(tmp_path / "runs"),
+                       cache_dir=str(tmp_path / "cache"), progress=False)
+    result = run_study(config)
+    fingerprints = json.loads((tmp_path / "runs" / "c" / "provenance.json").read_text())["model_fingerprints"]
+    assert fingerprints["tuned@0"] == fingerprints["micro"]
+    assert len({fingerprints[m] for m in ("micro", "tuned", "tuned@0.5")}) == 3
+    value = {(r.model, r.protocol, r.metric): r.value for r in result.records}
+    assert value[("tuned@0", "zero_shot", "acc1")] == value[("micro", "zero_shot", "acc1")]
+    assert ("tuned@0.5", "linear_probe", "acc1") in value
+
+    unknown = dataclasses.replace(config, models=(base, dataclasses.replace(models[3], combine=(
+        CombineTerm("nowhere", 0.5),))))
+    with pytest.raises(InputError, match="combine term 'nowhere' is neither a model of this run"):
+        run_study(unknown)

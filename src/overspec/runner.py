@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from overspec.config.model import PreprocessSpec
+from overspec.config.model import CombineTerm, PreprocessSpec
 from overspec.config.run import RunConfig, resolved_dict
 from overspec.config.typed import ConfigError, from_dict
 from overspec.errors import InputError
@@ -264,7 +264,7 @@ def _run_study(config: RunConfig) -> RunResult:
     _preflight(context, specs, datasets, benchmarks)
     run_dir = config.run_dir
     (run_dir / "units").mkdir(parents=True, exist_ok=True)
-    specs = _with_finetuned_variants(config, specs, data_root)
+    specs = _with_resolved_terms(_with_finetuned_variants(config, specs, data_root))
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
@@ -347,6 +347,8 @@ def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
 
     problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
                 if path and not Path(path).expanduser().exists()]
+    problems += [f"combine term {term.name!r}: {problem}" for term in spec.combine
+                 if isinstance(term.model, ModelSpec) for problem in _model_problems(term.model, cache_dir)]
     if spec.source in ("open_clip", "published"):
         problem = weights_problem(spec, cache_dir)
         problems += [problem] if problem else []
@@ -443,6 +445,29 @@ def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_con
     return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{key[:12]}"
 
 
+def _with_resolved_terms(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Return ``specs`` with every combination term that names a model of the run replaced by that model's spec.
+
+    A name that is neither a model of the run (fine-tunes included) nor a preset is an error naming the term.
+    """
+    from overspec.models.registry import model_presets
+
+    by_name = {spec.name: spec for spec in specs}
+
+    def resolved(spec: ModelSpec, term: CombineTerm) -> CombineTerm:
+        if not isinstance(term.model, str):
+            return term
+        if term.model in by_name:
+            return dataclasses.replace(term, model=by_name[term.model])
+        if term.model in model_presets():
+            return dataclasses.replace(term, model=model_presets().get(term.model))
+        raise InputError(f"model {spec.name!r}: combine term {term.model!r} is neither a model of this run "
+                         f"({', '.join(by_name)}) nor a preset")
+
+    return [dataclasses.replace(spec, combine=tuple(resolved(spec, t) for t in spec.combine)) if spec.combine else spec
+            for spec in specs]
+
+
 def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
     """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
     if not config.finetune.recipes:
@@ -453,7 +478,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
     out = []
     for spec in specs:
         out.append(spec)
-        if spec.base:
+        if spec.base or spec.combine:
             continue
         for recipe in config.finetune.recipes:
             recipe_config = _recipe_config(config, recipe)

@@ -6,6 +6,7 @@ turns it into an :class:`~overspec.models.base.Encoder`. Preprocessing travels w
 
 from __future__ import annotations
 
+import math
 import os
 
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from overspec.config.typed import check_path_component
 from overspec.errors import InputError
 
-__all__ = ["PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "looks_like_path",
+__all__ = ["CombineTerm", "PreprocessSpec", "ModelSpec", "OPENAI_MEAN", "OPENAI_STD", "INTERPOLATIONS", "looks_like_path",
            "spec_as_config"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -75,6 +76,26 @@ class PreprocessSpec:
 
 
 @dataclass(frozen=True)
+class CombineTerm:
+    """One term of a weight-space combination: ``scale`` times the image-weight change ``model`` makes to the base.
+
+    ``model`` is a preset name, the name of another model of the run (a fine-tune, an inline spec) or a spec.
+    """
+
+    model: str | ModelSpec
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.scale):
+            raise InputError(f"combine: the scale of {self.name!r} must be a finite number, got {self.scale}")
+
+    @property
+    def name(self) -> str:
+        """The name of the term's model."""
+        return self.model if isinstance(self.model, str) else self.model.name
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model to evaluate: source kind, architecture, weights and (optionally) preprocessing and an adapter.
 
@@ -86,6 +107,9 @@ class ModelSpec:
     tower (linear probe only, never zero-shot). ``head`` is a binary attack-detection head file
     (:mod:`overspec.models.heads`). A fine-tuned variant names its ``base`` model (another spec's name) and its
     ``specialisation`` (``fr``, ``mad`` or ``pad``), which the report uses to pair variants with their base.
+    ``combine`` makes the model a point in weight space: the image tower this spec loads plus, per term,
+    ``scale`` times (term's image weights - these image weights) — a LoRA strength λ, WiSE-FT interpolation of a
+    full fine-tune (Wortsman et al., CVPR 2022), or a sum of several adapters of one base.
     """
 
     def __post_init__(self) -> None:
@@ -109,6 +133,7 @@ class ModelSpec:
     description: str = ""
     reference: str = ""
     options: dict = field(default_factory=dict)
+    combine: tuple[CombineTerm, ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.source, self.architecture, self.weights))

@@ -58,12 +58,28 @@ def model_identity(spec: ModelSpec, cache_dir: Path) -> str | None:
     extra = [Path(p).expanduser() for p in (spec.adapter, spec.head, spec.config_file) if p]
     if not all(path.is_file() for path in extra):
         return None
+    terms = [_term_identity(term.model, cache_dir) for term in spec.combine]
+    if None in terms:
+        return None
     h = hashlib.sha256(f"model-identity-v{IDENTITY_VERSION}\0".encode())
     h.update(json.dumps(spec_as_config(spec), sort_keys=True, default=str).encode() + b"\0")
     h.update(json.dumps({name: _version(name) for name in _LIBRARIES}, sort_keys=True).encode() + b"\0")
     for path in [*weights, *extra]:
         h.update(f"{path}={file_sha256(path)}\0".encode())
+    for term in terms:
+        h.update(f"term={term}\0".encode())
     return h.hexdigest()[:32]
+
+
+def _term_identity(model: str | ModelSpec, cache_dir: Path) -> str | None:
+    """Return the identity of a combination term's model (None when it has none or names no known preset)."""
+    from overspec.models.registry import model_presets
+
+    if isinstance(model, str):
+        if model not in model_presets():
+            return None
+        model = model_presets().get(model)
+    return model_identity(model, cache_dir)
 
 
 def _version(distribution: str) -> str:

@@ -48,13 +48,18 @@ def resolve_spec(model: str | ModelSpec) -> ModelSpec:
 
 
 def load_model(model: str | ModelSpec, *, cache_dir: Path, device: str = "cpu") -> Encoder:
-    """Build the encoder for a preset name or spec, applying its adapter if it names one."""
+    """Build the encoder for a preset name or spec, applying its adapter and weight-space combination if named."""
     spec = resolve_spec(model)
     encoder = SOURCES.get(spec.source)(spec, cache_dir=Path(cache_dir), device=device)
     if spec.adapter:
         from overspec.models.adapters import apply_adapter
 
         encoder = apply_adapter(encoder, spec, Path(spec.adapter).expanduser())
+    if spec.combine:
+        from overspec.models.arithmetic import apply_combination
+
+        encoder = apply_combination(encoder, spec, lambda term: load_model(term.model, cache_dir=cache_dir,
+                                                                            device=device))
     if spec.head and encoder.head is None:  # a source that converts its own head format sets it itself
         from overspec.models.heads import load_binary_head
 
