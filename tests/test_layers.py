@@ -1,6 +1,6 @@
 """The pipeline's direction holds: a module imports only its own layer and the layers below it.
 
-metrics / config → data → models → features → protocols → results → report → runner → cli, on a ground floor
+metrics / config → data → models → features → protocols → results → report → runner → sweep → cli, on a ground floor
 (registry, errors, files, progress, safeload, torchscript, distributed) that imports none of them, under the
 package's lazy notebook facade (``overspec/__init__``). The producers beside the pipeline (``world``, ``finetune``) use the layers up to
 protocols (a fine-tune validates with the verification protocol); of the pipeline, only the runner and the CLI may
@@ -18,9 +18,9 @@ PACKAGE = Path(overspec.__file__).parent
 GROUND = 0
 LAYERS = {"registry": GROUND, "errors": GROUND, "files": GROUND, "progress": GROUND, "safeload": GROUND,
           "torchscript": GROUND, "distributed": GROUND, "__init__": 10, "metrics": 1, "config": 1, "data": 2,
-          "models": 3, "features": 4, "protocols": 5, "results": 6, "report": 7, "runner": 8, "cli": 9}
+          "models": 3, "features": 4, "protocols": 5, "results": 6, "report": 7, "runner": 8, "sweep": 8.5, "cli": 9}
 PRODUCERS = {"world": 5.5, "finetune": 5.5}
-MAY_CALL_PRODUCERS = {"runner", "cli", "world", "finetune"}
+MAY_CALL_PRODUCERS = {"runner", "sweep", "cli", "world", "finetune"}
 
 
 def _part(module: str) -> str:

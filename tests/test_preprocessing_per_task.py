@@ -10,14 +10,14 @@ import pytest
 from overspec.config.model import ModelSpec, PreprocessSpec
 from overspec.report.build import build_report
 from overspec.runner import run_study
-from tests.test_runner import _config, csv_dataset  # noqa: F401  (csv_dataset is a fixture)
+from tests.test_runner import _config
 
 MADATION_LIKE = PreprocessSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear",
                                resize_mode="squash", channel_order="BGR")
 CONTROL = "micro~micro-mad-preprocess"
 
 
-def _run(tmp_path, csv_dataset, checkpoint, config_file, **extra):  # noqa: F811
+def _run(tmp_path, csv_dataset, checkpoint, config_file, **extra):
     data_root, entry = csv_dataset
     base = ModelSpec(name="micro", config_file=str(config_file), weights=str(checkpoint))
     variant = ModelSpec(name="micro-mad", config_file=str(config_file), weights=str(checkpoint),
@@ -28,7 +28,7 @@ def _run(tmp_path, csv_dataset, checkpoint, config_file, **extra):  # noqa: F811
     return config, {(r.model, r.protocol, r.metric): r for r in result.records}
 
 
-def test_a_variant_with_the_base_weights_loses_nothing_on_general_data(tmp_path, csv_dataset, micro_checkpoint,  # noqa: F811
+def test_a_variant_with_the_base_weights_loses_nothing_on_general_data(tmp_path, csv_dataset, micro_checkpoint,
                                                                        micro_config_file):
     config, records = _run(tmp_path, csv_dataset, micro_checkpoint, micro_config_file)
     for protocol in ("zero_shot", "linear_probe"):
@@ -58,7 +58,7 @@ def _cached_features(cache):
     return found
 
 
-def test_own_preprocessing_is_one_switch_away_and_equals_the_control(tmp_path, csv_dataset, micro_checkpoint,  # noqa: F811
+def test_own_preprocessing_is_one_switch_away_and_equals_the_control(tmp_path, csv_dataset, micro_checkpoint,
                                                                      micro_config_file):
     _, records = _run(tmp_path, csv_dataset, micro_checkpoint, micro_config_file, general_preprocessing="own")
     for protocol in ("zero_shot", "linear_probe"):

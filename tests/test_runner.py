@@ -3,42 +3,12 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from overspec.config.run import RunConfig
 from overspec.config.model import ModelSpec
 from overspec.errors import InputError
 from overspec.results import read_jsonl
 from overspec.runner import run_study
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-@pytest.fixture
-def csv_dataset(tmp_path):
-    """A three-class colour dataset in the csv format plus a user catalog entry for it."""
-    root = tmp_path / "data" / "colours"
-    (root / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    (root / "classnames.txt").write_text("\n".join(COLOURS) + "\n")
-    (root / "templates.txt").write_text("a photo of the colour {c}.\n{c}\n")
-    for split, n in (("train", 30), ("test", 15)):
-        rows = ["path,label"]
-        for i in range(n):
-            label = i % 3
-            base = np.array(list(COLOURS.values())[label], dtype=float)
-            pixels = np.clip(base + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-            name = f"images/{split}_{i}.png"
-            Image.fromarray(pixels).save(root / name)
-            rows.append(f"{name},{label}")
-        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
-    entry = tmp_path / "colours.yaml"
-    entry.write_text(
-        "name: test-colours\nformat: csv\nroot: colours\nsplits: {train: train, test: test}\n"
-        "classnames: file\ntemplates: file\nlayout: 'classnames.txt, templates.txt, {train,test}.csv'\n"
-        "num_classes: 3\n"
-    )
-    return tmp_path / "data", entry
 
 
 def _config(tmp_path, data_root, entry, checkpoint, config_file, **extra):

@@ -63,7 +63,8 @@ class Unit:
 
 @dataclass
 class RunResult:
-    """What a finished run produced: records, the run folder, units computed vs reused, skipped units with why."""
+    """What a finished run produced: records, the run folder, units computed vs reused, skipped units with why, and
+    the specs of its models (fine-tunes the run made included)."""
 
     run_dir: Path
     records: list[Record]
@@ -72,6 +73,7 @@ class RunResult:
     reused: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    models: list[ModelSpec] = field(default_factory=list)
 
 
 class _Context:
@@ -268,7 +270,7 @@ def _run_study(config: RunConfig) -> RunResult:
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
-    result = RunResult(run_dir, [])
+    result = RunResult(run_dir, [], models=specs)
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
         reason = _skip_reason(context, planned)

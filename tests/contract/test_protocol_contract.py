@@ -13,7 +13,7 @@ from overspec.report.build import build_report
 from overspec.report.summary import summary_markdown
 from overspec.results import read_jsonl
 from overspec.runner import plan_study, run_study
-from tests.test_runner import _config, csv_dataset  # noqa: F401  (csv_dataset is a fixture)
+from tests.test_runner import _config
 
 NAME = "toy_centroid"
 
@@ -64,7 +64,7 @@ def toy_protocol():
     PROTOCOLS.unregister(NAME)
 
 
-def test_a_registered_protocol_is_planned_keyed_run_and_reported(tmp_path, csv_dataset, micro_checkpoint,  # noqa: F811
+def test_a_registered_protocol_is_planned_keyed_run_and_reported(tmp_path, csv_dataset, micro_checkpoint,
                                                                   micro_config_file, toy_protocol):
     data_root, entry = csv_dataset
     config = _config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file)
@@ -97,7 +97,7 @@ def test_a_registered_protocol_is_planned_keyed_run_and_reported(tmp_path, csv_d
     assert off.computed == [] and not any(NAME in u for u in off.reused)
 
 
-def test_records_of_a_protocol_nobody_registered_are_named_not_dropped(tmp_path, csv_dataset,  # noqa: F811
+def test_records_of_a_protocol_nobody_registered_are_named_not_dropped(tmp_path, csv_dataset,
                                                                        micro_checkpoint, micro_config_file,
                                                                        toy_protocol):
     data_root, entry = csv_dataset

@@ -14,7 +14,7 @@ from overspec.protocols.clip_benchmark_probe import (
 )
 from overspec.results import read_jsonl
 from overspec.runner import run_study
-from tests.test_runner import _config, csv_dataset  # noqa: F401  (csv_dataset is a fixture)
+from tests.test_runner import _config
 
 
 def recorded(scores):
@@ -115,7 +115,7 @@ def test_defaults_are_clip_benchmarks_and_off():
     assert PROTOCOLS.get("clip_benchmark_probe").report.gelo
 
 
-def test_runs_through_the_registry_when_enabled(tmp_path, csv_dataset, micro_checkpoint,  # noqa: F811
+def test_runs_through_the_registry_when_enabled(tmp_path, csv_dataset, micro_checkpoint,
                                                 micro_config_file):
     data_root, entry = csv_dataset
     config = _config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file,

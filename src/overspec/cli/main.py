@@ -13,7 +13,7 @@ from overspec.registry import RegistryError
 
 __all__ = ["main", "build_parser"]
 
-SUBCOMMANDS = ("run", "models", "datasets", "finetune", "report", "compare", "export")
+SUBCOMMANDS = ("run", "sweep", "models", "datasets", "finetune", "report", "compare", "export")
 
 EXAMPLES = """examples:
   overspec run                              the study on the embedded world (tiny CLIPs, no downloads)

@@ -8,7 +8,7 @@ import typing
 
 from overspec.config.run import RunConfig
 
-__all__ = ["add_parser", "handler", "config_overrides"]
+__all__ = ["add_config_arguments", "add_parser", "config_of", "config_overrides", "handler"]
 
 _LIST_FIELDS = {"models": "comma-separated model presets", "datasets": "comma-separated dataset names"}
 
@@ -24,6 +24,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                             epilog="examples:\n  overspec run\n  overspec run study.yaml --data-root /data --device cuda\n"
                                    "  overspec run ijcb2025 --data-root /data --dry-run")
+    add_config_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check that every file is present and print the plan (fine-tunes, units), compute nothing")
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="skip building the trade-off report (tables, plots, HTML) after the run")
+    parser.set_defaults(handler=handler)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the CONFIG argument and one flag per scalar config field (``--data-root`` for ``data_root``...)."""
     parser.add_argument("config", nargs="?",
                         help="run config YAML, or the name of a shipped study (ijcb2025); default: the embedded world")
     for name, kind in _scalar_fields():
@@ -35,11 +45,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(flag, dest=name, type=kind, default=None, help=f"config field {name}")
     for name, text in _LIST_FIELDS.items():
         parser.add_argument("--" + name, dest=name, default=None, help=f"config field {name} ({text})")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check that every file is present and print the plan (fine-tunes, units), compute nothing")
-    parser.add_argument("--no-report", dest="report", action="store_false",
-                        help="skip building the trade-off report (tables, plots, HTML) after the run")
-    parser.set_defaults(handler=handler)
 
 
 def config_overrides(args: argparse.Namespace) -> dict:
@@ -52,13 +57,19 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def handler(args: argparse.Namespace) -> int:
-    """Load the config, run the study, print the summary table and where the results are."""
+def config_of(args: argparse.Namespace) -> RunConfig:
+    """Return the run config the arguments name (the embedded world study without CONFIG), flags applied."""
     from overspec.config.run import config_path, default_config, load_run_config
-    from overspec.runner import plan_study, run_study, validated_settings
 
     overrides = config_overrides(args)
-    config = load_run_config(config_path(args.config), **overrides) if args.config else default_config(**overrides)
+    return load_run_config(config_path(args.config), **overrides) if args.config else default_config(**overrides)
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Load the config, run the study, print the summary table and where the results are."""
+    from overspec.runner import plan_study, run_study, validated_settings
+
+    config = config_of(args)
     validated_settings(config, where=str(args.config or "default config"))
     if args.dry_run:
         text, problems = plan_study(config)

@@ -29,7 +29,7 @@ from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, Biometr
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_report", "compare_runs", "report_blocks", "specialisation_gain"]
+__all__ = ["build_report", "compare_runs", "report_blocks", "specialisation_gain", "task_gain"]
 
 _OWN_TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
 
@@ -192,11 +192,17 @@ def specialisation_gain(run: RunData, bio: BiometricTable, variant: str) -> floa
     info = run.models.get(variant)
     if info is None or not info.base:
         return None
+    return task_gain(bio, variant, info.base, info.specialisation)
+
+
+def task_gain(bio: BiometricTable, model: str, base: str, task: str) -> float | None:
+    """Mean improvement (pp) of ``model`` over ``base`` on the columns of ``task`` (fr, mad or pad), reachable
+    operating points only, lower-is-better metrics negated; None if not measured."""
     gains = []
     for column in bio.columns:
-        if column.kind not in _OWN_TASK_KINDS.get(info.specialisation, ()):
+        if column.kind not in _OWN_TASK_KINDS.get(task, ()):
             continue
-        mine, theirs = bio.cell(variant, column), bio.cell(info.base, column)
+        mine, theirs = bio.cell(model, column), bio.cell(base, column)
         if mine is not None and theirs is not None and mine.reachable and theirs.reachable:
             sign = 1.0 if column.higher_is_better else -1.0
             gains.append(100 * sign * (mine.value - theirs.value))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,4 +137,35 @@ def delta_heatmap(models: Sequence[str], datasets: Sequence[str], deltas_pp: np.
             axes.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
     figure.colorbar(image, ax=axes, label="Δ accuracy (pp)")
     axes.set_title(title)
+    return _save(figure, path)
+
+
+def frontier(series: Mapping[str, Sequence[tuple[float, float | None, Mapping[str, float], bool]]],
+             protocols: Sequence[str], path: Path) -> Path:
+    """Draw each fine-tune's λ path: own-task gain (y) against GELO (x), one panel per general protocol.
+
+    ``series`` maps a fine-tune to its points ``(λ, gain pp, {protocol: GELO}, on the frontier)``; frontier points
+    are filled, the others hollow, and the path's ends are labelled with their λ.
+    """
+    shown = [p for p in protocols if any(p in point[2] for points in series.values() for point in points)]
+    figure = _figure(4.2 * max(len(shown), 1), 3.8)
+    for index, protocol in enumerate(shown, 1):
+        axes = figure.add_subplot(1, len(shown), index)
+        for variant, points in series.items():
+            drawn = [(lam, gain, gelo[protocol], pareto) for lam, gain, gelo, pareto in points
+                     if gain is not None and protocol in gelo]
+            if not drawn:
+                continue
+            line = axes.plot([d[2] for d in drawn], [d[1] for d in drawn], linewidth=1, label=variant)[0]
+            for lam, gain, x, pareto in drawn:
+                axes.scatter(x, gain, s=28, color=line.get_color() if pareto else "white",
+                             edgecolor=line.get_color(), linewidth=1, zorder=3)
+            for lam, gain, x, _ in (drawn[0], drawn[-1]):
+                axes.annotate(f"λ={lam:g}", (x, gain), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        axes.axhline(0, color="grey", linewidth=0.8)
+        axes.axvline(1, color="grey", linewidth=0.8, linestyle=":")
+        axes.set_xlabel(f"GELO, {protocol.replace('_', ' ')}")
+        axes.set_ylabel("own-task gain over the base (pp)")
+        axes.legend(fontsize=6)
+    figure.suptitle("Moving along the trade-off (filled: Pareto frontier)", fontsize=9)
     return _save(figure, path)
