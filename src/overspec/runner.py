@@ -27,7 +27,7 @@ from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
 from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
 from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
-from overspec.protocols.inputs import compute_unit
+from overspec.protocols.inputs import ComparedSources, compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 from overspec.results.units import save_predictions, stored_records, unit_file_text
 from overspec.world.checks import checked_once
@@ -227,7 +227,8 @@ def planned_run(config: RunConfig, settings: dict[str, object], specs: list[Mode
                  for entry in [biometric_registry().get(name)]]
     return [PlannedUnit(spec, target, protocol, plan)
             for group, models in ((general, [*specs, *controls]), (biometric, specs)) for spec in models
-            for target in group for protocol, plan in planned_units(settings, target.kind)]
+            for target in group for protocol, plan in planned_units(settings, target.kind)
+            if spec.base or not plan.needs.base]  # a comparison with the base is planned for fine-tunes only
 
 
 def _preprocessing_controls(context: _Context, specs: list[ModelSpec]) -> list[ModelSpec]:
@@ -533,6 +534,8 @@ def _skip_reason(context: _Context, planned: PlannedUnit) -> str:
         return f"{spec.name} is image-only (no text tower): {what} not applicable"
     if needs.head and not spec.head:
         return f"{spec.name} has no binary head: {what} not applicable"
+    if needs.base and spec.base not in context.specs:
+        return f"{spec.name} is not a fine-tune of a model of this run: {what} not applicable"
     if entry is not None and needs.train_split and not has_role(entry, "train"):
         return f"{dataset} has no training split: {what} not applicable"
     return ""
@@ -548,8 +551,15 @@ def _unit_key(context: _Context, planned: PlannedUnit) -> str:
         split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
     chosen, _ = context.preprocess_for(planned.spec, planned.target.kind)
     preprocess = "own" if chosen is None else preprocess_fingerprint(chosen)
+    compared = []
+    if planned.plan.needs.base:  # the base's features enter the unit too
+        base = context.specs[planned.spec.base]
+        base_chosen, _ = context.preprocess_for(base, planned.target.kind)
+        compared = [context.facts(base).fingerprint, "own" if base_chosen is None else preprocess_fingerprint(
+            base_chosen)]
     return combine("unit-v2", planned.plan.name, facts.fingerprint, str(facts.text_fingerprint), preprocess,
-                   *split_fps, json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed))
+                   *split_fps, json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed),
+                   *compared)
 
 
 def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, object], chash: str,
@@ -565,8 +575,11 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
         return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
     started = time.perf_counter()
     kind = planned.target.kind
-    output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target),
-                          context.features(spec, kind), settings[planned.protocol.name], config.seed, config.device)
+    source = context.features(spec, kind)
+    if planned.plan.needs.base:
+        source = ComparedSources(source, context.features(context.specs[spec.base], kind))
+    output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target), source,
+                          settings[planned.protocol.name], config.seed, config.device)
     encoder = context.model(spec)
     preprocess = _preprocess_label(context, spec, kind)
     records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,

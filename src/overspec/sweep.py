@@ -115,14 +115,15 @@ def merged_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
 
 def sweep_config(config: RunConfig, specs: Sequence[ModelSpec], lambdas: Sequence[float], merged: bool) -> RunConfig:
     """Return the sweep's run config: the study's models (fine-tunes as made), every λ point and merged model, one
-    attack scoring (a probe on frozen features) and no k-shot probes; written to ``<name>-sweep``."""
+    attack scoring (a probe on frozen features), no k-shot probes and no CKA; written to ``<name>-sweep``."""
     bad = [lam for lam in lambdas if not (math.isfinite(lam) and 0 <= lam <= 1)]
     if bad:
         raise InputError(f"sweep: λ values must lie in [0, 1], got {bad}")
     models = [*specs, *sweep_specs(specs, lambdas), *(merged_specs(specs) if merged else [])]
     protocols = {**config.protocols,
                  "linear_probe": {**config.protocols.get("linear_probe", {}), "kshot": []},
-                 "attack": {**config.protocols.get("attack", {}), "scoring": ["probe"]}}
+                 "attack": {**config.protocols.get("attack", {}), "scoring": ["probe"]},
+                 "cka": {**config.protocols.get("cka", {}), "enabled": False}}
     finetune = dataclasses.replace(config.finetune, recipes=())
     return dataclasses.replace(config, name=f"{config.name}-sweep", models=tuple(models), protocols=protocols,
                                finetune=finetune)

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureStore", "Features", "ModelFeatures", "NonFiniteFeaturesError", "BAD_IMAGE_POLICIES"]
 
-VIEWS = ("plain", "flip")
+VIEWS = ("plain", "flip", "blocks")
 #: What an undecodable image does: ``fail`` stops with :class:`~overspec.data.base.BadImageError`; ``skip``
 #: zeroes its feature row, marks it invalid and records it (index, location, problem) in the cache entry's header.
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -45,7 +45,8 @@ class NonFiniteFeaturesError(InputError):
 
 @dataclass(frozen=True)
 class Features:
-    """Features of one split: ``x`` is ``(N, D)`` for the plain view, ``(N, 2, D)`` for ``flip`` (image, mirrored).
+    """Features of one split: ``x`` is ``(N, D)`` for the plain view, ``(N, 2, D)`` for ``flip`` (image, mirrored),
+    ``(N, blocks, width)`` for ``blocks`` (the class token each visual transformer block outputs).
 
     ``valid[i]`` is False for an image that could not be decoded (skipped under ``on_bad_image="skip"``; its row
     of ``x`` is zero and must not be used); all True when nothing was skipped.
@@ -244,6 +245,10 @@ class FeatureStore:
 
     @staticmethod
     def _encode_batch(encoder: Encoder, images: torch.Tensor, view: str) -> np.ndarray:
+        if view == "blocks":
+            from overspec.models.blocks import block_class_tokens
+
+            return block_class_tokens(encoder, images).cpu().numpy()
         plain = encoder.encode_image(images).float()
         if view == "plain":
             return plain.cpu().numpy()

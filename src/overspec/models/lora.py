@@ -29,6 +29,7 @@ from torch import nn
 
 from overspec.files import atomic_write_bytes
 from overspec.models.base import Encoder, ModelLoadError
+from overspec.models.blocks import visual_blocks
 from overspec.models.fingerprint import tensors_fingerprint
 from overspec.errors import InputError
 
@@ -274,27 +275,6 @@ def _to_sequence_first(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     return tuple(t.transpose(1, 0) for t in (query, key, value))
 
 
-def _visual_root(model: nn.Module) -> nn.Module:
-    """The visual tower of an open_clip CLIP (``visual``), an HF CLIP (``vision_model``) or the tower itself."""
-    for attr in ("visual", "vision_model"):
-        if isinstance(getattr(model, attr, None), nn.Module):
-            return getattr(model, attr)
-    return model
-
-
-def _visual_blocks(model: nn.Module) -> list[tuple[nn.Module, nn.Module, dict[str, nn.Linear]]]:
-    """(block, attention, {mlp part: Linear}) for every transformer block of the visual tower."""
-    root = _visual_root(model)
-    transformer = getattr(root, "transformer", None)
-    if transformer is not None and hasattr(transformer, "resblocks"):
-        return [(b, b.attn, {"fc": b.mlp.c_fc, "proj": b.mlp.c_proj}) for b in transformer.resblocks]
-    encoder = getattr(root, "encoder", None)
-    if encoder is not None and hasattr(encoder, "layers"):
-        return [(b, b.self_attn, {"fc": b.mlp.fc1, "proj": b.mlp.fc2}) for b in encoder.layers]
-    raise LoraError(f"cannot find the visual transformer blocks of a {type(model).__name__} "
-                    "(expected open_clip visual.transformer.resblocks or HF vision_model.encoder.layers)")
-
-
 def _adopt(module: nn.Module, cls: type) -> nn.Module:
     """Turn ``module`` into an instance of the LoRA subclass ``cls`` in place (same parameters, keys and hooks)."""
     module.__class__ = cls
@@ -341,7 +321,7 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> list[nn.Module]:
     """
     if any(isinstance(m, LoraDelta) for m in model.modules()):
         raise LoraError(f"{type(model).__name__} already has LoRA adapters; inject_lora runs once per model")
-    blocks = _visual_blocks(model)
+    blocks = visual_blocks(model)
     for param in model.parameters():
         param.requires_grad_(False)
     adapted: list[nn.Module] = []

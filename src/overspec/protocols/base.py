@@ -37,6 +37,9 @@ class Needs:
     head: bool = False
     task: str = ""  # the task a general dataset must declare in its catalog entry ("zero_shot", "linear_probe")
     evaluate_on: str = "test"  # the split role scored; "all" falls back to "test" where a dataset has no such role
+    base: bool = False  # the unit compares a fine-tune with its base: both models' features are gathered
+    inputs: str = ""  # the kind of inputs gathered when not the target's own (e.g. "blocks")
+    sample: int = 0  # at most this many images of the scored split, drawn with the run's seed (0: all)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class ReportSection:
     General protocols get one accuracy table per unit (``metric``), with GELO when ``gelo`` is set (the study's
     protocols). Biometric protocols get ``columns`` in the biometric tables, the first of which is the headline
     the terminal summary shows. ``rule`` names the decision rules behind the numbers (thresholds, operating points),
-    as the dry run prints them.
+    as the dry run prints them. A general protocol whose numbers are not accuracies (``accuracy=False``: CKA
+    similarities) is kept out of the accuracy tables and shown as plain numbers.
     """
 
     title: str
@@ -91,6 +95,7 @@ class ReportSection:
     gelo: bool = False
     columns: tuple[ReportColumn, ...] = ()
     rule: str = ""
+    accuracy: bool = True  # general units: an accuracy (tables in percent, averages, GELO) or another kind of number
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,8 @@ def _register_builtin_protocols() -> None:
                          ("clip_benchmark_probe", "overspec.protocols.clip_benchmark_probe:CLIP_BENCHMARK_PROBE"),
                          ("verification", "overspec.protocols.biometric:VERIFICATION"),
                          ("ijb", "overspec.protocols.biometric:IJB"),
-                         ("attack", "overspec.protocols.biometric:ATTACK")):
+                         ("attack", "overspec.protocols.biometric:ATTACK"),
+                         ("cka", "overspec.protocols.cka:CKA_PROTOCOL")):
         PROTOCOLS.register_lazy(name, target)
 
 

@@ -23,8 +23,9 @@ from overspec.protocols.base import Protocol as BaseProtocol
 from overspec.registry import Registry
 from overspec.errors import InputError
 
-__all__ = ["AttackInputs", "ClassificationInputs", "FeatureSource", "GATHERERS", "IJBInputs", "PairInputs",
-           "SplitFeatures", "TrainFeatures", "compute_unit", "gather_inputs", "meta_of_faces", "require_finite"]
+__all__ = ["AttackInputs", "BlockInputs", "ClassificationInputs", "ComparedSources", "FeatureSource", "GATHERERS",
+           "IJBInputs", "PairInputs", "SplitFeatures", "TrainFeatures", "compute_unit", "gather_inputs",
+           "meta_of_faces", "require_finite", "scored_split"]
 
 
 class FeatureSource(Protocol):
@@ -112,17 +113,38 @@ class AttackInputs:
     seed: int
 
 
+@dataclass(frozen=True)
+class ComparedSources:
+    """A fine-tune's features and its base's, for a unit that compares the two (``Needs.base``)."""
+
+    model: FeatureSource
+    base: FeatureSource
+
+
+@dataclass(frozen=True)
+class BlockInputs:
+    """A block-comparison unit: the class token of every visual block, for the same images, from a fine-tune and from
+    its base (``(N, blocks, width)`` each; images either model could not read are left out of both)."""
+
+    dataset: str
+    split: LabelledImages
+    model: np.ndarray
+    base: np.ndarray
+    n_skipped: int
+
+
 Gatherer = Callable[[Any, FeatureSource, Needs, int, str], Any]
 GATHERERS: Registry[Gatherer] = Registry("input kind")
 
 
-def gather_inputs(kind: str, opened: Any, source: FeatureSource, needs: Needs, seed: int, device: str) -> Any:
+def gather_inputs(kind: str, opened: Any, source: FeatureSource | ComparedSources, needs: Needs, seed: int,
+                  device: str) -> Any:
     """The typed inputs of a unit that needs ``needs`` on ``opened`` (a dataset or benchmark of ``kind``)."""
-    return GATHERERS.get(kind)(opened, source, needs, seed, device)
+    return GATHERERS.get(needs.inputs or kind)(opened, source, needs, seed, device)
 
 
-def compute_unit(protocol: BaseProtocol, plan: UnitPlan, kind: str, opened: Any, source: FeatureSource,
-                 settings: Any, seed: int, device: str) -> UnitOutput:
+def compute_unit(protocol: BaseProtocol, plan: UnitPlan, kind: str, opened: Any,
+                 source: FeatureSource | ComparedSources, settings: Any, seed: int, device: str) -> UnitOutput:
     """Gather one unit's typed inputs and run its protocol on them (what the runner does for a unit to compute).
 
     A ValueError inside a biometric unit (a metric refusing its scores, say) is re-raised naming the benchmark,
@@ -243,6 +265,26 @@ def _attack(opened, source: FeatureSource, needs: Needs, seed: int, device: str)
     return AttackInputs(opened.name, opened.kind, splits, skipped, head, classifier, seed)
 
 
-for _name, _gatherer in ((GENERAL, _general), ("verification", _verification), ("ijb", _ijb), ("mad", _attack),
+def scored_split(opened) -> LabelledImages:
+    """The split a dataset or benchmark is scored on: ``test`` when it has one, else its only image list (pairs,
+    IJB faces)."""
+    splits = opened.splits()
+    return splits["test"] if "test" in splits else next(iter(splits.values()))
+
+
+def _blocks(opened, sources: ComparedSources, needs: Needs, seed: int, device: str) -> BlockInputs:
+    split = scored_split(opened)
+    if needs.sample and len(split) > needs.sample:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(split), needs.sample, replace=False))
+        split = split.subset(chosen)
+    mine, theirs = sources.model.image(split, view="blocks"), sources.base.image(split, view="blocks")
+    keep = np.flatnonzero(mine.valid & theirs.valid)
+    if keep.size < 2:
+        raise InputError(f"dataset {opened.name!r}: fewer than two images both models could read; nothing to compare")
+    return BlockInputs(opened.name, split, np.asarray(mine.x)[keep], np.asarray(theirs.x)[keep],
+                       len(split) - int(keep.size))
+
+
+for _name, _gatherer in (("blocks", _blocks), (GENERAL, _general), ("verification", _verification), ("ijb", _ijb), ("mad", _attack),
                          ("pad", _attack)):
     GATHERERS.register(_name, _gatherer)

@@ -25,7 +25,7 @@ from overspec.report.rundata import RunData, load_run
 from overspec.report.summary import METRIC_TITLES, UNREACHABLE, UNREACHABLE_NOTE
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
 from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, BiometricTable, GeneralTable, \
-    attack_set_tables, biometric_table, general_protocols, general_table
+    attack_set_tables, biometric_table, cka_profiles, general_protocols, general_table, most_moved_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +285,7 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     if bio.columns:
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
         blocks += [_attack_set_block(table) for table in attack_set_tables(run)]
+    blocks += _cka_blocks(run, out)
     unknown = unregistered_units(r.protocol for r in run.records)
     if unknown:
         blocks.append(Paragraph(f"Not reported: no registered protocol reports {', '.join(unknown)} (their records "
@@ -296,6 +297,37 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
     if appendix:
         blocks += [Heading("Appendix: accuracy intervals"), *appendix]
     return blocks, findings
+
+
+def _cka_blocks(run: RunData, out: Path | None) -> list[Block]:
+    """Where each fine-tune moved: CKA with its base per visual block and dataset, the blocks that moved most, and
+    (with ``out``) one figure per fine-tune."""
+    profiles = cka_profiles(run)
+    if not profiles:
+        return []
+    depth = max(len(values) for datasets in profiles.values() for values in datasets.values())
+    header = ["model", "dataset", *(f"block {b}" for b in range(depth)), "mean"]
+    rows, moved = [], []
+    for variant, datasets in profiles.items():
+        for dataset, values in datasets.items():
+            rows.append([variant, dataset, *(f"{v:.3f}" for v in values), *([""] * (depth - len(values))),
+                         f"{float(np.mean(values)):.3f}"])
+        lowest = ", ".join(f"block {b} ({value:.3f})" for b, value in most_moved_blocks(datasets))
+        moved.append(f"{variant}: {lowest}")
+    blocks: list[Block] = [
+        Heading("Where it happens: linear CKA per block"),
+        Paragraph("Linear CKA (Kornblith et al., ICML 2019) between each fine-tune's and its base's class token after "
+                  "every visual block, on the same images: 1 means the block's representation is unchanged up to "
+                  "rotation and scale, lower means fine-tuning moved it. The blocks that moved most, averaged over "
+                  "datasets:"),
+        Bullets(tuple(moved)),
+        Table("cka", "Linear CKA with the base per visual block", header, rows)]
+    if out is not None and plots.matplotlib_available():
+        for variant, datasets in profiles.items():
+            path = plots.cka_profile(variant, datasets, out / "figures" / f"cka_{_file_name(variant)}.png")
+            blocks.append(_figure_block(f"cka_{_file_name(variant)}", f"where {variant} moved: CKA per block", path,
+                                        out))
+    return blocks
 
 
 def _main(unit_name: str) -> str:

@@ -169,3 +169,17 @@ def frontier(series: Mapping[str, Sequence[tuple[float, float | None, Mapping[st
         axes.legend(fontsize=6)
     figure.suptitle("Moving along the trade-off (filled: Pareto frontier)", fontsize=9)
     return _save(figure, path)
+
+
+def cka_profile(variant: str, profiles: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """Draw linear CKA (fine-tune vs base) against the visual block index, one line per dataset."""
+    figure = _figure(5.0, 3.4)
+    axes = figure.add_subplot()
+    for dataset, values in profiles.items():
+        axes.plot(range(len(values)), values, marker="o", markersize=3, linewidth=1, label=dataset)
+    axes.set_ylim(min(0.0, *(min(v) for v in profiles.values())), 1.02)
+    axes.set_xlabel("visual block (0 = nearest the patches)")
+    axes.set_ylabel("linear CKA with the base")
+    axes.set_title(f"Where {variant} moved", fontsize=9)
+    axes.legend(fontsize=6)
+    return _save(figure, path)

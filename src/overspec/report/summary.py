@@ -24,8 +24,10 @@ METRIC_TITLES = {"acc1": "top-1 accuracy",
 
 
 def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[str], datasets: Sequence[str],
-                   metric: str = "acc1") -> tuple[list[str], list[list[str]]]:
-    """Return (header, rows) of ``metric`` in percent for ``protocol``; missing cells are '–', Avg over present."""
+                   metric: str = "acc1", percent: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Return (header, rows) of ``metric`` for ``protocol`` (in percent, or as plain numbers to 3 decimals);
+    missing cells are '–', Avg only over a full row; a model without any value has no row."""
+    shown = (lambda v: f"{100 * v:.2f}") if percent else (lambda v: f"{v:.3f}")
     cells = {(r.model, r.dataset): r.value for r in records if r.protocol == protocol and r.metric == metric}
     used = [d for d in datasets if any((m, d) in cells for m in models)]
     header = ["model", *used, "Avg"]
@@ -33,8 +35,10 @@ def protocol_table(records: Sequence[Record], protocol: str, models: Sequence[st
     for model in models:
         values = [cells.get((model, d)) for d in used]
         present = [v for v in values if v is not None]
-        mean = f"{100 * float(np.mean(present)):.2f}" if len(present) == len(used) and present else "–"
-        rows.append([model, *(f"{100 * v:.2f}" if v is not None else "–" for v in values), mean])
+        if not present:
+            continue
+        mean = shown(float(np.mean(present))) if len(present) == len(used) else "–"
+        rows.append([model, *(shown(v) if v is not None else "–" for v in values), mean])
     return header, rows
 
 
@@ -85,10 +89,10 @@ def summary_markdown(records: Sequence[Record], models: Sequence[str], datasets:
     for name, protocol in reported_units(r.protocol for r in records):
         if GENERAL not in protocol.targets:
             continue
-        metric = protocol.report.metric
-        header, rows = protocol_table(records, name, models, datasets, metric)
-        title = METRIC_TITLES.get(metric, metric)
-        parts += [f"## {name.replace('_', ' ')} — {title} (%)", "", _markdown(header, rows), ""]
+        metric, percent = protocol.report.metric, protocol.report.accuracy
+        header, rows = protocol_table(records, name, models, datasets, metric, percent)
+        title = f"{METRIC_TITLES.get(metric, metric)} (%)" if percent else protocol.report.title
+        parts += [f"## {name.replace('_', ' ')} — {title}", "", _markdown(header, rows), ""]
     for title, header, rows in biometric_tables(records, models):
         parts += [f"## {title}", "", _markdown(header, rows), ""]
         if any(UNREACHABLE in row for row in rows):

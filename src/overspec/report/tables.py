@@ -6,7 +6,7 @@ under the same protocol: a ratio of averages, computed here from the unrounded p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +16,8 @@ from overspec.protocols.base import GENERAL, ReportGroup, reported_units
 from overspec.protocols.biometric import SCORING_LABELS
 
 __all__ = ["BIO_SCORING_PREFERENCE", "MAIN", "SCORING_LABELS", "AttackSetTable", "BioCell", "BioColumn",
-           "BiometricTable", "GeneralTable", "attack_set_tables", "biometric_table", "gelo", "general_protocols",
-           "general_table", "mean_of"]
+           "BiometricTable", "GeneralTable", "attack_set_tables", "biometric_table", "cka_profiles", "gelo",
+           "general_protocols", "general_table", "mean_of", "most_moved_blocks"]
 
 # the scoring shown when a model has several for one MAD/PAD benchmark (its own head first)
 BIO_SCORING_PREFERENCE = SCORING_METHODS
@@ -47,9 +47,10 @@ def gelo(variant_values: Sequence[float], base_values: Sequence[float]) -> float
 
 
 def general_protocols(records) -> list[str]:
-    """General-vision units present in ``records``, in the registry's report order (zero-shot, linear probe, then
-    k-shot probes by k, then other registered general protocols)."""
-    return [name for name, protocol in reported_units(r.protocol for r in records) if GENERAL in protocol.targets]
+    """General-vision accuracy units present in ``records``, in the registry's report order (zero-shot, linear probe,
+    then k-shot probes by k, then other registered general protocols)."""
+    return [name for name, protocol in reported_units(r.protocol for r in records)
+            if GENERAL in protocol.targets and protocol.report.accuracy]
 
 
 @dataclass
@@ -282,3 +283,20 @@ def _attack_set_table(run, kind: str, names: set[str], groups: tuple[ReportGroup
         if convention:
             notes.append(f"{group.label}: {convention}")
     return AttackSetTable(kind, groups, chosen, models, sets, scoring, values, notes)
+
+
+def cka_profiles(run) -> dict[str, dict[str, list[float]]]:
+    """Per fine-tune and dataset, linear CKA with its base at each visual block (from the ``cka`` records)."""
+    blocks: dict[str, dict[str, dict[int, float]]] = {}
+    for r in run.records:
+        if r.protocol == "cka" and r.metric.startswith("cka[") and "block" in (r.extra or {}):
+            blocks.setdefault(r.model, {}).setdefault(r.dataset, {})[int(r.extra["block"])] = r.value
+    return {model: {dataset: [values[b] for b in sorted(values)] for dataset, values in datasets.items()}
+            for model, datasets in blocks.items()}
+
+
+def most_moved_blocks(profiles: Mapping[str, Sequence[float]], count: int = 2) -> list[tuple[int, float]]:
+    """The ``count`` blocks with the lowest CKA averaged over datasets: (block, mean CKA), lowest first."""
+    depth = min(len(values) for values in profiles.values())
+    means = [float(np.mean([values[b] for values in profiles.values()])) for b in range(depth)]
+    return sorted(enumerate(means), key=lambda pair: pair[1])[:count]
