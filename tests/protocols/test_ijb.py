@@ -158,7 +158,7 @@ def test_end_to_end_from_a_written_meta_folder(tmp_path):
     root = write_ijb_meta(tmp_path / "IJBC", "ijbc", faces, np.column_stack([t1, t2, labels]),
                           galleries={"G1": gallery_g1}, probes=probes)
     meta = read_ijb_meta(root)
-    result = evaluate_ijb(meta, emb, flip)
+    result = evaluate_ijb(meta, np.stack([emb, flip], axis=1))
     det_written = np.round(det, 6)  # the score file stores six decimals
     direct = evaluate_ijb_verification(emb, flip, det_written, tids, mids, t1, t2, labels)
     for rule, values in direct["tar_at_far"].items():
