@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import roc_curve
 
 from overspec.data.biometric.align import ARCFACE_TEMPLATE_112
-from overspec.data.formats.ijb import IJBFace, read_ijb_meta, write_ijb_meta
+from overspec.data.formats.ijb import IJBFace, IJBMeta, read_ijb_meta, write_ijb_meta
 from overspec.protocols.ijb import (
     IJB_FARS,
     evaluate_ijb,
@@ -158,7 +158,7 @@ def test_end_to_end_from_a_written_meta_folder(tmp_path):
     root = write_ijb_meta(tmp_path / "IJBC", "ijbc", faces, np.column_stack([t1, t2, labels]),
                           galleries={"G1": gallery_g1}, probes=probes)
     meta = read_ijb_meta(root)
-    result = evaluate_ijb(meta, emb, flip)
+    result = evaluate_ijb(meta, np.stack([emb, flip], axis=1))
     det_written = np.round(det, 6)  # the score file stores six decimals
     direct = evaluate_ijb_verification(emb, flip, det_written, tids, mids, t1, t2, labels)
     for rule, values in direct["tar_at_far"].items():
@@ -174,3 +174,52 @@ def test_end_to_end_from_a_written_meta_folder(tmp_path):
     expected = np.mean([b == subjects[t - 1] for b, t in zip(best, mated)])
     assert identification["rank"][1] == pytest.approx(expected)
     assert identification["per_gallery"]["G1"]["num_mated"] == len(mated)
+
+
+def _pooled_by_hand(feats, det, tids, mids):
+    """Independent N1D1F1 pooling: dict of (template, media) -> frames, mean per media, sum, normalise."""
+    groups: dict = {}
+    for f, d, t, m in zip(feats, det, tids, mids):
+        groups.setdefault(int(t), {}).setdefault(int(m), []).append(np.asarray(f, np.float64) * d)
+    pooled = {}
+    for t, media in groups.items():
+        total = sum(np.mean(frames, axis=0) for frames in media.values())
+        pooled[t] = total / np.linalg.norm(total)
+    return pooled
+
+
+def test_streamed_path_from_a_mapped_store_entry_equals_a_direct_computation(tmp_path, monkeypatch):
+    from overspec.features._files import read_entry, write_array
+
+    monkeypatch.setattr("overspec.protocols.ijb._FACE_BLOCK_ROWS", 7)  # many blocks, faces of a template split
+    emb, flip, det, tids, mids, t1, t2, labels, _ = _synthetic_ijb(5, n_templates=30, dim=8)
+    stored = np.zeros((emb.shape[0] + 3, 2, emb.shape[1]), np.float32)  # 3 extra rows stand for skipped faces
+    rows = np.sort(np.random.default_rng(0).choice(stored.shape[0], emb.shape[0], replace=False))
+    stored[rows, 0], stored[rows, 1] = emb, flip
+    write_array(tmp_path / "x.npy", stored, {})
+    mapped, _ = read_entry(tmp_path / "x.npy")
+    assert isinstance(mapped, np.memmap)
+    meta = IJBMeta(tmp_path, "ijbc", tuple(f"{i}.jpg" for i in range(emb.shape[0])), tids, mids,
+                   np.zeros((emb.shape[0], 5, 2), np.float32), det.astype(np.float32), t1.astype(np.int32),
+                   t2.astype(np.int32), labels.astype(np.int8))
+    result = evaluate_ijb(meta, mapped, rows)["verification"]
+    by_hand = _pooled_by_hand(stored[rows, 0] + stored[rows, 1], det.astype(np.float32), tids, mids)
+    scores = np.array([by_hand[a] @ by_hand[b] for a, b in zip(t1, t2)])
+    fpr, tpr, _ = roc_curve(labels, scores)
+    for far in IJB_FARS:
+        assert result["tar_at_far"]["nearest"][far] == pytest.approx(tpr[::-1][np.argmin(np.abs(fpr[::-1] - far))])
+    templates = pool_templates(image_features(emb, flip, det), tids, mids)
+    for t, vector in by_hand.items():
+        np.testing.assert_allclose(templates.features[np.searchsorted(templates.ids, t)], vector, atol=2e-7)
+
+
+def test_float32_scores_give_the_float64_tar_at_far():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=20000).astype(np.float32)
+    labels = rng.random(20000) < 0.05
+    scores[labels] += 1.5
+    from overspec.protocols.ijb import tar_at_fars
+
+    compact = tar_at_fars(scores, labels, IJB_FARS, ("nearest", "at_most"))
+    wide = tar_at_fars(scores.astype(np.float64), labels, IJB_FARS, ("nearest", "at_most"))
+    assert compact == wide

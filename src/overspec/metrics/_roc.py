@@ -52,12 +52,14 @@ def sweep(genuine: np.ndarray, impostor: np.ndarray) -> Sweep:
     Below a distinct value's first position in the pooled sorted scores lie exactly the scores smaller than it, so
     only the smaller class needs a ``searchsorted``; the other count is the difference.
     """
-    ordered = np.sort(np.concatenate([genuine, impostor]))
+    ordered = np.concatenate([genuine, impostor])
+    ordered.sort()  # in place: one pooled copy at a time (31M IJB-C scores are 250 MB in float64)
     is_new = np.empty(ordered.size, dtype=bool)
     is_new[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=is_new[1:])
     starts = np.flatnonzero(is_new)
     values = ordered[starts]
+    del ordered, is_new
     if genuine.size <= impostor.size:
         genuine_below = np.searchsorted(np.sort(genuine), values, side="left")
         impostor_below = starts - genuine_below

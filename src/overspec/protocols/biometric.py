@@ -96,7 +96,7 @@ class IJBProtocol(Protocol):
         from overspec.protocols.ijb import evaluate_ijb
 
         meta, split = inputs.meta, inputs.split
-        result = evaluate_ijb(meta, inputs.x[:, 0], inputs.x[:, 1])
+        result = evaluate_ijb(meta, inputs.x, inputs.rows)
         n, skipped = meta.num_faces, inputs.n_skipped
         verification = result["verification"]
         unreachable = set(verification["unreachable_fars"])

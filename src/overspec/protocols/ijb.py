@@ -19,12 +19,15 @@ import numpy as np
 from overspec import metrics
 from overspec.data.formats.ijb import IJBMeta
 from overspec.errors import InputError
+from overspec.features._files import row_blocks
 
 __all__ = [
     "IJB_FARS",
     "TemplateFeatures",
     "image_features",
     "pool_templates",
+    "pool_template_blocks",
+    "image_feature_blocks",
     "score_template_pairs",
     "score_pair_chunks",
     "tar_at_fars",
@@ -48,13 +51,22 @@ class TemplateFeatures:
     features: np.ndarray
 
     def rows(self, template_ids: np.ndarray) -> np.ndarray:
-        """Return the feature rows of ``template_ids``; an unknown id is an error naming it."""
+        """Return the feature rows of ``template_ids`` (int32, looked up in chunks so no int64 copy of a 15.6M-pair
+        list is made); an unknown id is an error naming it."""
         template_ids = np.asarray(template_ids)
-        position = np.minimum(np.searchsorted(self.ids, template_ids), self.ids.size - 1)
-        unknown = self.ids[position] != template_ids
-        if unknown.any():
-            raise KeyError(f"unknown template id {int(template_ids[np.flatnonzero(unknown)[0]])}")
-        return position.astype(np.int32) if self.ids.size < 2**31 else position
+        rows = np.empty(template_ids.shape, dtype=np.int32 if self.ids.size < 2**31 else np.int64)
+        for start in range(0, template_ids.size, _LOOKUP_CHUNK):
+            chunk = template_ids[start:start + _LOOKUP_CHUNK]
+            position = np.minimum(np.searchsorted(self.ids, chunk), self.ids.size - 1)
+            unknown = self.ids[position] != chunk
+            if unknown.any():
+                raise KeyError(f"unknown template id {int(chunk[np.flatnonzero(unknown)[0]])}")
+            rows[start:start + _LOOKUP_CHUNK] = position
+        return rows
+
+
+#: Template ids looked up per step by :meth:`TemplateFeatures.rows`.
+_LOOKUP_CHUNK = 1 << 20
 
 
 def image_features(
@@ -84,21 +96,85 @@ def image_features(
 def pool_templates(features: np.ndarray, template_ids: np.ndarray, media_ids: np.ndarray) -> TemplateFeatures:
     """Average image features within each (template, media) group, sum the groups per template, L2-normalise."""
     features = np.asarray(features, dtype=np.float32)
+    if features.shape[0] != np.shape(template_ids)[0]:
+        raise InputError(f"{features.shape[0]} features but {np.shape(template_ids)[0]} template ids")
+    return pool_template_blocks([features], template_ids, media_ids)
+
+
+def pool_template_blocks(
+    blocks: Iterable[np.ndarray], template_ids: np.ndarray, media_ids: np.ndarray
+) -> TemplateFeatures:
+    """:func:`pool_templates` on per-image features arriving as consecutive row blocks (face rows in order).
+
+    A media group's mean summed over the template's groups is ``sum(f_i / n_media(i))``, so each block is added
+    to float64 template sums weighted by its faces' media-group sizes: memory is the templates plus one block,
+    whatever the number of faces, and the values are the pooled ones rounded once to float32.
+    """
     template_ids, media_ids = np.asarray(template_ids), np.asarray(media_ids)
-    if not (features.shape[0] == template_ids.shape[0] == media_ids.shape[0]):
-        raise InputError(f"{features.shape[0]} features but {template_ids.shape[0]} template and "
-                         f"{media_ids.shape[0]} media ids")
-    if features.shape[0] == 0:
+    if template_ids.shape != media_ids.shape or template_ids.ndim != 1:
+        raise InputError(f"{template_ids.shape[0]} template ids but {media_ids.shape[0]} media ids")
+    if template_ids.size == 0:
         raise InputError("no image features to pool")
-    order = np.lexsort((media_ids, template_ids))
-    tids, mids, ordered = template_ids[order], media_ids[order], features[order]
-    media_start = np.flatnonzero(np.r_[True, (tids[1:] != tids[:-1]) | (mids[1:] != mids[:-1])])
-    media_means = np.add.reduceat(ordered, media_start, axis=0) / np.diff(np.r_[media_start, tids.size])[:, None]
-    media_tids = tids[media_start]
-    template_start = np.flatnonzero(np.r_[True, media_tids[1:] != media_tids[:-1]])
-    pooled = np.add.reduceat(media_means, template_start, axis=0)
-    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.finfo(np.float32).tiny)
-    return TemplateFeatures(media_tids[template_start], pooled.astype(np.float32))
+    ids, face_template = np.unique(template_ids, return_inverse=True)
+    weights = 1.0 / _media_sizes(face_template, media_ids)
+    sums: np.ndarray | None = None
+    start = 0
+    for block in blocks:
+        stop = start + block.shape[0]
+        if stop > template_ids.size:
+            raise InputError(f"more image features than the {template_ids.size} faces of the template list")
+        if sums is None:
+            sums = np.zeros((ids.size, block.shape[1]), dtype=np.float64)
+        _add_block(sums, block, face_template[start:stop], weights[start:stop])
+        start = stop
+    if start != template_ids.size or sums is None:
+        raise InputError(f"{start} image features but {template_ids.size} template and media ids")
+    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+    return TemplateFeatures(ids, sums.astype(np.float32))
+
+
+def _media_sizes(face_template: np.ndarray, media_ids: np.ndarray) -> np.ndarray:
+    """The number of faces in each face's (template, media) group."""
+    order = np.lexsort((media_ids, face_template))
+    t, m = face_template[order], media_ids[order]
+    starts = np.flatnonzero(np.r_[True, (t[1:] != t[:-1]) | (m[1:] != m[:-1])])
+    counts = np.diff(np.r_[starts, order.size])
+    sizes = np.empty(order.size, dtype=np.int64)
+    sizes[order] = np.repeat(counts, counts)
+    return sizes
+
+
+def _add_block(sums: np.ndarray, block: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> None:
+    """Add each face's weighted feature of ``block`` to its template's row of ``sums``."""
+    if rows.size == 0:
+        return
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    weighted = block[order].astype(np.float64) * weights[order, None]
+    sums[ordered[starts]] += np.add.reduceat(weighted, starts, axis=0)
+
+
+#: Face rows read from the feature store per step of the streamed pooling.
+_FACE_BLOCK_ROWS = 1 << 13
+
+
+def image_feature_blocks(
+    features: np.ndarray, rows: np.ndarray, det_scores: np.ndarray | None, *, normalise: bool = False
+) -> Iterator[np.ndarray]:
+    """Yield :func:`image_features` of the faces at ``rows`` (ascending) of stored features, block by block.
+
+    ``features`` is ``(N, 2, D)`` (image and mirrored image, the flip view) or ``(N, D)``; a memory-mapped store
+    entry is read a block at a time (:func:`overspec.features._files.row_blocks`), never whole.
+    """
+    rows = np.asarray(rows)
+    if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= features.shape[0]):
+        raise InputError(f"face rows must be ascending and within the {features.shape[0]} stored rows")
+    for start, block in row_blocks(features, _FACE_BLOCK_ROWS):
+        lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
+        picked = block[rows[lo:hi] - start]
+        emb, flip = (picked[:, 0], picked[:, 1]) if picked.ndim == 3 else (picked, None)
+        yield image_features(emb, flip, None if det_scores is None else det_scores[lo:hi], normalise=normalise)
 
 
 def score_pair_chunks(
@@ -297,12 +373,18 @@ def _gallery_result(
     }
 
 
-def evaluate_ijb(meta: IJBMeta, emb: np.ndarray, emb_flip: np.ndarray | None, **options: object) -> dict:
-    """Run 1:1 (and 1:N when the meta folder has gallery and probe lists) on per-face embeddings in meta row order.
+def evaluate_ijb(meta: IJBMeta, features: np.ndarray, rows: np.ndarray | None = None, **options: object) -> dict:
+    """Run 1:1 (and 1:N when the meta folder has gallery and probe lists) on stored per-face features.
 
-    ``options`` (``fars``, ``rules``, ``chunk_size``) go to :func:`verify_template_pairs`.
+    ``features`` is ``(N, 2, D)`` (flip view) or ``(N, D)``, possibly memory-mapped; face ``k`` of ``meta`` is
+    row ``rows[k]`` (default: row ``k``). Templates are pooled from it block by block. ``options`` (``fars``,
+    ``rules``, ``chunk_size``) go to :func:`verify_template_pairs`.
     """
-    templates = pool_templates(image_features(emb, emb_flip, meta.scores), meta.template_ids, meta.media_ids)
+    rows = np.arange(meta.num_faces) if rows is None else np.asarray(rows)
+    if rows.shape != (meta.num_faces,):
+        raise InputError(f"{rows.size} feature rows for the {meta.num_faces} faces of {meta.root}")
+    templates = pool_template_blocks(image_feature_blocks(features, rows, meta.scores), meta.template_ids,
+                                     meta.media_ids)
     result = {"verification": verify_template_pairs(templates, meta.pair_t1, meta.pair_t2, meta.pair_labels,
                                                     **options)}
     if meta.galleries and meta.probes:

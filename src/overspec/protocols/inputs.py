@@ -91,12 +91,14 @@ class PairInputs:
 
 @dataclass(frozen=True)
 class IJBInputs:
-    """An IJB unit: the meta data restricted to readable faces and their flip-view features."""
+    """An IJB unit: the meta data restricted to readable faces, the flip-view features of all faces as stored
+    (memory-mapped, never copied whole) and the rows of the readable ones (``rows[k]`` is face ``k`` of ``meta``)."""
 
     benchmark: str
     split: LabelledImages
     meta: Any
     x: np.ndarray
+    rows: np.ndarray
     n_skipped: int
 
 
@@ -222,7 +224,7 @@ def _ijb(opened, source: FeatureSource, needs: Needs, seed: int, device: str) ->
     feats = source.image(opened.faces, view="flip")
     meta = meta_of_faces(opened.name, opened.meta, feats.valid)
     require_finite(opened.name, "faceness scores", meta.scores, np.asarray(meta.image_names, dtype=object))
-    return IJBInputs(opened.name, opened.faces, meta, np.asarray(feats.x)[feats.valid], feats.n_skipped)
+    return IJBInputs(opened.name, opened.faces, meta, feats.x, np.flatnonzero(feats.valid), feats.n_skipped)
 
 
 def meta_of_faces(benchmark: str, meta, keep: np.ndarray):

@@ -144,10 +144,10 @@ def _lines(path: Path, prefix: str) -> list[str]:
 
 
 def _read_face_list(path: Path, prefix: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """Parse ``image_name template_id media_id`` lines."""
+    """Parse ``image_name template_id media_id`` lines (the ids by numpy's C reader, no Python int per field)."""
+    lines = _lines(path, prefix)
     names: list[str] = []
-    ids: list[tuple[int, int]] = []
-    for number, line in enumerate(_lines(path, prefix), start=1):
+    for number, line in enumerate(lines, start=1):
         parts = line.split()
         if len(parts) != 3:
             raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name template_id media_id'",
@@ -156,11 +156,27 @@ def _read_face_list(path: Path, prefix: str) -> tuple[tuple[str, ...], np.ndarra
             raise DatasetLayoutError(prefix.upper(), path, "image names inside loose_crop/",
                                      f"line {number}: image name {parts[0]!r} leaves the image folder")
         names.append(parts[0])
-        ids.append((_int(parts[1], path, number, prefix), _int(parts[2], path, number, prefix)))
     if not names:
         raise DatasetLayoutError(prefix.upper(), path, "one line per face image", "empty file")
-    table = np.asarray(ids, dtype=np.int64)
-    return tuple(names), table[:, 0], table[:, 1]
+    table = _numbers(lines, np.int64)
+    if table is None:
+        for number, line in enumerate(lines, start=1):
+            for text in line.split()[1:]:
+                _int(text, path, number, prefix)
+        raise DatasetLayoutError(prefix.upper(), path, "integer ids", "an id is not an integer")
+    table = table.reshape(-1, 2)
+    return tuple(names), table[:, 0].copy(), table[:, 1].copy()
+
+
+def _numbers(lines: list[str], dtype: type) -> np.ndarray | None:
+    """All fields after the first of ``lines`` as one flat array, or None when one is not a ``dtype`` number."""
+    text = " ".join(line.split(None, 1)[1] for line in lines)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            return np.fromstring(text, dtype=dtype, sep=" ")
+        except (DeprecationWarning, ValueError):
+            return None
 
 
 def _int(text: str, path: Path, line: int, prefix: str) -> int:
@@ -173,55 +189,107 @@ def _int(text: str, path: Path, line: int, prefix: str) -> int:
 
 def _read_landmarks(path: Path, names: tuple[str, ...], prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """Parse ``name x1 y1 ... x5 y5 score`` lines and return them in the face list's order."""
-    rows: dict[str, list[float]] = {}
-    for number, line in enumerate(_lines(path, prefix), start=1):
+    lines = _lines(path, prefix)
+    keys: list[str] = []
+    for number, line in enumerate(lines, start=1):
         parts = line.split()
         if len(parts) != 12:
             raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name x1 y1 ... x5 y5 score'",
                                      f"line {number} has {len(parts)} fields")
-        try:
-            rows[parts[0]] = [float(v) for v in parts[1:]]
-        except ValueError:
-            raise DatasetLayoutError(prefix.upper(), path, "numeric landmarks and score",
-                                     f"line {number} has a non-number") from None
-    missing = next((n for n in names if n not in rows), None)
+        keys.append(parts[0])
+    values = _numbers(lines, np.float64)
+    if values is None:
+        bad = next(n for n, line in enumerate(lines, start=1) if _numbers([line], np.float64) is None)
+        raise DatasetLayoutError(prefix.upper(), path, "numeric landmarks and score",
+                                 f"line {bad} has a non-number")
+    table = values.reshape(-1, 11).astype(np.float32)
+    if keys != list(names):
+        table = table[_positions(keys, names, path, prefix)]
+    return table[:, :10].reshape(-1, 5, 2), table[:, 10].copy()
+
+
+def _positions(keys: list[str], names: tuple[str, ...], path: Path, prefix: str) -> np.ndarray:
+    """The line of ``keys`` (the last one, for a repeated name) holding each of ``names``."""
+    line_of = {key: row for row, key in enumerate(keys)}
+    missing = next((n for n in names if n not in line_of), None)
     if missing is not None:
         raise DatasetLayoutError(prefix.upper(), path, "one line per face of the face list",
                                  f"no landmarks for image {missing!r}")
-    table = np.asarray([rows[n] for n in names], dtype=np.float32)
-    return table[:, :10].reshape(-1, 5, 2), table[:, 10]
+    return np.fromiter((line_of[n] for n in names), dtype=np.int64, count=len(names))
+
+
+#: Bytes of the pair file parsed per step (whole lines), so parsing never holds the file's numbers as int64.
+_PAIR_BLOCK_BYTES = 1 << 25
 
 
 def _read_pairs(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse the all-integer pair file fast (numpy text reader; the IJB-C file has ~15.6M lines)."""
+    """Parse the all-integer pair file in blocks of whole lines (numpy's C text reader; IJB-C has ~15.6M lines)
+    into compact int32 template ids and int8 labels."""
     if not path.is_file():
         raise DatasetLayoutError(prefix.upper(), path, _LAYOUT.format(p=prefix))
+    columns: tuple[list[np.ndarray], ...] = ([], [], [])
+    rows = 0
+    with path.open("rb") as handle:
+        rest = b""
+        while True:
+            data = handle.read(_PAIR_BLOCK_BYTES)
+            text = rest + data
+            cut = len(text) if not data else text.rfind(b"\n") + 1
+            text, rest = text[:cut], text[cut:]
+            if text.strip():
+                table = _pair_block(text, rows, path, prefix)
+                for column, values in zip(columns, table.T, strict=True):
+                    column.append(values.copy())
+                rows += table.shape[0]
+            if not data:
+                break
+    t1, t2, labels = (_joined(column) for column in columns)
+    return t1, t2, labels.astype(np.int8)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate int32 blocks, emptying ``parts`` so only the result stays."""
+    joined = np.concatenate(parts) if parts else np.empty(0, np.int32)
+    parts.clear()
+    return joined
+
+
+def _pair_block(text: bytes, first_line: int, path: Path, prefix: str) -> np.ndarray:
+    """Parse whole ``template_id_1 template_id_2 label`` lines into an int32 (rows, 3) table, naming bad lines."""
+    expected = "lines 'template_id_1 template_id_2 label'"
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         try:
-            values = np.fromfile(path, dtype=np.int64, sep=" ")
+            values = np.fromstring(text, dtype=np.int64, sep=" ")
         except (DeprecationWarning, ValueError) as exc:
-            raise DatasetLayoutError(prefix.upper(), path, "lines 'template_id_1 template_id_2 label'",
-                                     f"non-integer content ({exc})") from None
+            raise DatasetLayoutError(prefix.upper(), path, expected, f"non-integer content ({exc})") from None
     if values.size % 3:
-        raise DatasetLayoutError(prefix.upper(), path, "lines 'template_id_1 template_id_2 label'",
-                                 f"{values.size} numbers is not a multiple of 3")
+        raise DatasetLayoutError(prefix.upper(), path, expected,
+                                 f"{values.size} numbers after line {first_line} is not a multiple of 3")
     table = values.reshape(-1, 3)
     labels = table[:, 2]
     if not np.isin(labels, (0, 1)).all():
         bad = int(np.flatnonzero(~np.isin(labels, (0, 1)))[0])
-        raise DatasetLayoutError(prefix.upper(), path, "labels 0 or 1", f"line {bad + 1}: label {labels[bad]}")
-    return table[:, 0].copy(), table[:, 1].copy(), labels.astype(np.int8)
+        raise DatasetLayoutError(prefix.upper(), path, "labels 0 or 1",
+                                 f"line {first_line + bad + 1}: label {labels[bad]}")
+    if table.size and (table.min() < np.iinfo(np.int32).min or table.max() > np.iinfo(np.int32).max):
+        raise DatasetLayoutError(prefix.upper(), path, "template ids within 32-bit integers",
+                                 f"an id beyond them after line {first_line}")
+    return table.astype(np.int32)
 
 
 def _check_known_templates(ids: np.ndarray, known: np.ndarray, path: Path, prefix: str) -> None:
-    """Raise naming ``path``, the line and the first template id absent from the face list."""
-    position = np.minimum(np.searchsorted(known, ids), known.size - 1)
-    unknown = np.flatnonzero(known[position] != ids)
-    if unknown.size:
-        first = int(unknown[0])
-        raise DatasetLayoutError(prefix.upper(), path, "template ids that appear in the face list",
-                                 f"line {first + 1}: unknown template id {int(ids[first])}")
+    """Raise naming ``path``, the line and the first template id absent from the face list (checked in chunks, so
+    a 15.6M-pair list costs no int64 copy)."""
+    step = 1 << 20
+    for start in range(0, ids.size, step):
+        chunk = ids[start:start + step]
+        position = np.minimum(np.searchsorted(known, chunk), known.size - 1)
+        unknown = np.flatnonzero(known[position] != chunk)
+        if unknown.size:
+            first = start + int(unknown[0])
+            raise DatasetLayoutError(prefix.upper(), path, "template ids that appear in the face list",
+                                     f"line {first + 1}: unknown template id {int(ids[first])}")
 
 
 def _read_1n_lists(meta: Path, stem: str, known: np.ndarray, prefix: str) -> dict[str, TemplateSubjects]:
