@@ -401,12 +401,17 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
             state = "cached" if (folder / "model.yaml").is_file() else "to train"
             lines.append(f"fine-tune {spec.name} with {recipe}: {state} ({folder})")
     n_models = len(specs) + len(bases) * len(config.finetune.recipes)
-    n_general = len(datasets) * len(planned_units(settings, GENERAL))
-    n_bio = sum(len(planned_units(settings, biometric_registry().get(b).kind)) for b in benchmarks)
+    n_variants = len(specs) - len(bases) + len(bases) * len(config.finetune.recipes)
+    kinds = [GENERAL] * len(datasets) + [biometric_registry().get(b).kind for b in benchmarks]
+    per_model = [sum(not plan.needs.base for _, plan in planned_units(settings, kind)) for kind in kinds]
+    compared = sum(plan.needs.base for kind in kinds for _, plan in planned_units(settings, kind))
+    n_general, n_bio = sum(per_model[:len(datasets)]), sum(per_model[len(datasets):])
     done = len(list((config.run_dir / "units").glob("*.json"))) if (config.run_dir / "units").is_dir() else 0
-    lines.append(f"units: {n_models} models x ({n_general} general + {n_bio} biometric) = "
-                 f"{n_models * (n_general + n_bio)} (at most; {done} unit files already present and reused if "
-                 "their keys still match)")
+    lines.append(f"units: {n_models} models x ({n_general} general + {n_bio} biometric)"
+                 + (f" + {n_variants} fine-tunes x {compared} comparisons with their base" if compared and n_variants
+                    else "")
+                 + f" = {n_models * (n_general + n_bio) + n_variants * compared} (at most; {done} unit files "
+                 "already present and reused if their keys still match)")
     lines.append(f"models: {', '.join(s.name for s in specs)}"
                  + (f" + {len(bases) * len(config.finetune.recipes)} fine-tunes" if config.finetune.recipes else ""))
     lines.append("per unit: model | dataset | unit | preprocessing | splits | metric | rule")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from overspec.errors import InputError
-from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, settings_dict
+from overspec.protocols.base import (GENERAL, Needs, Protocol, ReportColumn, ReportSection, UnitOutput, UnitPlan,
+                                     settings_dict)
 from overspec.protocols.inputs import BlockInputs
 
 __all__ = ["CKA", "CKASettings", "block_metric", "linear_cka"]
@@ -42,11 +43,12 @@ def block_metric(block: int) -> str:
 
 @dataclass(frozen=True)
 class CKASettings:
-    """Block-wise CKA between each fine-tune and its base on the kinds of target named (at most ``max_images``)."""
+    """Block-wise CKA between each fine-tune and its base on every target of the kinds named, each on at most
+    ``max_images`` images of its scored split (test split, face pairs, IJB faces)."""
 
     enabled: bool = True
     max_images: int = 256
-    kinds: tuple[str, ...] = (GENERAL, "verification")
+    kinds: tuple[str, ...] = (GENERAL, "verification", "ijb", "mad", "pad")
 
     def __post_init__(self) -> None:
         if self.max_images < 2:
@@ -54,12 +56,13 @@ class CKASettings:
 
 
 class CKA(Protocol):
-    """Linear CKA per visual block between a fine-tune and its base, on general datasets and face pairs."""
+    """Linear CKA per visual block between a fine-tune and its base, on general datasets and biometric benchmarks."""
 
     name = "cka"
     targets = (GENERAL, "verification", "ijb", "mad", "pad")
     settings_type = CKASettings
     report = ReportSection("where it happens: linear CKA per block", metric="cka_mean", accuracy=False,
+                           columns=(ReportColumn(("cka_mean",), "mean CKA with the base"),),
                            rule="linear CKA (Kornblith et al. 2019) of each visual block's class token, fine-tune "
                                 "against base, on the same images")
     order = 80
