@@ -3,7 +3,7 @@
 Both sides are the user's command, ``python -m overspec.cli.main run --cache-dir C --output-dir R``, in a fresh
 interpreter, timed by the wall clock from launch to exit: interpreter start, imports, the study, the report and the
 printed summary all count. The world, the tiny CLIPs and their fine-tunes are made beforehand in the shared cache and
-linked into a new empty cache (they are not part of "the evaluation"); the first run then starts with empty feature,
+copied into a new empty cache (they are not part of "the evaluation"); the first run then starts with empty feature,
 model-fact and result caches and computes every unit, the second is the same command again and reuses everything.
 A third, instrumented run of the same command (``-X importtime``) shows where the second run's time goes.
 """
@@ -11,8 +11,8 @@ A third, instrumented run of the same command (``-X importtime``) shows where th
 from __future__ import annotations
 
 import argparse
-import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +37,9 @@ def _command(cache: Path, runs: Path, *python_flags: str) -> list[str]:
 def _timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     """Wall seconds from launching ``command`` to its exit, and what it printed."""
     start = time.perf_counter()
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return time.perf_counter() - start, done
 
 
@@ -66,12 +68,13 @@ def _heavy_loaded(importtime: str) -> list[str]:
 
 
 def _prepared_cache(shared: Path, root: Path) -> Path:
-    """A new cache under ``root`` holding links to the shared cache's pre-made world, tiny CLIPs and fine-tunes."""
+    """A new cache under ``root`` holding copies of the shared cache's pre-made world, tiny CLIPs and fine-tunes
+    (copies: a dataset's files must lie inside its data root, which a link would leave)."""
     run_study(default_config(cache_dir=str(shared), output_dir=str(root / "prep"), progress=False))
     cache = root / "cache"
     cache.mkdir()
     for name in PREMADE:
-        os.symlink(shared / name, cache / name)
+        shutil.copytree(shared / name, cache / name)
     return cache
 
 
