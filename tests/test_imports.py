@@ -1,6 +1,10 @@
-"""Layering rule: no overspec module imports another package's private helpers (``_module`` or ``_name``)."""
+"""Layering rule: no overspec module imports another package's private helpers (``_module`` or ``_name``); and the
+heavy packages load only when a command needs them (the command line starts without them, stored units never load
+torchvision, scikit-learn, scipy or matplotlib)."""
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +48,26 @@ def _private_imports(path: Path) -> Iterator[str]:
 def test_no_module_imports_another_packages_private_helpers():
     offenders = [line for path in sorted(SOURCE.rglob("*.py")) for line in _private_imports(path)]
     assert offenders == [], "make the helper public where it lives, or move it:\n" + "\n".join(offenders)
+
+
+def _loaded_after(code: str, packages: tuple[str, ...]) -> list[str]:
+    """The ``packages`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(p for p in {packages!r} if p in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    return out.split()
+
+
+HEAVY = ("torch", "torchvision", "sklearn", "scipy", "matplotlib", "open_clip", "transformers", "timm")
+
+
+def test_the_command_line_starts_without_the_heavy_packages():
+    assert _loaded_after("import overspec.cli.main; overspec.cli.main.build_parser()", HEAVY) == []
+
+
+def test_a_run_of_stored_units_needs_no_torchvision_scikit_learn_scipy_or_matplotlib():
+    code = ("import overspec.runner, overspec.report.build\n"
+            "from overspec.protocols.base import resolve_settings, planned_units\n"
+            "settings = resolve_settings({})\n"
+            "[planned_units(settings, kind) for kind in ('general', 'verification', 'mad', 'pad', 'ijb')]\n"
+            "import overspec.world.layout, overspec.models.preprocess, overspec.features.loading")
+    assert _loaded_after(code, ("torchvision", "sklearn", "scipy", "matplotlib")) == []

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from overspec.cli.main import main
-from overspec.report.build import build_report, compare_runs
+from overspec.report.build import MADE_FROM, UNREAD_PROVENANCE, build_report, compare_runs
 from overspec.report.render import Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, to_markdown
 from overspec.results.records import Record
 
@@ -148,3 +148,63 @@ def test_the_header_claims_no_intervals_when_none_could_be_computed(tmp_path):
     markdown = (build_report(run_dir, n_boot=50) / "report.md").read_text()
     assert "Intervals: none" in markdown and "percentile bootstrap" not in markdown
     assert "GELO zero-shot 0.700" in (run_dir / "report" / "answer.md").read_text()
+
+
+def _sentinel(out):
+    """Overwrite the report's Markdown with a marker, so a rebuild shows by the marker being gone."""
+    (out / "report.md").write_text("sentinel")
+
+
+def test_an_unchanged_run_keeps_its_report_and_a_changed_record_redraws_it(tmp_path):
+    run_dir = _run(tmp_path, extra_records=[Record(
+        run="r", model="small-mad", model_fingerprint="fp", dataset="smdd", split="test", protocol="mad/own_head",
+        metric="d_eer", value=0.1189, n=50, config_hash="cafe")])
+    out = build_report(run_dir, n_boot=50)
+    _sentinel(out)
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    provenance.update(timings={"seconds": 9.9}, units={"computed": [], "reused": ["a"]})
+    (run_dir / "provenance.json").write_text(json.dumps(provenance))
+    assert (build_report(run_dir, n_boot=50) / "report.md").read_text() == "sentinel"
+    results = run_dir / "results.jsonl"
+    results.write_text(results.read_text().replace('"value": 0.1189', '"value": 0.2234'))
+    assert "22.34 [own head]" in (build_report(run_dir, n_boot=50) / "report.md").read_text()
+
+
+@pytest.mark.parametrize("change", ["settings", "prediction", "provenance", "deleted figure", "deleted table"])
+def test_the_report_is_redrawn_when_an_input_or_an_output_file_changes(tmp_path, change):
+    run_dir = _run(tmp_path)
+    out = build_report(run_dir, n_boot=50)
+    made = json.loads((out / MADE_FROM).read_text())
+    assert "report.html" in made["files"] and any(f.startswith("tables/") for f in made["files"])
+    _sentinel(out)
+    n_boot = 60 if change == "settings" else 50
+    if change == "prediction":
+        path = sorted((run_dir / "predictions").glob("*.npz"))[0]
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        np.savez(path, **{**arrays, "correct5": ~arrays["correct5"]})
+    elif change == "provenance":
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        provenance["models"]["small-fr"]["specialisation"] = "pad"
+        (run_dir / "provenance.json").write_text(json.dumps(provenance))
+    elif change.startswith("deleted"):
+        kind = "figures/" if change == "deleted figure" else "tables/"
+        removed = next((f for f in made["files"] if f.startswith(kind)), None)
+        if removed is None:
+            pytest.skip("matplotlib is not installed: no figures")
+        (out / removed).unlink()
+    assert (build_report(run_dir, n_boot=n_boot) / "report.md").read_text() != "sentinel"
+
+
+def test_what_every_run_rewrites_in_provenance_does_not_change_the_report(tmp_path):
+    run_dir = _run(tmp_path)
+    out = build_report(run_dir, n_boot=50)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.suffix in (".md", ".csv", ".json")}
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    provenance.update({key: {"changed": [1, 2, 3]} for key in UNREAD_PROVENANCE})
+    (run_dir / "provenance.json").write_text(json.dumps(provenance))
+    (out / MADE_FROM).unlink()
+    build_report(run_dir, n_boot=50)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.suffix in (".md", ".csv", ".json")}
+    assert {k: v for k, v in after.items() if k.name != MADE_FROM} == \
+           {k: v for k, v in before.items() if k.name != MADE_FROM}

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, default_collate
-from torchvision import transforms as T
 
 from overspec.data.base import LabelledImages
 from overspec.models.preprocess import ToBGR
@@ -37,10 +36,6 @@ __all__ = ["SplitPreprocess", "split_preprocess", "image_batches", "prefetched"]
 
 #: Batches a loader without workers keeps ready ahead of the encoder.
 PREFETCH_DEPTH = 2
-
-#: Steps that map an RGB PIL image to an RGB PIL image and so may run before the uint8 conversion.
-_GEOMETRY_STEPS = (T.Resize, T.CenterCrop)
-
 
 @dataclass(frozen=True)
 class SplitPreprocess:
@@ -86,6 +81,8 @@ def split_preprocess(preprocess: Callable[[Image.Image], torch.Tensor]) -> Split
     Recognised: a ``Compose`` of PIL ``Resize`` / ``CenterCrop`` steps (and open_clip's conversion to RGB), then
     ``ToTensor``, ``Normalize`` and optionally the BGR swap. Anything else runs whole per image (no split).
     """
+    from torchvision import transforms as T  # on first extraction, not at import: stored features never need it
+
     steps = list(preprocess.transforms) if isinstance(preprocess, T.Compose) else []
     cut = next((i for i, step in enumerate(steps) if isinstance(step, T.ToTensor)), None)
     if cut is None or not all(_is_geometry(step) for step in steps[:cut]):
@@ -101,8 +98,11 @@ def split_preprocess(preprocess: Callable[[Image.Image], torch.Tensor]) -> Split
 
 
 def _is_geometry(step: object) -> bool:
-    """Whether ``step`` maps an RGB PIL image to an RGB PIL image (resize, crop, open_clip's RGB conversion)."""
-    if isinstance(step, _GEOMETRY_STEPS):
+    """Whether ``step`` maps an RGB PIL image to an RGB PIL image (resize, crop, open_clip's RGB conversion), and so
+    may run before the uint8 conversion."""
+    from torchvision import transforms as T
+
+    if isinstance(step, (T.Resize, T.CenterCrop)):
         return True
     if getattr(step, "__module__", "") != "open_clip.transform":
         return False

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import ndtri
 
 from overspec.metrics._validation import as_scores, as_thresholds, is_scalar
 from overspec.errors import InputError
@@ -208,6 +207,8 @@ def ppndf(probability: ArrayLike) -> np.ndarray | float:
     >>> round(ppndf(0.5), 6)
     0.0
     """
+    from scipy.special import ndtri  # only DET axes need it; a run of stored units never does
+
     eps = np.finfo(np.float64).eps
     clipped = np.clip(np.asarray(probability, dtype=np.float64), eps, 1.0 - eps)
     result = ndtri(clipped)

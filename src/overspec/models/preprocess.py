@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import torch
 from PIL import Image
-from torchvision import transforms as T
 
 from overspec.config.model import PreprocessSpec
 from overspec.data.base import content_fingerprint
@@ -15,13 +14,6 @@ from overspec.files import combine
 from overspec.models.base import Encoder
 
 __all__ = ["ToBGR", "build_transform", "own_preprocess", "preprocess_fingerprint", "with_preprocess"]
-
-_MODES = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
-}
-
 
 class ToBGR(torch.nn.Module):
     """Swap the channel axis of a ``(3, H, W)`` tensor from RGB to BGR."""
@@ -31,8 +23,14 @@ class ToBGR(torch.nn.Module):
 
 
 def build_transform(spec: PreprocessSpec) -> Callable[[Image.Image], torch.Tensor]:
-    """Return PIL → normalised tensor following ``spec`` (resize, crop, to-tensor, normalise, channel order)."""
-    mode = _MODES[spec.interpolation]
+    """Return PIL → normalised tensor following ``spec`` (resize, crop, to-tensor, normalise, channel order).
+
+    torchvision is imported here, when a model is fed, not with this module: a run whose units are all stored never
+    pays for it (it loads torch's compiler).
+    """
+    from torchvision import transforms as T
+
+    mode = T.InterpolationMode(spec.interpolation)  # the config's names are torchvision's mode values
     if spec.resize_mode == "shortest":
         steps: list = [T.Resize(spec.size, interpolation=mode), T.CenterCrop(spec.size)]
     else:

@@ -18,6 +18,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+#: The probe's fitting scheme (solver, precisions, tolerances, C search) as named in the runner's unit key: what the
+#: probe's numbers depend on besides its settings.
+SOLVER = "lbfgs-mixed-tol1e-6-search-float32-tol1e-5-settled"
+
 # Stop when the loss (about 1 for the mean-scaled objective) changes by less than this between iterations; in
 # float64 this is scipy's ``ftol = 64 eps`` that scikit-learn passes, in float32 the logits' rounding dominates.
 TOLERANCE_CHANGE = {torch.float64: 64 * float(np.finfo(np.float64).eps), torch.float32: 1e-9}

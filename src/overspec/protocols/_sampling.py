@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 from overspec.errors import InputError
 
-__all__ = ["Fold", "kshot_indices", "stratified_folds", "stratified_split"]
+__all__ = ["KSHOTS", "Fold", "kshot_indices", "stratified_folds", "stratified_split"]
+
+#: The k-shot probe sizes a config may ask for (images per class).
+KSHOTS = (1, 2, 4, 8, 16)
 
 Fold = tuple[np.ndarray, np.ndarray]
 

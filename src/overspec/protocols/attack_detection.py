@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.linear_model import LogisticRegression
 
 from overspec import metrics
 from overspec.data.base import LabelledImages
@@ -145,6 +144,8 @@ def probe_scores(train_features: ArrayLike, train_labels: ArrayLike, test_featur
         raise InputError(f"train features {x_train.shape} and test features {x_test.shape} must be (N, D) alike")
     if normalise:
         x_train, x_test = _l2_normalised(x_train), _l2_normalised(x_test)
+    from sklearn.linear_model import LogisticRegression  # on first fit: stored units never need scikit-learn
+
     probe = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
     probe.fit(x_train, y)
     return probe.predict_proba(x_test)[:, list(probe.classes_).index(1)]

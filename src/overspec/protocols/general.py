@@ -16,7 +16,8 @@ from overspec.features.text import prompt_set_fingerprint
 from overspec.protocols.base import GENERAL, Needs, Protocol, ReportSection, UnitOutput, UnitPlan, \
     settings_dict
 from overspec.protocols.inputs import ClassificationInputs, SplitFeatures
-from overspec.protocols.linear_probe import KSHOTS, SOLVER, kshot_probe, linear_probe
+from overspec.protocols._logistic_solver import SOLVER
+from overspec.protocols._sampling import KSHOTS
 from overspec.protocols.zero_shot import evaluate_zero_shot
 from overspec.errors import InputError
 
@@ -130,6 +131,8 @@ class LinearProbe(Protocol):
         """Fit and score the full probe or, for a k-shot unit, the k-shot probes over the configured seeds."""
         if unit.name != self.name:
             return self._kshot(int(unit.settings["k"]), inputs, settings)
+        from overspec.protocols.linear_probe import linear_probe  # with scikit-learn, only when a probe is fitted
+
         train, test = inputs.train, inputs.test
         result = linear_probe(train.x, train.labels, test.x, test.labels, seed=inputs.seed,
                               val_fraction=settings.val_fraction, max_iter=settings.max_iter, device=inputs.device)
@@ -140,6 +143,8 @@ class LinearProbe(Protocol):
 
     @staticmethod
     def _kshot(k: int, inputs: ClassificationInputs, settings: LinearProbeSettings) -> UnitOutput:
+        from overspec.protocols.linear_probe import kshot_probe
+
         train, test = inputs.train, inputs.test
         result = kshot_probe(train.x, train.labels, test.x, test.labels, k=k, seeds=settings.kshot_seeds,
                              max_iter=settings.max_iter, device=inputs.device)

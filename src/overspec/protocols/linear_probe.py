@@ -36,8 +36,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from overspec.protocols._classification import classification_metrics, per_sample_predictions
-from overspec.protocols._logistic_solver import Solution, solve_multinomial
-from overspec.protocols._sampling import Fold, kshot_indices, stratified_folds, stratified_split
+from overspec.protocols._logistic_solver import SOLVER, Solution, solve_multinomial
+from overspec.protocols._sampling import KSHOTS, Fold, kshot_indices, stratified_folds, stratified_split
 from overspec.errors import InputError
 
 __all__ = [
@@ -55,10 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KSHOTS = (1, 2, 4, 8, 16)
 STEPS_PER_DECADE = 8
-# What the probe's numbers depend on besides its settings (part of the runner's unit key).
-SOLVER = "lbfgs-mixed-tol1e-6-search-float32-tol1e-5-settled"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "mixed": torch.float64}
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: str, device: str | torch.device) -> torch.Tensor:

@@ -7,6 +7,7 @@ predictions, model relations from ``provenance.json``. Output goes to ``<run>/re
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from overspec.files import atomic_write_text
+from overspec.files import atomic_write_text, combine, file_sha256
 from overspec.protocols.base import protocol_of_unit, unregistered_units
 from overspec.report import plots
 from overspec.report.findings import Finding, evaluate_findings
@@ -29,7 +30,13 @@ from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, Biometr
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_report", "compare_runs", "report_blocks", "specialisation_gain", "task_gain"]
+__all__ = ["MADE_FROM", "UNREAD_PROVENANCE", "build_report", "compare_runs", "report_blocks", "report_inputs",
+           "specialisation_gain", "task_gain"]
+
+#: The file in the report folder naming what the report was made from (:func:`report_inputs`) and the files it wrote.
+MADE_FROM = "made-from.json"
+#: Provenance entries every run rewrites (its timings, which units it computed or reused) and the report never reads.
+UNREAD_PROVENANCE = ("timings", "units")
 
 _OWN_TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
 
@@ -377,21 +384,82 @@ def _run_summary(run: RunData) -> str:
 
 def build_report(run_dir: Path | str, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  size_order: Mapping[str, float] | None = None, mcnemar_method: str = "midp") -> Path:
-    """Rebuild ``<run_dir>/report/`` (Markdown, HTML, CSV, LaTeX, figures, findings.json); return that folder."""
+    """Rebuild ``<run_dir>/report/`` (Markdown, HTML, CSV, LaTeX, figures, findings.json); return that folder.
+
+    A report whose inputs (:func:`report_inputs`) are those it was made from, with every file it wrote still there,
+    is kept as it is: a second run that changed no record does not redraw it.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "report"
+    settings = {"n_boot": n_boot, "seed": seed, "level": level, "size_order": dict(size_order or {}),
+                "mcnemar_method": mcnemar_method}
+    inputs = report_inputs(run_dir, settings)
+    if _is_current(out, inputs):
+        logger.info("report of %s kept: made from the same results, settings and code", run_dir)
+        return out
+    (out / MADE_FROM).unlink(missing_ok=True)
     run = load_run(run_dir)
-    out = Path(run_dir) / "report"
     blocks, findings = report_blocks(run, n_boot=n_boot, seed=seed, level=level, size_order=size_order,
                                      mcnemar_method=mcnemar_method, out=out)
+    written = ["report.md", "report.html", "findings.json", "answer.md"]
     atomic_write_text(out / "report.md", to_markdown(blocks))
     atomic_write_text(out / "report.html", to_html(blocks, f"overspec report: {run.name}"))
     for block in blocks:
         if isinstance(block, Table):
             atomic_write_text(out / "tables" / f"{_file_name(block.name)}.csv", to_csv(block))
             atomic_write_text(out / "tables" / f"{_file_name(block.name)}.tex", to_latex(block))
+            written += [f"tables/{_file_name(block.name)}.csv", f"tables/{_file_name(block.name)}.tex"]
+        elif isinstance(block, Figure):
+            written.append(block.file)
     atomic_write_text(out / "findings.json", json.dumps([f.as_dict() for f in findings], indent=1))
     atomic_write_text(out / "answer.md", to_markdown(_answer_of(blocks)))
+    atomic_write_text(out / MADE_FROM, json.dumps({"inputs": inputs, "files": written}, indent=1))
     logger.info("report of %s written to %s", run.name, out)
     return out
+
+
+def report_inputs(run_dir: Path, settings: Mapping[str, object]) -> str:
+    """Digest of everything a report is made from: the run's results, provenance (less what every run rewrites and
+    the report never reads), config and predictions, the build settings, overspec's code and the packages that draw
+    it. Equal digests make equal reports."""
+    def content(path: Path) -> str:
+        return file_sha256(path) if path.is_file() else "absent"
+
+    provenance_path = run_dir / "provenance.json"
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+    read = {key: value for key, value in provenance.items() if key not in UNREAD_PROVENANCE}
+    predictions = sorted((run_dir / "predictions").glob("*.npz"))
+    return combine("report-v1", str(run_dir), json.dumps(settings, sort_keys=True), _code_digest(),
+                   json.dumps(_drawing_versions(), sort_keys=True), content(run_dir / "results.jsonl"),
+                   content(run_dir / "config.yaml"), json.dumps(read, sort_keys=True),
+                   *(f"{path.name}={file_sha256(path)}" for path in predictions))
+
+
+def _is_current(out: Path, inputs: str) -> bool:
+    """Whether the report in ``out`` was made from ``inputs`` and every file it wrote is still there."""
+    try:
+        made = json.loads((out / MADE_FROM).read_text())
+    except (OSError, ValueError):
+        return False
+    return made.get("inputs") == inputs and all((out / name).is_file() for name in made.get("files", ()))
+
+
+def _code_digest() -> str:
+    """Digest of overspec's installed files (code, catalogs, recipes): any change to them may change a report."""
+    package = Path(__file__).resolve().parents[1]
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return combine(*(f"{p.relative_to(package)}={file_sha256(p)}" for p in files))
+
+
+def _drawing_versions() -> dict[str, str]:
+    """Installed versions of the packages that compute intervals and draw figures (``absent`` when missing)."""
+    versions = {}
+    for name in ("numpy", "scipy", "matplotlib"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def _answer_of(blocks: list[Block]) -> list[Block]:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +217,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, *, method: str = "midp
     >>> mcnemar(np.array([1, 1, 1, 0, 0, 0, 0, 0, 0]), np.array([1, 0, 0, 1, 1, 1, 1, 1, 1])).b
     2
     """
+    from scipy import stats as scipy_stats  # here, not at import: a report that is kept never needs scipy
+
     a = np.asarray(correct_a).astype(bool).reshape(-1)
     b_arr = np.asarray(correct_b).astype(bool).reshape(-1)
     if a.shape != b_arr.shape:
@@ -227,9 +228,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, *, method: str = "midp
     if method in ("exact", "midp"):
         if n == 0:
             return McNemarResult(b, c, float(k), 1.0, method)
-        p = 2 * _scipy_stats.binom.cdf(k, n, 0.5)
+        p = 2 * scipy_stats.binom.cdf(k, n, 0.5)
         if method == "midp":
-            p -= _scipy_stats.binom.pmf(k, n, 0.5)
+            p -= scipy_stats.binom.pmf(k, n, 0.5)
         return McNemarResult(b, c, float(k), float(min(1.0, p)), method)
     if method == "chi2":
         if n == 0:
@@ -237,5 +238,5 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, *, method: str = "midp
         diff = max(abs(b - c) - (1 if continuity else 0), 0)
         statistic = diff ** 2 / n
         label = "chi2 (continuity corrected)" if continuity else "chi2"
-        return McNemarResult(b, c, float(statistic), float(_scipy_stats.chi2.sf(statistic, 1)), label)
+        return McNemarResult(b, c, float(statistic), float(scipy_stats.chi2.sf(statistic, 1)), label)
     raise ValueError(f"unknown McNemar method {method!r}; use 'midp', 'exact' or 'chi2'")

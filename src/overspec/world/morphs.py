@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import numpy as np
 from PIL import Image
-from scipy.spatial import Delaunay
 
 from overspec.world.faces import Capture, Identity, RenderedFace, finish_image, render_face
 
@@ -55,6 +54,8 @@ def _bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 def piecewise_affine_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Warp ``image`` so that points ``src`` land on ``dst`` (affine per Delaunay triangle of ``dst``)."""
+    from scipy.spatial import Delaunay  # when a morph is drawn, not whenever the world's layout is read
+
     h, w = image.shape[:2]
     simplices = Delaunay(dst).simplices
     ys, xs = np.mgrid[0:h, 0:w]
