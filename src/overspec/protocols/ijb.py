@@ -19,7 +19,7 @@ import numpy as np
 from overspec import metrics
 from overspec.data.formats.ijb import IJBMeta
 from overspec.errors import InputError
-from overspec.features._files import row_blocks
+from overspec.features import row_blocks
 
 __all__ = [
     "IJB_FARS",
