@@ -115,3 +115,10 @@ def test_error_window_bounds_the_observed_gap(dim):
     window = distance_error_window(estimates, dim, 2.0**-24)
     assert np.all(gap <= window)
     assert 1e-6 * window.min() < gap.max()  # the comparison is not vacuous: the gap is measurable
+
+
+def test_uneven_grids_take_the_exact_path():
+    first, second = near_threshold_pairs(np.float32, 64)
+    grid = np.array([0.5, 1.0, 1.7, 2.0, 3.1])
+    got = grid_distances(first, second, grid)
+    np.testing.assert_array_equal(got, insightface_distances(first, second))

@@ -127,29 +127,39 @@ def _cosine_distance_estimates(
     return estimates, safe
 
 
+def _gap_to_grid(estimates: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Distance from each estimate to the nearest threshold of an evenly spaced ascending grid (NaN stays NaN).
+
+    Rounding may pick the wrong neighbour only half a step away from both, far outside any error window.
+    """
+    position = np.clip(np.rint((estimates - grid[0]) / (grid[1] - grid[0])), 0, grid.size - 1)
+    nearest = grid[np.nan_to_num(position).astype(np.intp)]
+    return np.abs(estimates - nearest)
+
+
 def grid_distances(
     embeddings1: np.ndarray, embeddings2: np.ndarray, thresholds: np.ndarray, chunk: int = 2048
 ) -> np.ndarray:
     """Pair distances on the same side of every grid threshold as :func:`squared_distances`' (so identical folds).
 
-    float32 / float64 pairs get the dot-product estimate wherever it is further than its
-    :func:`distance_error_window` from every threshold; the other pairs (and other dtypes) are computed by
-    :func:`squared_distances` itself, chunk by chunk while the rows are in cache.
+    float32 / float64 pairs and an evenly spaced ascending grid: the dot-product estimate wherever it is further
+    than its :func:`distance_error_window` from every threshold; the other pairs (and other dtypes or grids) are
+    computed by :func:`squared_distances` itself, chunk by chunk while the rows are in cache.
     """
     dtypes = {np.dtype(embeddings1.dtype), np.dtype(embeddings2.dtype)}
     dim = embeddings1.shape[1]
     unit_roundoff = max(float(np.finfo(dtype).eps) / 2 for dtype in dtypes)
-    if not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)} or (dim + 3) * unit_roundoff > 1e-3:
+    grid = np.asarray(thresholds, dtype=np.float64)
+    even = grid.size >= 2 and grid[1] > grid[0] and np.allclose(np.diff(grid), grid[1] - grid[0], rtol=1e-9, atol=0)
+    if not (even and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}) or (dim + 3) * unit_roundoff > 1e-3:
         return squared_distances(embeddings1, embeddings2)
-    grid = np.concatenate([[-np.inf], np.sort(np.asarray(thresholds, dtype=np.float64)), [np.inf]])
     distances = np.empty(embeddings1.shape[0], dtype=np.float64)
     for start in range(0, embeddings1.shape[0], chunk):
         first, second = embeddings1[start : start + chunk], embeddings2[start : start + chunk]
         estimates, safe = _cosine_distance_estimates(first, second)
-        above = np.clip(np.searchsorted(grid, estimates), 1, grid.size - 1)
         with np.errstate(invalid="ignore"):
-            gap = np.minimum(estimates - grid[above - 1], grid[above] - estimates)
-            unsure = np.flatnonzero(~(safe & (gap > distance_error_window(estimates, dim, unit_roundoff))))
+            sure = safe & (_gap_to_grid(estimates, grid) > distance_error_window(estimates, dim, unit_roundoff))
+        unsure = np.flatnonzero(~sure)
         if unsure.size:
             estimates[unsure] = squared_distances(first.take(unsure, axis=0), second.take(unsure, axis=0))
         distances[start : start + first.shape[0]] = estimates
