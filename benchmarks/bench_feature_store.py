@@ -95,7 +95,7 @@ def bare_features(encoder: Encoder, paths: list[Path], batch_size: int, workers:
 def store_features(encoder: Encoder, split: LabelledImages, batch_size: int, workers: int, root: Path) -> np.ndarray:
     """overspec's extraction into a fresh cache folder (nothing cached yet), as the runner calls it."""
     store = FeatureStore(root, batch_size=batch_size, num_workers=workers, progress=False)
-    return store.image_features(encoder, split).array
+    return store.image_features(encoder, split).x
 
 
 def encoder_for(architecture: str, cache: Path) -> Encoder:
