@@ -99,6 +99,9 @@ def test_grid_distances_send_out_of_range_rows_to_the_exact_path():
     got = grid_distances(first, second, INSIGHTFACE_THRESHOLDS)
     expected = insightface_distances(first, second)
     np.testing.assert_array_equal(got[:4], expected[:4])
+    wide = second.astype(np.float64)  # a float32 row too small for float32 stays exact beside a float64 row
+    np.testing.assert_array_equal(grid_distances(first, wide, INSIGHTFACE_THRESHOLDS)[0],
+                                  insightface_distances(first, wide)[0])
 
 
 @pytest.mark.parametrize("dim", [512, 4096])

@@ -119,12 +119,16 @@ def _cosine_distance_estimates(
         self1[rows] = np.matmul(first, first.transpose(0, 2, 1))[:, 0, 0]
         self2[rows] = np.matmul(second, second.transpose(0, 2, 1))[:, 0, 0]
         cross[rows] = np.matmul(first, second.transpose(0, 2, 1))[:, 0, 0]
-    info = np.finfo(np.result_type(embeddings1, embeddings2))
-    low, high = float(info.tiny) * 2.0**60, float(info.max) * 2.0**-60
-    safe = (self1 >= low) & (self1 <= high) & (self2 >= low) & (self2 <= high)
+    safe = _in_range(self1, embeddings1.dtype) & _in_range(self2, embeddings2.dtype)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         estimates = 2.0 - 2.0 * cross / np.sqrt(self1 * self2)
     return estimates, safe
+
+
+def _in_range(squared_norms: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Whether squared norms lie 2^60 inside ``dtype``'s normal range (no whole-row underflow or overflow)."""
+    info = np.finfo(dtype)
+    return (squared_norms >= float(info.tiny) * 2.0**60) & (squared_norms <= float(info.max) * 2.0**-60)
 
 
 def _gap_to_grid(estimates: np.ndarray, grid: np.ndarray) -> np.ndarray:
