@@ -306,3 +306,25 @@ def test_identification_equals_insightface(seed):
     np.testing.assert_array_equal(result.threshold, threshes)
     # continuous scores: no ties, so the argsort ranks of insightface and our pessimistic ranks agree
     np.testing.assert_allclose(M.rank_k(similarity, probe_ids, gallery_ids, [1, 5]), [tops[1], tops[5]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_verification_kfold_equals_insightface_loop_at_thresholds(seed):
+    """512-d float32 pairs placed on and a few ULPs around grid thresholds: folds and thresholds identical."""
+    rng = np.random.default_rng(seed)
+    centres = np.arange(0, 4, 0.01)[rng.integers(0, 400, 800)]
+    targets = np.clip(centres + rng.choice([0.0, 1e-7, -1e-7, 1e-6, -1e-6, 1e-4, -1e-4], 800), 0, 4)
+    first = rng.normal(size=(800, 512))
+    first /= np.linalg.norm(first, axis=1, keepdims=True)
+    other = rng.normal(size=(800, 512))
+    other -= np.sum(other * first, axis=1, keepdims=True) * first
+    other /= np.linalg.norm(other, axis=1, keepdims=True)
+    cosine = 1 - targets / 2
+    second = cosine[:, None] * first + np.sqrt(1 - cosine**2)[:, None] * other
+    e1, e2 = (3.0 * first).astype(np.float32), (0.7 * second).astype(np.float32)
+    issame = (targets + rng.normal(0, 0.5, 800)) < 2.0
+    mean, std, thresholds, accuracies = insightface_calculate_roc(e1, e2, issame)
+    result = M.verification_kfold(e1, e2, issame)
+    assert (result.accuracy, result.std) == (mean, std)
+    np.testing.assert_array_equal(result.fold_thresholds, thresholds)
+    np.testing.assert_array_equal(result.fold_accuracies, accuracies)
