@@ -66,6 +66,12 @@ def test_run_writes_tidy_results_and_resumes(tmp_path, csv_dataset, micro_checkp
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["versions"]["torch"].startswith("2.14.1")
     assert provenance["model_fingerprints"]["micro"] == probe.model_fingerprint
+    stages = {row["stage"]: row for row in provenance["timings"]["stages"]}
+    assert {"load models", "features micro", "zero-shot text classifiers",
+            "protocol linear_probe", "protocol zero_shot", "write results", "other"} <= set(stages)
+    assert stages["protocol linear_probe"]["count"] == 2  # micro and micro-img, whose image features are the same
+    assert stages["features micro"]["count"] == 2 and "features micro-img" not in stages  # train and test, once
+    assert first.stages.table()[0]["cpu_s"] >= first.stages.table()[-1]["cpu_s"]
     assert (run_dir / "results.csv").read_text().splitlines()[0].startswith("run,model,model_fingerprint")
     assert "| micro |" in (run_dir / "summary.md").read_text()
     predictions = np.load(run_dir / "predictions" / "micro__test-colours__zero_shot.npz")

@@ -31,7 +31,7 @@ from overspec.protocols.inputs import compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 from overspec.results.units import save_predictions, stored_records, unit_file_text
 from overspec.world.checks import checked_once
-from overspec.progress import bar_disabled
+from overspec.progress import StageClock, bar_disabled, stage, stage_clock
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class RunResult:
     reused: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    stages: StageClock = field(default_factory=StageClock)
 
 
 class _Context:
@@ -88,7 +89,8 @@ class _Context:
     def model(self, spec: ModelSpec) -> Encoder:
         """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
         if spec.name not in self._models:
-            encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
+            with stage("load models"):
+                encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
             self._models[spec.name] = encoder
             facts, recorded = ModelFacts.of(encoder), self._facts.get(spec.name)
             if recorded is not None and recorded != facts:
@@ -247,12 +249,12 @@ def run_study(config: RunConfig) -> RunResult:
 
     Generated world content (datasets, tiny-CLIP weights) is hashed once per run, not at every model that uses it.
     """
-    with checked_once():
-        return _run_study(config)
+    with checked_once(), stage_clock() as clock:
+        return _run_study(config, clock)
 
 
-def _run_study(config: RunConfig) -> RunResult:
-    """The body of :func:`run_study`, run inside one scope of world-content checks."""
+def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
+    """The body of :func:`run_study`, run inside one scope of world-content checks, timed stage by stage."""
     start = time.perf_counter()
     settings = validated_settings(config)
     data_root, datasets, benchmarks = _prepare_data(config)
@@ -268,7 +270,7 @@ def _run_study(config: RunConfig) -> RunResult:
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
-    result = RunResult(run_dir, [])
+    result = RunResult(run_dir, [], stages=clock)
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
         reason = _skip_reason(context, planned)
@@ -277,7 +279,8 @@ def _run_study(config: RunConfig) -> RunResult:
             continue
         result.records.extend(_run_unit(context, planned, settings, chash, result))
     result.seconds = time.perf_counter() - start
-    _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
+    with stage("write results"):
+        _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
     return result
 
 
@@ -293,7 +296,8 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     if config.world:
         from overspec.world import prepare
 
-        data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the catalog's world/ roots
+        with stage("world: generate data"):
+            data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the world/ roots
     for name in names:
         dataset_registry().get(name)
     for name in benchmarks:
@@ -464,8 +468,9 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
                 data = world_training_data(recipe_config.task, recipe_config, data_root)
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
-            path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,
-                            progress=config.progress)
+            with stage(f"fine-tune {spec.name} {recipe}"):
+                path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path,
+                                device=config.device, progress=config.progress)
             out.append(from_dict(ModelSpec, load_yaml(path), where=str(path)))
     return out
 
@@ -538,8 +543,10 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
         return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
     started = time.perf_counter()
     kind = planned.target.kind
-    output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target),
-                          context.features(spec, kind), settings[planned.protocol.name], config.seed, config.device)
+    with stage(f"protocol {planned.plan.name}"):
+        output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target),
+                              context.features(spec, kind), settings[planned.protocol.name], config.seed,
+                              config.device)
     encoder = context.model(spec)
     preprocess = _preprocess_label(context, spec, kind)
     records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
@@ -586,7 +593,8 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
                   "units": {"computed": result.computed, "reused": result.reused,
                             "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
-                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds}}
+                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds,
+                              "stages": result.stages.table()}}
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

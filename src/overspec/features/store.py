@@ -27,7 +27,7 @@ from overspec.features.text import build_classifier, prompt_set_fingerprint
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 from overspec.errors import InputError
-from overspec.progress import bar_disabled
+from overspec.progress import bar_disabled, stage
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,9 @@ class FeatureStore:
             cached = self._cached_features(path, split, key)
             if cached is not None:
                 return cached
-            array, bad = self._extract(encoder, split, view)
-            write_array(path, array, {**meta, "bad_images": bad})
+            with stage(f"features {encoder.name}"):
+                array, bad = self._extract(encoder, split, view)
+                write_array(path, array, {**meta, "bad_images": bad})
         return self._stored_features(path, split, key)
 
     def text_classifier(self, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *,
@@ -139,7 +140,7 @@ class FeatureStore:
         with FileLock(str(path.with_suffix(".lock"))):
             cached = self._read(path)
             if cached is None:
-                with torch.inference_mode(), self._autocast():
+                with stage("zero-shot text classifiers"), torch.inference_mode(), self._autocast():
                     classifier = build_classifier(encoder.encode_text, list(classnames), list(templates))
                 classifier = classifier.float().cpu().numpy()
                 _check_finite_classifier(classifier, encoder.name, classnames, dataset)
