@@ -191,3 +191,26 @@ def test_progress_bars_leave_no_carriage_returns_in_a_log(tmp_path, csv_dataset,
     captured = capsys.readouterr()
     for stream in (captured.out, captured.err):
         assert "\r" not in stream and "\x1b[" not in stream
+
+
+def test_threads_hold_for_the_run_and_are_given_back(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                      monkeypatch):
+    import torch
+
+    import overspec.runner as runner
+    from overspec.config.run import default_config
+
+    seen = []
+    real = runner.compute_unit
+    monkeypatch.setattr(runner, "compute_unit", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    data_root, entry = csv_dataset
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file, threads=1))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert default_config().threads == 1 and RunConfig().threads == 0
+    with pytest.raises(ValueError, match="threads"):
+        RunConfig(threads=-1)

@@ -89,6 +89,7 @@ class _Context:
     def model(self, spec: ModelSpec) -> Encoder:
         """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
         if spec.name not in self._models:
+            _use_threads(self.config)
             with stage("load models"):
                 encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
             self._models[spec.name] = encoder
@@ -249,8 +250,34 @@ def run_study(config: RunConfig) -> RunResult:
 
     Generated world content (datasets, tiny-CLIP weights) is hashed once per run, not at every model that uses it.
     """
-    with checked_once(), stage_clock() as clock:
-        return _run_study(config, clock)
+    try:
+        with checked_once(), stage_clock() as clock:
+            return _run_study(config, clock)
+    finally:
+        _restore_threads()
+
+
+#: torch's CPU thread count before the run under way set its own (empty otherwise).
+_THREADS_BEFORE: list[int] = []
+
+
+def _use_threads(config: RunConfig) -> None:
+    """Run torch on ``config.threads`` CPU threads until the run ends (0: keep torch's setting); called where the
+    run first needs torch, so a run that computes nothing does not import it."""
+    if not config.threads or _THREADS_BEFORE:
+        return
+    import torch
+
+    _THREADS_BEFORE.append(torch.get_num_threads())
+    torch.set_num_threads(config.threads)
+
+
+def _restore_threads() -> None:
+    """Give torch back the thread count it had before the run (nothing when the run set none)."""
+    if _THREADS_BEFORE:
+        import torch
+
+        torch.set_num_threads(_THREADS_BEFORE.pop())
 
 
 def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
@@ -454,6 +481,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
     from overspec.config.typed import from_dict, load_yaml
     from overspec.finetune.run import finetune, world_training_data
 
+    _use_threads(config)
     out = []
     for spec in specs:
         out.append(spec)
