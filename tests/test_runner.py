@@ -38,6 +38,12 @@ def test_run_writes_tidy_results_and_resumes(tmp_path, csv_dataset, micro_checkp
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["versions"]["torch"].startswith("2.14.1")
     assert provenance["model_fingerprints"]["micro"] == probe.model_fingerprint
+    stages = {row["stage"]: row for row in provenance["timings"]["stages"]}
+    assert {"load models", "features micro", "zero-shot text classifiers",
+            "protocol linear_probe", "protocol zero_shot", "write results", "other"} <= set(stages)
+    assert stages["protocol linear_probe"]["count"] == 2  # micro and micro-img, whose image features are the same
+    assert stages["features micro"]["count"] == 2 and "features micro-img" not in stages  # train and test, once
+    assert first.stages.table()[0]["cpu_s"] >= first.stages.table()[-1]["cpu_s"]
     assert (run_dir / "results.csv").read_text().splitlines()[0].startswith("run,model,model_fingerprint")
     assert "| micro |" in (run_dir / "summary.md").read_text()
     predictions = np.load(run_dir / "predictions" / "micro__test-colours__zero_shot.npz")
@@ -194,3 +200,26 @@ def test_a_weight_space_combination_is_evaluated_like_any_model(tmp_path, csv_da
         CombineTerm("nowhere", 0.5),))))
     with pytest.raises(InputError, match="combine term 'nowhere' is neither a model of this run"):
         run_study(unknown)
+
+
+def test_threads_hold_for_the_run_and_are_given_back(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
+                                                      monkeypatch):
+    import torch
+
+    import overspec.runner as runner
+    from overspec.config.run import default_config
+
+    seen = []
+    real = runner.compute_unit
+    monkeypatch.setattr(runner, "compute_unit", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    data_root, entry = csv_dataset
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file, threads=1))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert default_config().threads == 1 and RunConfig().threads == 0
+    with pytest.raises(ValueError, match="threads"):
+        RunConfig(threads=-1)

@@ -31,7 +31,7 @@ from overspec.protocols.inputs import ComparedSources, compute_unit
 from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
 from overspec.results.units import save_predictions, stored_records, unit_file_text
 from overspec.world.checks import checked_once
-from overspec.progress import bar_disabled
+from overspec.progress import StageClock, bar_disabled, stage, stage_clock
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class RunResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     models: list[ModelSpec] = field(default_factory=list)
+    stages: StageClock = field(default_factory=StageClock)
 
 
 class _Context:
@@ -90,7 +91,9 @@ class _Context:
     def model(self, spec: ModelSpec) -> Encoder:
         """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
         if spec.name not in self._models:
-            encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
+            _use_threads(self.config)
+            with stage("load models"):
+                encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
             self._models[spec.name] = encoder
             facts, recorded = ModelFacts.of(encoder), self._facts.get(spec.name)
             if recorded is not None and recorded != facts:
@@ -250,12 +253,38 @@ def run_study(config: RunConfig) -> RunResult:
 
     Generated world content (datasets, tiny-CLIP weights) is hashed once per run, not at every model that uses it.
     """
-    with checked_once():
-        return _run_study(config)
+    try:
+        with checked_once(), stage_clock() as clock:
+            return _run_study(config, clock)
+    finally:
+        _restore_threads()
 
 
-def _run_study(config: RunConfig) -> RunResult:
-    """The body of :func:`run_study`, run inside one scope of world-content checks."""
+#: torch's CPU thread count before the run under way set its own (empty otherwise).
+_THREADS_BEFORE: list[int] = []
+
+
+def _use_threads(config: RunConfig) -> None:
+    """Run torch on ``config.threads`` CPU threads until the run ends (0: keep torch's setting); called where the
+    run first needs torch, so a run that computes nothing does not import it."""
+    if not config.threads or _THREADS_BEFORE:
+        return
+    import torch
+
+    _THREADS_BEFORE.append(torch.get_num_threads())
+    torch.set_num_threads(config.threads)
+
+
+def _restore_threads() -> None:
+    """Give torch back the thread count it had before the run (nothing when the run set none)."""
+    if _THREADS_BEFORE:
+        import torch
+
+        torch.set_num_threads(_THREADS_BEFORE.pop())
+
+
+def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
+    """The body of :func:`run_study`, run inside one scope of world-content checks, timed stage by stage."""
     start = time.perf_counter()
     settings = validated_settings(config)
     data_root, datasets, benchmarks = _prepare_data(config)
@@ -271,7 +300,7 @@ def _run_study(config: RunConfig) -> RunResult:
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
-    result = RunResult(run_dir, [], models=specs)
+    result = RunResult(run_dir, [], models=specs, stages=clock)
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
         reason = _skip_reason(context, planned)
@@ -280,7 +309,8 @@ def _run_study(config: RunConfig) -> RunResult:
             continue
         result.records.extend(_run_unit(context, planned, settings, chash, result))
     result.seconds = time.perf_counter() - start
-    _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
+    with stage("write results"):
+        _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
     return result
 
 
@@ -296,7 +326,8 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     if config.world:
         from overspec.world import prepare
 
-        data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the catalog's world/ roots
+        with stage("world: generate data"):
+            data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the world/ roots
     for name in names:
         dataset_registry().get(name)
     for name in benchmarks:
@@ -483,6 +514,7 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
     from overspec.config.typed import from_dict, load_yaml
     from overspec.finetune.run import finetune, world_training_data
 
+    _use_threads(config)
     out = []
     for spec in specs:
         out.append(spec)
@@ -497,8 +529,9 @@ def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_roo
                 data = world_training_data(recipe_config.task, recipe_config, data_root)
             folder = _finetune_folder(config, spec, recipe, recipe_config)
             logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
-            path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path, device=config.device,
-                            progress=config.progress)
+            with stage(f"fine-tune {spec.name} {recipe}"):
+                path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path,
+                                device=config.device, progress=config.progress)
             out.append(from_dict(ModelSpec, load_yaml(path), where=str(path)))
     return out
 
@@ -583,8 +616,9 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
     source = context.features(spec, kind)
     if planned.plan.needs.base:
         source = ComparedSources(source, context.features(context.specs[spec.base], kind))
-    output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target), source,
-                          settings[planned.protocol.name], config.seed, config.device)
+    with stage(f"protocol {planned.plan.name}"):
+        output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target), source,
+                              settings[planned.protocol.name], config.seed, config.device)
     encoder = context.model(spec)
     preprocess = _preprocess_label(context, spec, kind)
     records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
@@ -631,7 +665,8 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
                   "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
                   "units": {"computed": result.computed, "reused": result.reused,
                             "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
-                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds}}
+                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds,
+                              "stages": result.stages.table()}}
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

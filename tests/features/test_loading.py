@@ -10,7 +10,7 @@ from torchvision import transforms as T
 
 from overspec.data.base import BadImageError, LabelledImages
 from overspec.features import FeatureStore
-from overspec.features.loading import image_batches, prefetched, split_preprocess
+from overspec.features.loading import KeptImages, image_batches, prefetched, split_preprocess
 from overspec.models import ModelSpec, PreprocessSpec, load_model
 from overspec.models.preprocess import build_transform
 from tests.conftest import make_split
@@ -191,3 +191,54 @@ def test_a_bad_image_under_fail_stops_extraction_without_leaving_a_loading_threa
     with pytest.raises(BadImageError, match="truncated file"):
         store.image_features(encoder, split)
     assert _prefetch_threads() == []
+
+
+def _counting(split: LabelledImages) -> tuple[LabelledImages, list[int]]:
+    """``split`` with every read of an image recorded."""
+    reads: list[int] = []
+
+    def read(i: int) -> Image.Image:
+        reads.append(i)
+        return split.read(i)
+
+    return LabelledImages(split.dataset, split.split, split.labels, read, identity=split.identity), reads
+
+
+def test_kept_images_decode_a_split_once_per_geometry_and_give_the_same_batches():
+    preprocess = build_transform(PreprocessSpec(size=16, mean=(0.3, 0.4, 0.5), std=(0.2, 0.25, 0.3)))
+    other_norm = build_transform(PreprocessSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    other_size = build_transform(PreprocessSpec(size=12))
+    split, reads = _counting(_with_truncated_image(make_split(n=5, size=21, seed=6), bad=3))
+    kept = KeptImages(10**6)
+
+    def batches(pre, **extra):
+        return [(images.clone(), problems) for images, problems in
+                image_batches(split, pre, batch_size=2, num_workers=0, device="cpu", **extra)]
+
+    fresh = batches(preprocess)
+    assert len(reads) == 5
+    first, again = batches(preprocess, kept=kept), batches(preprocess, kept=kept)
+    assert len(reads) == 10  # the second pass read nothing
+    for got in (first, again):
+        assert [p for _, p in got] == [p for _, p in fresh]
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(got, fresh, strict=True))
+    normalised = batches(other_norm, kept=kept)  # same resize and crop: same pixels, its own normalisation
+    assert len(reads) == 10 and torch.equal(normalised[0][0], batches(other_norm)[0][0])
+    assert len(reads) == 15
+    batches(other_size, kept=kept)  # another size decodes again
+    assert len(reads) == 20
+
+
+def test_kept_images_leave_out_a_split_that_does_not_fit_or_a_pass_stopped_early():
+    preprocess = build_transform(PreprocessSpec(size=8))
+    split, reads = _counting(make_split(n=4, size=10, seed=2))
+    small = KeptImages(3 * 8 * 8 * 3)  # room for three of the four images
+    for _ in range(2):
+        list(image_batches(split, preprocess, batch_size=2, num_workers=0, device="cpu", kept=small))
+    assert len(reads) == 8 and small.batches == {}
+    kept = KeptImages(10**6)
+    longer = make_split(n=12, size=10, seed=2)  # six batches: more than the prefetching thread reads ahead
+    stopped = image_batches(longer, preprocess, batch_size=2, num_workers=0, device="cpu", kept=kept)
+    next(stopped)
+    stopped.close()
+    assert kept.batches == {}

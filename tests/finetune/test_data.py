@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from overspec.data.base import LabelledImages
@@ -54,3 +55,44 @@ def test_an_attack_validation_split_without_attacks_is_refused_before_training()
     assert AttackValidator(split([1, 0, 1])).split.dataset == "mad-list"
     with pytest.raises(ValueError, match=r"validation split mad-list/dev has 2 bona fide and 0 attack samples"):
         AttackValidator(split([1, 1]))
+
+
+def _counted_split(n: int) -> tuple[LabelledImages, list[int]]:
+    """A split of ``n`` distinct 6x4 images that records every decode."""
+    decoded: list[int] = []
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (n, 6, 4, 3), dtype=np.uint8)
+
+    def load(i: int) -> Image.Image:
+        decoded.append(i)
+        return Image.fromarray(pixels[i])
+
+    return LabelledImages("t", "train", np.arange(n) % 2, load, ("a", "b")), decoded
+
+
+def test_training_images_decode_once_under_a_model_preprocess_and_give_the_same_tensors():
+    from torchvision import transforms as T
+
+    preprocess = T.Compose([T.Resize(3, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(3), T.ToTensor(),
+                            T.Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))])
+    split, decoded = _counted_split(4)
+    kept = TrainingImages(split, preprocess)
+    keys = [(i, flip) for i in range(4) for flip in (False, True)] * 3
+    items = [kept[key] for key in keys]
+    assert sorted(decoded) == sorted([i for i in range(4) for _ in range(2)])  # each (image, flip) decoded once
+    fresh_split, fresh_decoded = _counted_split(4)
+    fresh = TrainingImages(fresh_split, preprocess, kept_bytes=0)
+    for key, (tensor, label) in zip(keys, items, strict=True):
+        expected, expected_label = fresh[key]
+        assert label == expected_label and torch.equal(tensor, expected)
+    assert len(fresh_decoded) == len(keys)
+    items[0][0].zero_()  # a caller editing its item in place does not edit what later draws get
+    assert torch.equal(kept[keys[0]][0], fresh[keys[0]][0])
+
+
+def test_training_images_rerun_a_preprocess_they_cannot_tell_is_deterministic():
+    calls = []
+    split, decoded = _counted_split(2)
+    dataset = TrainingImages(split, lambda image: calls.append(1) or torch.rand(3))
+    first, second = dataset[(0, False)][0], dataset[(0, False)][0]
+    assert len(calls) == 2 and len(decoded) == 2 and not torch.equal(first, second)

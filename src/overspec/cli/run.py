@@ -86,4 +86,7 @@ def handler(args: argparse.Namespace) -> int:
         print(f"report: {report / 'report.html'}")
     print(f"{len(result.records)} records, {len(result.computed)} units computed, {len(result.reused)} reused, "
           f"{len(result.skipped)} not applicable, {result.seconds:.1f} s -> {result.run_dir}")
+    if result.computed:
+        print("time by stage (CPU-seconds of this process and its workers; also in provenance.json):\n"
+              + result.stages.text())
     return 0

@@ -32,7 +32,7 @@ from overspec.models.preprocess import ToBGR
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SplitPreprocess", "split_preprocess", "image_batches", "prefetched"]
+__all__ = ["KeptImages", "SplitPreprocess", "split_preprocess", "image_batches", "prefetched"]
 
 #: Batches a loader without workers keeps ready ahead of the encoder.
 PREFETCH_DEPTH = 2
@@ -128,24 +128,77 @@ class _FinishingCollate:
         return [self.preprocess.finish(images), labels, problems]
 
 
+class KeptImages:
+    """The uint8 batches of splits loaded in this process, by split content and geometry, up to ``max_bytes``.
+
+    Every model of a run that resizes and crops alike (a base and its fine-tunes, models of one family) then decodes
+    a split once: the kept batches are bit-identical to decoding again. A split that does not fit in the room left
+    is not kept.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.room = max_bytes
+        self.batches: dict[str, list[tuple[torch.Tensor, list[str]]]] = {}
+
+    def get(self, key: str) -> list[tuple[torch.Tensor, list[str]]] | None:
+        """The kept batches of ``key``, or None."""
+        return self.batches.get(key)
+
+    def keeping(self, key: str, batches: Iterable[tuple[torch.Tensor, list[str]]]) -> Iterator:
+        """Yield ``batches`` unchanged; once all were yielded and fit in the room, keep them under ``key``."""
+        held, size = [], 0
+        for images, problems in batches:
+            size += images.numel() * images.element_size()
+            if size <= self.room:
+                held.append((images, problems))
+            yield images, problems
+        if size <= self.room:
+            self.batches[key] = held
+            self.room -= size
+
+
+def _geometry_key(per_image: object) -> str | None:
+    """What a split preprocessing's per-image steps do to pixels, or None when that cannot be told exactly."""
+    parts = []
+    for step in getattr(per_image, "steps", None) or [None]:
+        if isinstance(step, T.Resize):
+            parts.append(f"resize {step.size} {step.interpolation.value} {step.max_size} {step.antialias}")
+        elif isinstance(step, T.CenterCrop):
+            parts.append(f"crop {list(step.size)}")
+        elif step is not None and _is_geometry(step):
+            parts.append("rgb")
+        else:
+            return None
+    return "; ".join(parts)
+
+
 def image_batches(split: LabelledImages, preprocess: Callable[[Image.Image], torch.Tensor], *, batch_size: int,
-                  num_workers: int, device: str) -> Iterator[tuple[torch.Tensor, list[str]]]:
+                  num_workers: int, device: str, kept: KeptImages | None = None
+                  ) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """Yield ``(model-ready batch on device, decode problems)`` for ``split`` in order, preprocessed as ``preprocess``.
 
     Decoding problems stay inside the items (``LabelledImages.checked``): an undecodable image is a placeholder
     with a non-empty problem string, never an exception across the loader. Without workers, batches are loaded
-    ahead in a background thread (:func:`prefetched`).
+    ahead in a background thread (:func:`prefetched`), and with ``kept`` a split's uint8 batches are decoded once
+    per geometry (:class:`KeptImages`).
     """
     split_pre = split_preprocess(preprocess)
     on_gpu = torch.device(device).type == "cuda"
     finish_in_worker = split_pre.splits and num_workers > 0 and not on_gpu
-    loader = DataLoader(
-        split.with_transform(split_pre.per_image).checked(), batch_size=batch_size, shuffle=False,
-        num_workers=num_workers, pin_memory=on_gpu,
-        collate_fn=_FinishingCollate(split_pre) if finish_in_worker else None,
-    )
+    geometry = _geometry_key(split_pre.per_image) if kept is not None and split_pre.splits and num_workers == 0 \
+        else None
+    key = f"{split.fingerprint} {batch_size} {geometry}" if geometry is not None else ""
+    stored = kept.get(key) if key else None
+    if stored is None:
+        loader = DataLoader(
+            split.with_transform(split_pre.per_image).checked(), batch_size=batch_size, shuffle=False,
+            num_workers=num_workers, pin_memory=on_gpu,
+            collate_fn=_FinishingCollate(split_pre) if finish_in_worker else None,
+        )
+        stored = ((images, list(problems)) for images, _, problems in loader)
+        stored = kept.keeping(key, stored) if key else stored
     finish = (lambda images: images) if finish_in_worker else split_pre.finish
-    batches = ((finish(images.to(device, non_blocking=True)), list(problems)) for images, _, problems in loader)
+    batches = ((finish(images.to(device, non_blocking=True)), problems) for images, problems in stored)
     yield from prefetched(batches, PREFETCH_DEPTH) if num_workers == 0 else batches
 
 

@@ -22,12 +22,12 @@ from overspec import distributed
 from overspec.data.base import LabelledImages
 from overspec.data.digests import use_digest_cache
 from overspec.features._files import CorruptCacheError, discard, read_entry, write_array
-from overspec.features.loading import image_batches
+from overspec.features.loading import KeptImages, image_batches
 from overspec.features.text import build_classifier, prompt_set_fingerprint
 from overspec.models.base import Encoder
 from overspec.models.fingerprint import combine
 from overspec.errors import InputError
-from overspec.progress import bar_disabled
+from overspec.progress import bar_disabled, stage
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ VIEWS = ("plain", "flip", "blocks")
 #: What an undecodable image does: ``fail`` stops with :class:`~overspec.data.base.BadImageError`; ``skip``
 #: zeroes its feature row, marks it invalid and records it (index, location, problem) in the cache entry's header.
 BAD_IMAGE_POLICIES = ("fail", "skip")
+#: Decoded images a store keeps in memory for the next model that resizes alike (:class:`KeptImages`).
+KEPT_BYTES = 512 * 2**20
 
 
 class NonFiniteFeaturesError(InputError):
@@ -90,6 +92,7 @@ class FeatureStore:
         self.progress = progress
         self.verify = verify
         self.on_bad_image = on_bad_image
+        self.kept = KeptImages(KEPT_BYTES)
 
     def image_key(self, encoder: Encoder, split: LabelledImages, view: str = "plain") -> str:
         """Return the cache key of ``encoder``'s features of ``split`` in ``view``."""
@@ -120,8 +123,9 @@ class FeatureStore:
             cached = self._cached_features(path, split, key)
             if cached is not None:
                 return cached
-            array, bad = self._extract(encoder, split, view)
-            write_array(path, array, {**meta, "bad_images": bad})
+            with stage(f"features {encoder.name}"):
+                array, bad = self._extract(encoder, split, view)
+                write_array(path, array, {**meta, "bad_images": bad})
         return self._stored_features(path, split, key)
 
     def text_classifier(self, encoder: Encoder, classnames: Sequence[str], templates: Sequence[str], *,
@@ -140,7 +144,7 @@ class FeatureStore:
         with FileLock(str(path.with_suffix(".lock"))):
             cached = self._read(path)
             if cached is None:
-                with torch.inference_mode(), self._autocast():
+                with stage("zero-shot text classifiers"), torch.inference_mode(), self._autocast():
                     classifier = build_classifier(encoder.encode_text, list(classnames), list(templates))
                 classifier = classifier.float().cpu().numpy()
                 _check_finite_classifier(classifier, encoder.name, classnames, dataset)
@@ -208,7 +212,7 @@ class FeatureStore:
         start, stop = distributed.shard_bounds(len(split))
         shard = split.subset(np.arange(start, stop))
         batches = image_batches(shard, encoder.preprocess, batch_size=self.batch_size, num_workers=self.num_workers,
-                                device=self.device)
+                                device=self.device, kept=None if distributed.is_distributed() else self.kept)
         chunks: list[np.ndarray] = []
         bad: list[dict] = []
         fail_fast = self.on_bad_image == "fail" and not distributed.is_distributed()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from overspec.data.base import LabelledImages
 from overspec.errors import InputError
+from overspec.features.loading import split_preprocess
 
 __all__ = ["carve_dev", "TrainingImages", "ShuffledBatches", "BalancedBatches"]
 
@@ -38,22 +39,43 @@ def carve_dev(split: LabelledImages, fraction: float, seed: int) -> tuple[Labell
     return split.subset(np.flatnonzero(~dev), "train"), split.subset(np.flatnonzero(dev), "dev")
 
 
-class TrainingImages(torch.utils.data.Dataset):
-    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label."""
+#: Preprocessed training images kept in memory per dataset (small sets are drawn many times over; big ones
+#: are decoded as they come once this is full).
+KEPT_BYTES = 512 * 2**20
 
-    def __init__(self, images: LabelledImages, preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
+
+class TrainingImages(torch.utils.data.Dataset):
+    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label.
+
+    A deterministic ``preprocess`` (resize / crop / to-tensor / normalise, as every model's own is) runs once per
+    key: its tensors are kept, up to ``kept_bytes``, since a fine-tune on a small set draws each image many
+    times and decoding would otherwise cost more than the steps. Any other preprocess runs at every draw.
+    """
+
+    def __init__(self, images: LabelledImages, preprocess: Callable[[Image.Image], torch.Tensor], *,
+                 kept_bytes: int = KEPT_BYTES) -> None:
         self.images = images.with_transform(None)
         self.preprocess = preprocess
+        self.kept: dict[tuple[int, bool], tuple[torch.Tensor, int]] = {}
+        self.room = kept_bytes if split_preprocess(preprocess).splits else 0
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor, int]:
-        index, flip = key
-        image, label = self.images[int(index)]
+        index, flip = int(key[0]), bool(key[1])
+        if (index, flip) in self.kept:
+            tensor, label = self.kept[index, flip]
+            return tensor.clone(), label
+        image, label = self.images[index]
         if flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return self.preprocess(image), label
+        tensor = self.preprocess(image)
+        size = tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else self.room + 1
+        if size <= self.room:
+            self.room -= size
+            self.kept[index, flip] = (tensor.clone(), label)
+        return tensor, label
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:

@@ -48,7 +48,7 @@ from overspec.world.checks import content_matches
 from overspec.world.general import IMAGE_SIZE, caption_corpus, ensure_world, world_hash
 from overspec.world.layout import seed_root
 from overspec.errors import InputError
-from overspec.progress import bar_disabled
+from overspec.progress import bar_disabled, stage
 
 __all__ = [
     "PREPROCESS_CFG",
@@ -452,7 +452,11 @@ def ensure_tiny_clips(cache_dir: Path, seed: int = 0, *, world_root: Path | None
     Load a folder with ``open_clip.create_model_and_transforms("local-dir:" + str(folder))``.
     """
     cache_dir = Path(cache_dir)
-    world = ensure_world(seed_root(cache_dir, seed), seed) if world_root is None else Path(world_root)
+    if world_root is None:
+        with stage("world: generate the models' training data"):
+            world = ensure_world(seed_root(cache_dir, seed), seed)
+    else:
+        world = Path(world_root)
     out_dir = cache_dir / "tiny-clips" / f"seed-{seed}"
     recipes = recipes or RECIPES
     data_hash = world_hash(world)
@@ -460,12 +464,13 @@ def ensure_tiny_clips(cache_dir: Path, seed: int = 0, *, world_root: Path | None
             if not _is_trained(out_dir / size, training_key(size, recipes[size], seed, data_hash))]
     short = sum(recipes[size].steps for size in todo) < PARALLEL_MIN_STEPS  # not worth starting processes
     workers = 1 if short else min(len(todo), os.cpu_count() or 1)
-    if workers > 1:
-        logger.info("pretraining %s in %d processes (first run only, a few minutes)", " and ".join(todo), workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(pretrain_tiny_clip, size, world, out_dir, seed=seed, recipe=recipes[size],
-                                   progress=progress) for size in todo]
-            for future in futures:
-                future.result()
-    return {size: pretrain_tiny_clip(size, world, out_dir, seed=seed, recipe=recipes[size], progress=progress)
-            for size in TINY_CLIPS}
+    with stage("pretrain tiny CLIPs"):
+        if workers > 1:
+            logger.info("pretraining %s in %d processes (first run only, a few minutes)", " and ".join(todo), workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(pretrain_tiny_clip, size, world, out_dir, seed=seed, recipe=recipes[size],
+                                       progress=progress) for size in todo]
+                for future in futures:
+                    future.result()
+        return {size: pretrain_tiny_clip(size, world, out_dir, seed=seed, recipe=recipes[size], progress=progress)
+                for size in TINY_CLIPS}
