@@ -159,6 +159,8 @@ class KeptImages:
 
 def _geometry_key(per_image: object) -> str | None:
     """What a split preprocessing's per-image steps do to pixels, or None when that cannot be told exactly."""
+    from torchvision import transforms as T
+
     parts = []
     for step in getattr(per_image, "steps", None) or [None]:
         if isinstance(step, T.Resize):
