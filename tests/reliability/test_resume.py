@@ -4,8 +4,9 @@ cache, end exactly like a clean run.
 The study is the default pipeline (world generation, tiny-CLIP pretraining, three fine-tunes, evaluation, report)
 at miniature sizes, run in subprocesses by ``_small_study.py``. Each kill comes a random delay (up to 1.5 s) after
 the study has finished a randomly drawn amount of work, both from a seeded generator (``OVERSPEC_FAULT_SEED``
-picks another draw). Result files must be equal byte for byte (``provenance.json`` aside:
-it holds timings), fine-tuned adapters and pretrained weights tensor for tensor.
+picks another draw). Result files must be equal byte for byte (``provenance.json`` and the report's
+``made-from.json`` aside: they hold timings and input digests), fine-tuned adapters and pretrained weights tensor
+for tensor.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ finetune:
   profile: world
   overrides: ["steps=6", "checkpoint_every=2", "batch_size=8", "val_every=0"]
 """
-TIMINGS = "provenance.json"  # the one run file that differs by design: timings and which units were reused
+# The run files that differ by design: provenance.json holds timings and which units were reused, and the report's
+# made-from.json digests the provenance (cache paths included), so it differs whenever the provenance does.
+BY_DESIGN = ("provenance.json", "made-from.json")
 
 
 def start_study(folder: Path) -> subprocess.Popen:
@@ -85,7 +88,7 @@ def produced_files(folder: Path) -> dict[str, object]:
     """What a study in ``folder`` leaves that must not depend on kills or company: run outputs, adapters, weights."""
     cache = folder.parent / "cache"
     run = folder / "runs" / "default"
-    files = {f"run/{p.relative_to(run)}": p for p in run.rglob("*") if p.is_file() and p.name != TIMINGS}
+    files = {f"run/{p.relative_to(run)}": p for p in run.rglob("*") if p.is_file() and p.name not in BY_DESIGN}
     files.update({f"cache/{p.relative_to(cache)}": p for pattern in (
         "finetune/*/*/*.safetensors", "finetune/*/*/model.yaml", "world-models/tiny-clips/*/*/*.safetensors")
         for p in cache.glob(pattern)})
