@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from overspec.metrics._roc import Sweep, hull_from_sweep, roc_counts, roc_from_sweep, sweep
+from overspec.metrics._selection import bob_eer_scores
 from overspec.metrics._validation import as_scores, check_choice
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ def eer(genuine: ArrayLike, impostor: ArrayLike, method: str = "bob") -> EERResu
     (0.3333, 0.45)
     """
     check_choice(method, "method", EER_METHODS)
-    return eer_from_sweep(sweep(as_scores(genuine, "genuine"), as_scores(impostor, "impostor")), method)
+    g, i = as_scores(genuine, "genuine"), as_scores(impostor, "impostor")
+    if method == "bob":
+        return _bob_result(*bob_eer_scores(g, i), g.size, i.size)
+    return eer_from_sweep(sweep(g, i), method)
 
 
 def eer_from_sweep(s: Sweep, method: str) -> EERResult:
@@ -108,8 +112,12 @@ def bob_min_hter_index(s: Sweep) -> tuple[float, int, int]:
 
 
 def _eer_bob(s: Sweep) -> EERResult:
-    threshold, fa, fr = bob_eer_index(s)
-    far, frr = fa / s.n_impostor, fr / s.n_genuine
+    return _bob_result(*bob_eer_index(s), s.n_genuine, s.n_impostor)
+
+
+def _bob_result(threshold: float, false_accepts: int, false_rejects: int, n_genuine: int, n_impostor: int) -> EERResult:
+    """bob's EER value (FAR + FRR) / 2 from the counts at its threshold, as bob.measure ``eer`` computes it."""
+    far, frr = false_accepts / n_impostor, false_rejects / n_genuine
     return EERResult((far + frr) / 2.0, threshold, far, frr, "bob")
 
 
