@@ -20,7 +20,7 @@ def tied(rng, n, mean, decimals):
 
 
 def bob_far_threshold_loop(negatives, target):
-    """bob.measure ``far_threshold`` as documented: walk tie groups from the top while (count >= score) / N <= target."""
+    """bob.measure ``far_threshold`` as documented: walk tie groups from the top while #(>= score) / N <= target."""
     scores = np.sort(negatives)[::-1]
     if target >= 1 - np.finfo(np.float64).eps:
         return np.nextafter(scores[-1], -np.inf)

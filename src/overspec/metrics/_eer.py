@@ -3,7 +3,8 @@
 Convention: higher = more genuine / bona fide, accept iff score >= threshold. Variants (reference file §5.2):
 
 - ``bob``: bob.measure ``eer_threshold`` sweep over the midpoints between consecutive distinct scores, minimising
-  abs(FAR - FRR) (last of equal minima), value = (FAR + FRR) / 2 at that threshold.
+  abs(FAR - FRR) (last of equal minima), value = (FAR + FRR) / 2 at that threshold. Computed without sorting the
+  larger class (``_selection.py``); :func:`bob_eer_index` is the same rule on a full sweep (HTER's dev threshold).
 - ``rocch``: ROC convex hull intersected with FAR = FRR (Bosaris ``rocch2eer``, bob ``eer_rocch``).
 - ``interp``: root of 1 - x - TPR(x) on the ROC polyline (``scipy.optimize.brentq`` + ``interp1d`` in DG-FAS code).
 - ``fvc``: FVC2000 rule as in pyeer ``get_eer_values``: first distinct score t2 with FAR <= FRR, its predecessor t1,
@@ -61,7 +62,7 @@ def eer(genuine: ArrayLike, impostor: ArrayLike, method: str = "bob") -> EERResu
 
 
 def eer_from_sweep(s: Sweep, method: str) -> EERResult:
-    """EER by ``method`` on already validated, swept scores."""
+    """EER by ``method`` (any but ``bob``, which works on the scores: :func:`bob_eer_scores`) on swept scores."""
     return _EER_FUNCTIONS[method](s)
 
 
@@ -109,10 +110,6 @@ def bob_min_hter_index(s: Sweep) -> tuple[float, int, int]:
     thresholds, fa, fr = _bob_candidates(s)
     best = _bob_minimiser(s, fa * s.n_genuine + fr * s.n_impostor)
     return float(thresholds[best]), int(fa[best]), int(fr[best])
-
-
-def _eer_bob(s: Sweep) -> EERResult:
-    return _bob_result(*bob_eer_index(s), s.n_genuine, s.n_impostor)
 
 
 def _bob_result(threshold: float, false_accepts: int, false_rejects: int, n_genuine: int, n_impostor: int) -> EERResult:
@@ -205,7 +202,6 @@ def _eer_ssdg(s: Sweep) -> EERResult:
 
 
 _EER_FUNCTIONS = {
-    "bob": _eer_bob,
     "rocch": _eer_rocch,
     "interp": _eer_interp,
     "fvc": _eer_fvc,
