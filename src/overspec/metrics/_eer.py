@@ -3,7 +3,8 @@
 Convention: higher = more genuine / bona fide, accept iff score >= threshold. Variants (reference file §5.2):
 
 - ``bob``: bob.measure ``eer_threshold`` sweep over the midpoints between consecutive distinct scores, minimising
-  abs(FAR - FRR) (last of equal minima), value = (FAR + FRR) / 2 at that threshold.
+  abs(FAR - FRR) (last of equal minima), value = (FAR + FRR) / 2 at that threshold. Computed without sorting the
+  larger class (``_selection.py``); :func:`bob_eer_index` is the same rule on a full sweep (HTER's dev threshold).
 - ``rocch``: ROC convex hull intersected with FAR = FRR (Bosaris ``rocch2eer``, bob ``eer_rocch``).
 - ``interp``: root of 1 - x - TPR(x) on the ROC polyline (``scipy.optimize.brentq`` + ``interp1d`` in DG-FAS code).
 - ``fvc``: FVC2000 rule as in pyeer ``get_eer_values``: first distinct score t2 with FAR <= FRR, its predecessor t1,
@@ -23,6 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from overspec.metrics._roc import Sweep, hull_from_sweep, roc_counts, roc_from_sweep, sweep
+from overspec.metrics._selection import bob_eer_scores
 from overspec.metrics._validation import as_scores, check_choice
 
 logger = logging.getLogger(__name__)
@@ -53,11 +55,14 @@ def eer(genuine: ArrayLike, impostor: ArrayLike, method: str = "bob") -> EERResu
     (0.3333, 0.45)
     """
     check_choice(method, "method", EER_METHODS)
-    return eer_from_sweep(sweep(as_scores(genuine, "genuine"), as_scores(impostor, "impostor")), method)
+    g, i = as_scores(genuine, "genuine"), as_scores(impostor, "impostor")
+    if method == "bob":
+        return _bob_result(*bob_eer_scores(g, i), g.size, i.size)
+    return eer_from_sweep(sweep(g, i), method)
 
 
 def eer_from_sweep(s: Sweep, method: str) -> EERResult:
-    """EER by ``method`` on already validated, swept scores."""
+    """EER by ``method`` (any but ``bob``, which works on the scores: :func:`bob_eer_scores`) on swept scores."""
     return _EER_FUNCTIONS[method](s)
 
 
@@ -107,9 +112,9 @@ def bob_min_hter_index(s: Sweep) -> tuple[float, int, int]:
     return float(thresholds[best]), int(fa[best]), int(fr[best])
 
 
-def _eer_bob(s: Sweep) -> EERResult:
-    threshold, fa, fr = bob_eer_index(s)
-    far, frr = fa / s.n_impostor, fr / s.n_genuine
+def _bob_result(threshold: float, false_accepts: int, false_rejects: int, n_genuine: int, n_impostor: int) -> EERResult:
+    """bob's EER value (FAR + FRR) / 2 from the counts at its threshold, as bob.measure ``eer`` computes it."""
+    far, frr = false_accepts / n_impostor, false_rejects / n_genuine
     return EERResult((far + frr) / 2.0, threshold, far, frr, "bob")
 
 
@@ -197,7 +202,6 @@ def _eer_ssdg(s: Sweep) -> EERResult:
 
 
 _EER_FUNCTIONS = {
-    "bob": _eer_bob,
     "rocch": _eer_rocch,
     "interp": _eer_interp,
     "fvc": _eer_fvc,

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from overspec.metrics._roc import Sweep, roc_counts, sweep
+from overspec.metrics._selection import distinct_ascending, smallest_count_above, top_ascending
 from overspec.metrics._validation import as_rates, as_scores, check_choice, is_scalar
 from overspec.errors import InputError
 
@@ -92,20 +93,51 @@ def _rates(s: Sweep, drop_intermediate: bool) -> tuple[np.ndarray, np.ndarray, n
     return false_accepts, true_accepts, false_accepts / s.n_impostor, true_accepts / s.n_genuine, thresholds
 
 
-def _at_far(s: Sweep, targets: np.ndarray, rule: str, prefer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC indices chosen for FAR targets, with the rate arrays they index (false accepts, true accepts, thresholds)."""
-    false_accepts, true_accepts, far, _, thresholds = _rates(s, drop_intermediate=rule == "nearest")
-    if rule == "at_most":
-        index = np.searchsorted(far, targets, side="right") - 1
-    else:
-        index = nearest_index(far, targets, prefer)
+def _nearest_far(s: Sweep, targets: np.ndarray, prefer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false accepts, true accepts, thresholds) of the default-ROC points with FAR nearest each target."""
+    false_accepts, true_accepts, far, _, thresholds = _rates(s, drop_intermediate=True)
+    index = nearest_index(far, targets, prefer)
     return false_accepts[index], true_accepts[index], thresholds[index]
 
 
-def _bob_far_thresholds(impostor: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """bob ``far_threshold`` of already validated impostor scores for each target."""
-    ascending = np.sort(impostor)
-    return np.array([_bob_far_threshold(ascending, float(t)) for t in targets])
+def _at_most_far(g: np.ndarray, i: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false accepts, true accepts, thresholds) of the at-most rule, from the top impostor scores only.
+
+    With M the smallest count whose rate exceeds the target, a threshold meets the target iff it lies above the
+    M-th highest impostor score z; the best is the lowest distinct score above z (+inf when there is none).
+    """
+    counts = [smallest_count_above(float(t), i.size) for t in targets]
+    top = top_ascending(i, max((c for c in counts if c <= i.size), default=1))
+    points = [_at_most_point(g, top, c) if c <= i.size else (i.size, g.size, min(np.min(g), np.min(i))) for c in counts]
+    return tuple(np.array([p[k] for p in points]) for k in range(3))
+
+
+def _at_most_point(g: np.ndarray, top: np.ndarray, count: int) -> tuple[int, int, float]:
+    """(false accepts, true accepts, threshold) just above the ``count``-th highest impostor score."""
+    z = top[top.size - count]
+    impostors_above = top[np.searchsorted(top, z, side="right"):]
+    genuine_above = np.extract(g > z, g)
+    lowest = [float(impostors_above[0])] if impostors_above.size else []
+    if genuine_above.size:
+        lowest.append(float(np.min(genuine_above)))
+    return impostors_above.size, genuine_above.size, min(lowest, default=np.inf)
+
+
+def _bob_far_thresholds(impostor: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bob ``far_threshold`` of already validated impostor scores for each target, with the false accepts there.
+
+    Only the highest scores matter for targets below 1: bob stops at the first group from the top whose rate
+    exceeds the target, so the top scores up to the largest count any target can reach are selected, not sorted.
+    """
+    finite = targets[targets < 1.0 - _EPS]
+    needed = max((smallest_count_above(float(t), impostor.size) for t in finite), default=1)
+    top = top_ascending(impostor, needed)
+    points = [
+        _bob_far_threshold(top, impostor.size, float(t)) if t < 1.0 - _EPS
+        else (float(np.nextafter(np.min(impostor), -np.inf)), impostor.size)
+        for t in targets
+    ]
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
 
 def _bob_frr_thresholds(genuine: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -115,7 +147,9 @@ def _bob_frr_thresholds(genuine: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def _accepted(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """How many ``scores`` are >= each threshold."""
+    """How many ``scores`` are >= each threshold (a counting pass each for a few thresholds, else one sort)."""
+    if thresholds.size <= 8:
+        return np.array([np.count_nonzero(scores >= t) for t in thresholds])
     ascending = np.sort(scores)
     return ascending.size - np.searchsorted(ascending, thresholds, side="left")
 
@@ -180,9 +214,11 @@ def _at_false_accept_rate(g: np.ndarray, i: np.ndarray, targets: np.ndarray, rul
     """(false accepts, true accepts, thresholds) at false-accept-rate targets (FAR or APCER) under ``rule``; ``prefer``
     breaks the nearest rule's ties as its peer does (insightface: last, SMDD: first)."""
     if rule == "bob":
-        thresholds = _bob_far_thresholds(_at_least_two(i, negatives), targets)
-        return _accepted(i, thresholds), _accepted(g, thresholds), thresholds
-    return _at_far(sweep(g, i), targets, rule, prefer=prefer)
+        thresholds, false_accepts = _bob_far_thresholds(_at_least_two(i, negatives), targets)
+        return false_accepts, _accepted(g, thresholds), thresholds
+    if rule == "at_most":
+        return _at_most_far(g, i, targets)
+    return _nearest_far(sweep(g, i), targets, prefer=prefer)
 
 
 def _at_bpcer(s: Sweep, targets: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,24 +273,27 @@ def _at_least_two(scores: np.ndarray, name: str) -> np.ndarray:
     return scores
 
 
-def _bob_far_threshold(ascending: np.ndarray, target: float) -> float:
-    """bob ``far_threshold`` on sorted impostor scores (the loop from the top, replayed on tie groups)."""
-    if target >= 1.0 - _EPS:
-        return float(np.nextafter(ascending[0], -np.inf))
-    distinct, first = np.unique(ascending, return_index=True)
+def _bob_far_threshold(top: np.ndarray, total: int, target: float) -> tuple[float, int]:
+    """bob ``far_threshold`` (target < 1) and its false accepts, from the top of ``total`` impostor scores.
+
+    ``top`` (ascending, see :func:`top_ascending`) must hold more scores than the target allows, so the group at
+    its lowest value, possibly incomplete, fails the target whatever its true size; every other count is exact.
+    """
+    distinct, first = distinct_ascending(top)
     # bob stops at the first group (from the top) whose count of scores >= it, over N, exceeds the target
-    rates = (ascending.size - first) / ascending.size
-    meeting = np.flatnonzero(rates <= target)
+    counts = top.size - first
+    meeting = np.flatnonzero(counts / total <= target)
     if meeting.size == 0:
-        return float(np.nextafter(ascending[-1], np.inf))
-    return float(distinct[meeting[0]])
+        return float(np.nextafter(top[-1], np.inf)), 0
+    return float(distinct[meeting[0]]), int(counts[meeting[0]])
 
 
 def _bob_frr_threshold(ascending: np.ndarray, target: float) -> float:
     """bob ``frr_threshold`` on sorted genuine scores (the loop from the bottom, replayed on tie groups)."""
     if target >= 1.0 - _EPS:
         return float(np.nextafter(ascending[-1], np.inf))
-    distinct, first, counts = np.unique(ascending, return_index=True, return_counts=True)
+    distinct, first = distinct_ascending(ascending)
+    counts = np.diff(np.append(first, ascending.size))
     # bob's estimate of a group's FRR is the position of its LAST member over N (exact only without ties)
     rates = (first + counts - 1) / ascending.size
     meeting = np.flatnonzero(rates <= target)
@@ -276,7 +315,7 @@ def far_threshold(impostor: ArrayLike, far: float) -> float:
     2.0
     """
     values = _at_least_two(as_scores(impostor, "impostor"), "impostor")
-    return _bob_far_threshold(np.sort(values), float(as_rates(far, "far")[0]))
+    return float(_bob_far_thresholds(values, as_rates(far, "far")[:1])[0][0])
 
 
 def frr_threshold(genuine: ArrayLike, frr: float) -> float:
