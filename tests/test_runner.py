@@ -69,6 +69,12 @@ def test_changed_probe_setting_recomputes_only_probe_units(tmp_path, csv_dataset
     assert again.reused == ["micro__test-colours__zero_shot"]
 
 
+def _result_bytes(run_dir):
+    """Every file of a run but what records time (provenance, per-unit seconds): what it computed, not how fast."""
+    return {p.name: p.read_bytes() for p in run_dir.rglob("*")
+            if p.is_file() and p.name != "provenance.json" and p.parent.name != "timings"}
+
+
 def _truncate(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -92,14 +98,13 @@ def test_damaged_unit_files_are_reported_and_recomputed(tmp_path, csv_dataset, m
     data_root, entry = csv_dataset
     first = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
     run_dir = tmp_path / "runs" / "t"
-    originals = {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "provenance.json"}
+    originals = _result_bytes(run_dir)
     suffix = ".json" if target == "units" else ".npz"
     damaged = run_dir / target / f"micro__test-colours__zero_shot{suffix}"
     damage(damaged)
     again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
     assert again.computed == ["micro__test-colours__zero_shot"] and str(damaged) in caplog.text
-    assert {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "provenance.json"} \
-        == originals
+    assert _result_bytes(run_dir) == originals
     np.testing.assert_array_equal([r.value for r in again.records], [r.value for r in first.records])
 
 
@@ -223,3 +228,15 @@ def test_threads_hold_for_the_run_and_are_given_back(tmp_path, csv_dataset, micr
     assert default_config().threads == 1 and RunConfig().threads == 0
     with pytest.raises(ValueError, match="threads"):
         RunConfig(threads=-1)
+
+
+def test_costs_survive_unit_reuse(tmp_path, csv_dataset, micro_checkpoint, micro_config_file):
+    data_root, entry = csv_dataset
+    first = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    provenance_path = tmp_path / "runs" / "t" / "provenance.json"
+    costs = json.loads(provenance_path.read_text())["costs"]
+    assert set(costs) == {s.name for s in first.models} and costs["micro"]["kind"] == "base"
+    assert sum(c["eval_units"] for c in costs.values()) == len(first.computed) > 0
+    assert sum(c["eval_seconds"] for c in costs.values()) == pytest.approx(sum(first.unit_seconds.values()), abs=1e-2)
+    again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    assert again.computed == [] and json.loads(provenance_path.read_text())["costs"] == costs

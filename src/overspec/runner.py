@@ -28,8 +28,10 @@ from overspec.models.identity import ModelFacts, model_identity, read_facts, wri
 from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
 from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
 from overspec.protocols.inputs import ComparedSources, compute_unit
-from overspec.results import Record, config_hash, environment, package_versions, write_csv, write_jsonl
-from overspec.results.units import save_predictions, stored_records, unit_file_text
+from overspec.results import Record, config_hash, write_csv, write_jsonl
+from overspec.results.provenance import run_provenance
+from overspec.results.units import (save_predictions, save_unit_seconds, stored_records, stored_unit_seconds,
+                                    unit_file_text)
 from overspec.world.checks import checked_once
 from overspec.progress import StageClock, bar_disabled, stage, stage_clock
 
@@ -70,6 +72,7 @@ class RunResult:
     records: list[Record]
     computed: list[str] = field(default_factory=list)
     unit_seconds: dict[str, float] = field(default_factory=dict)
+    unit_costs: dict[str, tuple[str, float]] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -607,9 +610,12 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
     path = config.run_dir / "units" / f"{unit.slug}.json"
     predictions_path = config.run_dir / "predictions" / f"{unit.slug}.npz"
     key = _unit_key(context, planned)
+    seconds_path = config.run_dir / "timings" / f"{unit.slug}.json"
     stored = stored_records(path, key, predictions_path)
     if stored is not None:
         result.reused.append(unit.slug)
+        if (seconds := stored_unit_seconds(seconds_path)) is not None:
+            result.unit_costs[unit.slug] = (spec.name, seconds)
         return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
     started = time.perf_counter()
     kind = planned.target.kind
@@ -625,9 +631,12 @@ def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, objec
                       dataset=unit.dataset, protocol=unit.protocol, config_hash=chash,
                       **{**row, "extra": {**row["extra"], "preprocess": preprocess}}) for row in output.rows]
     predictions_sha = save_predictions(predictions_path, output.predictions) if output.predictions else ""
+    seconds = round(time.perf_counter() - started, 3)
+    save_unit_seconds(seconds_path, seconds)
     atomic_write_text(path, unit_file_text(key, [asdict(r) for r in records], predictions_sha))
     result.computed.append(unit.slug)
-    result.unit_seconds[unit.slug] = round(time.perf_counter() - started, 3)
+    result.unit_seconds[unit.slug] = seconds
+    result.unit_costs[unit.slug] = (spec.name, seconds)
     return records
 
 
@@ -654,19 +663,12 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
     write_csv(run_dir / "results.csv", result.records)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(resolved_dict(config),
                                                                                    default=str)), sort_keys=True))
-    fingerprints = {r.model: r.model_fingerprint for r in result.records}
-    models = {s.name: {"base": s.base, "specialisation": s.specialisation, "source": s.source,
-                       "control_of": s.options.get("control_of", ""),
-                       "architecture": s.architecture, "weights": s.weights, "adapter": s.adapter, "head": s.head,
-                       "text": s.text, "parameters": context.facts(s).image_parameters} for s in specs}
-    provenance = {"config_hash": chash, "versions": package_versions(), "environment": environment(),
-                  "model_fingerprints": fingerprints, "models": models, "datasets": datasets,
-                  "main_metrics": _main_metrics(datasets),
-                  "split_fingerprints": sorted({f"{r.dataset}/{r.split}={r.split_fingerprint}" for r in result.records}),
-                  "units": {"computed": result.computed, "reused": result.reused,
-                            "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
-                  "timings": {"seconds": round(result.seconds, 3), "units": result.unit_seconds,
-                              "stages": result.stages.table()}}
+    provenance = run_provenance(
+        chash=chash, records=result.records, specs=specs, datasets=datasets, main_metrics=_main_metrics(datasets),
+        image_parameters={s.name: context.facts(s).image_parameters for s in specs}, unit_costs=result.unit_costs,
+        units={"computed": result.computed, "reused": result.reused,
+               "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
+        timings={"seconds": round(result.seconds, 3), "units": result.unit_seconds, "stages": result.stages.table()})
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

@@ -17,6 +17,7 @@ from overspec.models import ModelSpec, PreprocessSpec, load_model
 from overspec.models.lora import LoraConfig, inject_lora, lora_parameters, lora_state_dict
 from overspec.models.registry import register_preset_file
 from overspec.registry import Registry
+from overspec.results.costs import safetensors_parameter_count
 from tests.finetune._toy import attack_split, identity_split, toy_config
 
 
@@ -90,6 +91,9 @@ def test_finetuned_model_yaml_loads_through_the_registry_and_matches_training(tm
     record = json.loads((tmp_path / "out" / "finetune.json").read_text())
     scores = loaded.head.scores(tuned_emb)
     assert record["validation"]["eer"] >= 0.0 and scores.shape == (8,)
+    stored_adapter = safetensors_parameter_count(tmp_path / "out" / "adapter.safetensors")
+    stored_head = safetensors_parameter_count(tmp_path / "out" / "head.safetensors")
+    assert record["trainable_parameters"] == {"adapter": stored_adapter, "head": stored_head}
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "validation" in r] == [2, 4]
     again = finetune(config, _spec(micro_checkpoint), _attack_data(), tmp_path / "out", cache_dir=tmp_path,

@@ -208,3 +208,32 @@ def test_what_every_run_rewrites_in_provenance_does_not_change_the_report(tmp_pa
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.suffix in (".md", ".csv", ".json")}
     assert {k: v for k, v in after.items() if k.name != MADE_FROM} == \
            {k: v for k, v in before.items() if k.name != MADE_FROM}
+
+
+def test_the_cost_table_shows_what_each_model_trained_and_took(tmp_path):
+    run_dir = _run(tmp_path)
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    provenance["costs"] = {
+        "small": {"kind": "base", "image_parameters": 2_000_000, "trainable_parameters": None,
+                  "train_seconds": None, "train_steps": None, "train_device": "", "eval_seconds": 75.0,
+                  "eval_units": 4},
+        "small-fr": {"kind": "fine-tune", "image_parameters": 2_000_000, "trainable_parameters": 50_000,
+                     "train_seconds": 12.25, "train_steps": 100, "train_device": "cpu", "eval_seconds": 3.5,
+                     "eval_units": 4}}
+    (run_dir / "provenance.json").write_text(json.dumps(provenance))
+    out = build_report(run_dir, n_boot=50)
+    markdown = (out / "report.md").read_text()
+    assert "## Cost" in markdown and "trains nothing" in markdown
+    rows = list(csv.DictReader(io.StringIO((out / "tables" / "cost.csv").read_text())))
+    assert [r["model"] for r in rows] == ["small", "small-fr"]  # models without a cost entry are left out
+    assert float(rows[1]["trainable_parameters"]) == 50_000 and float(rows[1]["train_seconds"]) == 12.25
+    section = markdown[markdown.index("## Cost"):].splitlines()
+    line = next(line for line in section if line.startswith("| small-fr"))
+    assert "50 k (2.50 %)" in line and "12.2 s (100 steps, cpu)" in line and "3.5 s (4 units)" in line
+    base_line = next(line for line in section if line.startswith("| small "))
+    assert "1 min 15 s (4 units)" in base_line
+
+
+def test_a_run_without_costs_has_no_cost_section(tmp_path):
+    out = build_report(_run(tmp_path), n_boot=50)
+    assert "## Cost" not in (out / "report.md").read_text()

@@ -228,7 +228,8 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
     torch.manual_seed(config.seed)
     encoder = load_model(base, cache_dir=cache_dir, device=device)
     inject_lora(encoder.module, config.lora)
-    trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=lora_parameters(encoder.module),
+    adapter_parameters = lora_parameters(encoder.module)
+    trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=adapter_parameters,
                       validator=data.validator, device=device, progress=progress, run_hash=run_hash)
     result = trainer.fit(resume=resume)
     model_path = out_dir / MODEL_FILE
@@ -243,6 +244,8 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
               "data": data.identity, "validation": result.validation, "seconds": time.perf_counter() - started,
               "train_seconds": result.seconds, "resumed_from": result.resumed_from, "steps": config.steps,
               "final_loss": result.final_loss, "device": device,
+              "trainable_parameters": {"adapter": sum(p.numel() for p in adapter_parameters),
+                                       "head": sum(p.numel() for p in trainer.head.parameters())},
               "files": {n: file_record(out_dir / n) for n in _result_files(config.task)}}
     atomic_write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str) + "\n")
     return model_path

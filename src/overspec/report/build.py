@@ -19,6 +19,7 @@ import yaml
 from overspec.files import atomic_write_text, combine, file_sha256
 from overspec.protocols.base import protocol_of_unit, unregistered_units
 from overspec.report import plots
+from overspec.report.costs import cost_blocks
 from overspec.report.findings import Finding, evaluate_findings
 from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, Table, to_csv, to_html, to_latex, \
     to_markdown
@@ -293,6 +294,7 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
         blocks += [Heading("Biometric benchmarks"), _bio_table(bio)]
         blocks += [_attack_set_block(table) for table in attack_set_tables(run)]
     blocks += _cka_blocks(run, out)
+    blocks += cost_blocks(run)
     unknown = unregistered_units(r.protocol for r in run.records)
     if unknown:
         blocks.append(Paragraph(f"Not reported: no registered protocol reports {', '.join(unknown)} (their records "

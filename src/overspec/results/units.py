@@ -2,7 +2,8 @@
 
 A unit file holds the key it was computed under, its records, the sha256 of its predictions file and a checksum
 over all three, so a resumed run reuses a unit only when its key still matches and nothing was altered; anything
-else is reported and recomputed.
+else is reported and recomputed. ``timings/<slug>.json`` keeps the seconds the unit took to compute, apart from its
+results (a rerun computes the same bytes in other seconds), so the report's cost table survives reuse.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from overspec.files import atomic_write_bytes, bytes_sha256, file_sha256
+from overspec.files import atomic_write_bytes, atomic_write_text, bytes_sha256, file_sha256
 
-__all__ = ["save_predictions", "stored_records", "unit_file_text"]
+__all__ = ["save_predictions", "save_unit_seconds", "stored_records", "stored_unit_seconds", "unit_file_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +72,17 @@ def save_predictions(path: Path, arrays: dict[str, np.ndarray]) -> str:
     data = buffer.getvalue()
     atomic_write_bytes(path, data)
     return bytes_sha256(data)
+
+
+def save_unit_seconds(path: Path, seconds: float) -> None:
+    """Record (atomically) how many seconds a unit took to compute."""
+    atomic_write_text(path, json.dumps({"seconds": round(float(seconds), 3)}))
+
+
+def stored_unit_seconds(path: Path) -> float | None:
+    """Seconds a unit took when it was computed; None when not recorded or unreadable."""
+    try:
+        value = json.loads(path.read_text()).get("seconds")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
