@@ -101,7 +101,9 @@ def test_keep_ties_go_to_the_higher_general_accuracy_then_the_earlier_step():
 def test_keep_never_exports_step_0_and_falls_back_to_the_least_forgetting_step(caplog):
     records = _records((0, 0.99, 0.9), (2, 0.8, 0.6), (4, 0.9, 0.7), (6, 0.95, 0.7))
     choice = choose_step(records, SelectionRule("keep", 0.99), 6)  # none keeps 0.891; 4 and 6 forget least
-    assert choice.step == 4 and choice.general == 0.7
+    assert choice.step == 6 and choice.general == 0.7 and choice.biometric == 0.95  # the tie: the better biometric
+    tied = _records((0, None, 0.9), (2, 0.8, 0.6), (4, 0.9, 0.7), (6, 0.9, 0.7))
+    assert choose_step(tied, SelectionRule("keep", 0.99), 6).step == 4  # then the earlier step
     assert "no validated step keeps" in choice.reason and "fell back" in caplog.text
     assert choose_step(records, SelectionRule("best"), 6).step == 6  # step 0 is no candidate for best either
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ from overspec.data.base import LabelledImages
 from overspec.errors import InputError
 from overspec.files import atomic_write_bytes
 from overspec.finetune.recipes import MonitorSettings
-from overspec.finetune.trainer import embed, file_problem, file_record
+from overspec.finetune.data import TrainingImages
+from overspec.finetune.trainer import file_problem, file_record
 from overspec.models.base import Encoder
 from overspec.protocols._classification import classification_metrics
 from overspec.protocols.zero_shot import zero_shot_logits
@@ -59,7 +60,8 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def probe_root(settings: MonitorSettings, given: Path | None, cache_dir: Path) -> Path:
-    """The data root holding ``settings.dataset``: ``given``, else the embedded world's for a world dataset."""
+    """The data root holding ``settings.dataset``: ``given``, else the default embedded world's (seed 0) for a world
+    dataset, whose general part is generated if missing (about 10 s; the biometric part is not needed)."""
     if given is not None:
         return Path(given)
     from overspec.data.catalog import get_dataset
@@ -67,9 +69,11 @@ def probe_root(settings: MonitorSettings, given: Path | None, cache_dir: Path) -
     if not get_dataset(settings.dataset).root.startswith("world/"):
         raise InputError(f"monitor.dataset {settings.dataset!r} is not a world dataset: give its data root "
                          "(--monitor-root, finetune(monitor_root=...))")
-    from overspec.world import default_root, prepare
+    from overspec.world import default_root, ensure_world
 
-    return prepare(default_root(cache_dir))
+    root = default_root(cache_dir)
+    ensure_world(root, 0)
+    return root
 
 
 def probe_images(settings: MonitorSettings, data_root: Path) -> LabelledImages | None:
@@ -86,16 +90,33 @@ def probe_images(settings: MonitorSettings, data_root: Path) -> LabelledImages |
 
 @dataclass
 class GeneralProbe:
-    """Zero-shot top-1 of an image tower on ``images`` against a fixed ``(D, C)`` text ``classifier``."""
+    """Zero-shot top-1 of an image tower on ``images`` against a fixed ``(D, C)`` text ``classifier``.
+
+    The preprocessed images are kept between measurements (:class:`~overspec.finetune.data.TrainingImages`, within
+    its memory budget): the preprocessing stays the base's while only the tower's weights change.
+    """
 
     images: LabelledImages
     classifier: torch.Tensor
     batch_size: int = 128
+    _pixels: TrainingImages | None = field(default=None, repr=False)
+
+    @torch.no_grad()
+    def _features(self, encoder: Encoder, device: str) -> torch.Tensor:
+        """Image embeddings of the probe set by the encoder as it is now."""
+        if self._pixels is None:
+            self._pixels = TrainingImages(self.images, encoder.preprocess)
+        out = []
+        for start in range(0, len(self.images), self.batch_size):
+            indices = range(start, min(start + self.batch_size, len(self.images)))
+            batch = torch.stack([self._pixels[(i, False)][0] for i in indices])
+            out.append(encoder.encode_image(batch.to(device)).float().cpu())
+        return torch.cat(out)
 
     def __call__(self, encoder: Encoder, device: str) -> dict:
         """``acc1`` (a fraction), the set's name, its size and the seconds the measurement took."""
         started = time.perf_counter()
-        features = embed(encoder, self.images, batch_size=self.batch_size, device=device)
+        features = self._features(encoder, device)
         scores = zero_shot_logits(features, self.classifier).cpu().numpy()
         return {"acc1": classification_metrics(scores, self.images.labels)["acc1"],
                 "set": f"{self.images.dataset}/{self.images.split}", "images": len(self.images),

@@ -7,7 +7,8 @@ Rules (read from ``train_log.jsonl`` records, see :mod:`overspec.finetune.monito
 - ``keep:F`` (0 < F <= 1): the best biometric metric among validated steps whose general zero-shot top-1 is at
   least F × the base's (step 0). Step 0 itself is never a candidate although it qualifies by definition: its head is
   the untrained initial one, so exporting it would not be a fine-tune. When no validated step qualifies, the step
-  with the highest general zero-shot accuracy is taken (the least forgetting), and the reason says so.
+  with the highest general zero-shot accuracy is taken (the least forgetting; ties: the better biometric metric, then
+the earlier step), and the reason says so.
 
 Ties: on the biometric metric, the higher general accuracy wins (for ``best`` and ``keep``), then the earlier
 step (fewer updates away from the base).
@@ -96,14 +97,21 @@ def _general(record: dict) -> float | None:
     return float(monitor["acc1"]) if isinstance(monitor.get("acc1"), (int, float)) else None
 
 
+def _biometric_loss(record: dict) -> float:
+    """The record's biometric metric oriented so that lower is better."""
+    name, value = _biometric(record)
+    return -value if BIOMETRIC_KEYS[name] else value
+
+
+def _general_loss(record: dict) -> float:
+    """Minus the record's general accuracy (lower is better; a record without one ranks last)."""
+    general = _general(record)
+    return -general if general is not None else 1.0
+
+
 def _ranked_best(candidates: list[tuple[int, dict]]) -> tuple[int, dict]:
     """The candidate with the best biometric metric; ties: higher general accuracy, then the earlier step."""
-    def key(item: tuple[int, dict]) -> tuple[float, float, int]:
-        name, value = _biometric(item[1])
-        general = _general(item[1])
-        return (-value if BIOMETRIC_KEYS[name] else value, -(general if general is not None else -1.0), item[0])
-
-    return min(candidates, key=key)
+    return min(candidates, key=lambda item: (_biometric_loss(item[1]), _general_loss(item[1]), item[0]))
 
 
 def choose_step(records: dict[int, dict], rule: SelectionRule, final_step: int) -> Choice:
@@ -138,7 +146,7 @@ def _choose_keep(base: float | None, validated: list[tuple[int, dict]], rule: Se
         reason = (f"best validation {name} {value:.4f} among {len(kept)} of {len(validated)} validated steps keeping "
                   f"general zero-shot >= {rule.keep:g} x base {base:.4f} (>= {floor:.4f})")
         return Choice(step, str(rule), reason, value, _general(record), base)
-    step, record = min(validated, key=lambda item: (-_general(item[1]), item[0]))
+    step, record = min(validated, key=lambda item: (_general_loss(item[1]), _biometric_loss(item[1]), item[0]))
     general = _general(record)
     reason = (f"no validated step keeps general zero-shot >= {rule.keep:g} x base {base:.4f}; fell back to the step "
               f"forgetting least (general {general:.4f})")
