@@ -30,8 +30,7 @@ from overspec.finetune.recipes import MonitorSettings
 from overspec.finetune.data import TrainingImages
 from overspec.finetune.trainer import file_problem, file_record
 from overspec.models.base import Encoder
-from overspec.protocols._classification import classification_metrics
-from overspec.protocols.zero_shot import zero_shot_logits
+from overspec.protocols.zero_shot import evaluate_zero_shot
 
 __all__ = ["GeneralProbe", "TrainingMonitor", "stratified_indices", "probe_images", "probe_root", "base_probe",
            "kept_state", "kept_path", "KEPT_FOLDER"]
@@ -117,8 +116,7 @@ class GeneralProbe:
         """``acc1`` (a fraction), the set's name, its size and the seconds the measurement took."""
         started = time.perf_counter()
         features = self._features(encoder, device)
-        scores = zero_shot_logits(features, self.classifier).cpu().numpy()
-        return {"acc1": classification_metrics(scores, self.images.labels)["acc1"],
+        return {"acc1": evaluate_zero_shot(features, self.images.labels, self.classifier)["acc1"],
                 "set": f"{self.images.dataset}/{self.images.split}", "images": len(self.images),
                 "seconds": round(time.perf_counter() - started, 4)}
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -52,6 +53,9 @@ from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 from overspec.errors import InputError
 from overspec.progress import bar_disabled
+
+if TYPE_CHECKING:
+    from overspec.finetune.monitor import TrainingMonitor
 
 __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
            "build_head", "latest_checkpoint", "checkpoint_problem", "CheckpointError", "file_record", "file_problem",
@@ -330,7 +334,8 @@ class Trainer:
 
     def __init__(self, config: FinetuneConfig, encoder: Encoder, train: LabelledImages, out_dir: Path, *,
                  adapter_parameters: list[nn.Parameter], validator: Callable | None = None, device: str = "cpu",
-                 progress: bool = True, run_hash: str = "", monitor=None) -> None:
+                 progress: bool = True, run_hash: str = "",
+                 monitor: TrainingMonitor | None = None) -> None:
         self.config, self.encoder, self.train_set = config, encoder, train
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
         self.validator, self.run_hash, self.monitor = validator, run_hash, monitor
@@ -558,7 +563,7 @@ class Trainer:
         bar.close()
         record = self._validation_record(self.config.steps)
         validation = record["validation"]
-        if validation or len(record) > 2:
+        if validation or "monitor" in record:
             logs.write(record)
         logs.close()
         self.encoder.module.eval()
