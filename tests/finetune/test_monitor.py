@@ -48,7 +48,8 @@ def _records(*rows):
 
 
 @pytest.mark.parametrize("text, rule", [("last", SelectionRule("last")), ("best", SelectionRule("best")),
-                                        ("keep:0.99", SelectionRule("keep", 0.99)), (" keep:1 ", SelectionRule("keep", 1.0))])
+                                        ("keep:0.99", SelectionRule("keep", 0.99)),
+                                        (" keep:1 ", SelectionRule("keep", 1.0))])
 def test_rules_parse(text, rule):
     assert parse_rule(text) == rule
     assert parse_rule(str(rule)) == rule
@@ -118,8 +119,9 @@ def test_rules_needing_measurements_refuse_logs_without_them():
 
 def test_validation_records_skip_loss_lines(tmp_path):
     log = tmp_path / "train_log.jsonl"
-    log.write_text("\n".join(json.dumps(r) for r in [{"step": 0, "monitor": {"acc1": 0.5}}, {"step": 1, "loss": 2.0},
-                                                     {"step": 2, "loss": 1.0}, {"step": 2, "validation": {"eer": 0.1}}]))
+    records = [{"step": 0, "monitor": {"acc1": 0.5}}, {"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0},
+               {"step": 2, "validation": {"eer": 0.1}}]
+    log.write_text("\n".join(json.dumps(r) for r in records))
     assert validation_records(log) == {0: {"step": 0, "monitor": {"acc1": 0.5}},
                                        2: {"step": 2, "validation": {"eer": 0.1}}}
 
@@ -232,7 +234,8 @@ def test_monitor_logs_general_zero_shot_and_exports_the_selected_state_bit_for_b
 
     def pick_step_2(records, rule, final_step):
         picked["choice"] = choose_step(records, rule, final_step)  # the rule runs; step 2 forced to test the export
-        return Choice(2, str(rule), "forced by the test", records[2]["validation"]["eer"], records[2]["monitor"]["acc1"])
+        return Choice(2, str(rule), "forced by the test", records[2]["validation"]["eer"],
+                      records[2]["monitor"]["acc1"])
 
     monkeypatch.setattr(run_module, "choose_step", pick_step_2)
     out = tmp_path / "out"
@@ -300,8 +303,8 @@ def test_resumed_monitor_logs_hold_each_step_once_and_export_the_same_step(tmp_p
     assert [r["step"] for r in log if "monitor" in r] == [0, 2, 4, 6]
     assert json.loads((resumed / "finetune.json").read_text())["resumed_from"] == 2
     assert _monitored(resumed) == _monitored(tmp_path / "a")  # same numbers and kept-state checksums
-    a, b = json.loads((tmp_path / "a" / "finetune.json").read_text()), json.loads((resumed / "finetune.json").read_text())
-    assert a["selection"] == b["selection"]
+    first, again = (json.loads((folder / "finetune.json").read_text()) for folder in (tmp_path / "a", resumed))
+    assert first["selection"] == again["selection"]
     for name in ("adapter.safetensors", "head.safetensors"):
         x, y = load_file(str(straight.parent / name)), load_file(str(resumed / name))
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

@@ -4,8 +4,8 @@ Every recipe field can be overridden with ``--set key=value`` (dotted keys for s
 ``--set lora.rank=4 --set optim.lr_head=1e-3``). With ``--data world`` (the default) the embedded biometric world
 is used with the recipe's ``world`` profile, whose forgetting monitor scores a world general dataset zero-shot at
 step 0 and at each validation. ``--select`` picks the exported step: ``last``, ``best`` (best biometric validation)
-or ``keep:F`` (best biometric validation among steps keeping >= F x the base's general zero-shot). Under ``torchrun --nproc-per-node N`` the global batch is split over
-the ranks (DDP, NCCL on GPUs and gloo on CPU).
+or ``keep:F`` (best biometric validation among steps keeping >= F x the base's general zero-shot). Under
+``torchrun --nproc-per-node N`` the global batch is split over the ranks (DDP, NCCL on GPUs and gloo on CPU).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
 ``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture, weights and
 preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
-``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing, and the sha256 and
-size of ``model.yaml``, ``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
+``checkpoints/``, ``validated/`` (each validated step's trainable state, when ``monitor.select`` is not ``last``)
+and ``finetune.json`` (config hash, resolved config, final validation, the exported step and why (``selection``,
+see :mod:`overspec.finetune.selection`), timing, and the sha256 and size of ``model.yaml``,
+``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
 returns the existing ``model.yaml`` at once when those files still match their checksums, and retrains otherwise
 (from the valid checkpoints left, with the same result).
 
