@@ -354,5 +354,6 @@ def test_cli_select_sets_the_rule_of_the_run(tmp_path, micro_checkpoint, general
                  str(general_root), "--output", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     record = json.loads((out / "finetune.json").read_text())
+    assert f"exported step {record['selection']['step']} (keep:0.5)" in capsys.readouterr().out
     assert record["config"]["monitor"]["select"] == "keep:0.5" and record["selection"]["rule"] == "keep:0.5"
     assert record["selection"]["step"] in (1, 2) and record["selection"]["base_general"] is not None

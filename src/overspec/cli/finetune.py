@@ -11,6 +11,7 @@ or ``keep:F`` (best biometric validation among steps keeping >= F x the base's g
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -84,5 +85,13 @@ def handler(args: argparse.Namespace) -> int:
                      device=device, val=args.val, name=name, progress=args.progress, resume=args.resume,
                      monitor_root=args.monitor_root)
     if distributed.is_main():
-        print(f"fine-tuned {name} ({config.recipe}, {config.steps} steps) -> {model}")
+        print(f"fine-tuned {name} ({config.recipe}, {config.steps} steps{_exported(model.parent)}) -> {model}")
     return 0
+
+
+def _exported(out_dir: Path) -> str:
+    """``; exported step N (rule)`` from the run record, or nothing when it holds no selection."""
+    from overspec.finetune.run import RUN_FILE
+
+    selection = json.loads((out_dir / RUN_FILE).read_text()).get("selection") or {}
+    return f"; exported step {selection['step']} ({selection['rule']})" if selection else ""
