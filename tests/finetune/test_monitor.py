@@ -286,6 +286,40 @@ def test_monitor_writes_tensorboard_scalars(tmp_path, micro_checkpoint, general_
     assert json.loads((out / "finetune.json").read_text())["selection"]["step"] == 2
 
 
+class _RecordingBar:
+    """A stand-in for tqdm that records the postfix of every step."""
+
+    postfixes: list = []
+
+    def __init__(self, *args, **kwargs):
+        type(self).postfixes = []
+
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **fields):
+        self.postfixes.append(fields)
+
+    def close(self):
+        pass
+
+
+def test_progress_bar_shows_the_general_accuracy_beside_the_validation(tmp_path, micro_checkpoint, general_root,
+                                                                       monkeypatch):
+    from overspec.finetune import trainer
+
+    monkeypatch.setattr(trainer, "tqdm", _RecordingBar)
+    out = tmp_path / "out"
+    finetune(_config("last", steps=4), _spec(micro_checkpoint), _data(), out, cache_dir=tmp_path / "cache",
+             monitor_root=general_root, progress=True)
+    general = {r["step"]: f"{r['monitor']['acc1']:.4f}" for r in _log(out) if "monitor" in r}
+    eer = {r["step"]: f"{r['validation']['eer']:.4f}" for r in _log(out) if "validation" in r}
+    shown = _RecordingBar.postfixes
+    assert len(shown) == 4 and all(set(fields) >= {"loss", "general"} for fields in shown)
+    assert [fields["general"] for fields in shown] == [general[0], general[0], general[2], general[2]]
+    assert "eer" not in shown[0] and shown[2]["eer"] == eer[2]
+
+
 def test_resumed_monitor_logs_hold_each_step_once_and_export_the_same_step(tmp_path, micro_checkpoint, general_root):
     config, cache = _config("best"), tmp_path / "cache"
     straight = finetune(config, _spec(micro_checkpoint), _data(), tmp_path / "a", cache_dir=cache,
