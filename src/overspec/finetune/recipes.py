@@ -17,11 +17,12 @@ import yaml
 from overspec.config.typed import ConfigError, from_dict, load_yaml
 from overspec.data.base import content_fingerprint
 from overspec.finetune.heads import BINARY_LOSSES, MARGIN_KINDS
+from overspec.finetune.selection import parse_rule
 from overspec.models.lora import LoraConfig
 from overspec.registry import nearest_names
 from overspec.errors import InputError
 
-__all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "FinetuneConfig", "RECIPE_DIR",
+__all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "MonitorSettings", "FinetuneConfig", "RECIPE_DIR",
            "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -80,6 +81,30 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """The forgetting monitor and the exported step (:mod:`overspec.finetune.monitor`, :mod:`~.selection`).
+
+    ``dataset``: a catalog dataset whose ``split`` gives ``images`` class-stratified images (drawn with ``seed``),
+    scored zero-shot at step 0 and every validation against the base's text classifier; empty = monitor off.
+    ``select``: ``last``, ``best`` or ``keep:F`` (see :func:`overspec.finetune.selection.choose_step`).
+    """
+
+    dataset: str = ""
+    images: int = 300
+    split: str = "test"
+    seed: int = 0
+    select: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.images < 1:
+            raise InputError(f"monitor.images must be >= 1, got {self.images}")
+        rule = parse_rule(self.select, where="monitor.select")
+        if rule.kind == "keep" and not self.dataset:
+            raise InputError(f"monitor.select {self.select!r} compares with the base's general zero-shot accuracy: "
+                             "set monitor.dataset (e.g. world-shapes)")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     """A complete fine-tuning run description (one recipe with its profile and overrides applied)."""
 
@@ -92,6 +117,7 @@ class FinetuneConfig:
     head: HeadSettings = field(default_factory=HeadSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     hflip: bool = True
     balanced: bool = False
     bf16: bool = True

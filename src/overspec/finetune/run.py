@@ -3,8 +3,10 @@
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
 ``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture, weights and
 preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
-``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing, and the sha256 and
-size of ``model.yaml``, ``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
+``checkpoints/``, ``validated/`` (each validated step's trainable state, when ``monitor.select`` is not ``last``)
+and ``finetune.json`` (config hash, resolved config, final validation, the exported step and why (``selection``,
+see :mod:`overspec.finetune.selection`), timing, and the sha256 and size of ``model.yaml``,
+``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
 returns the existing ``model.yaml`` at once when those files still match their checksums, and retrains otherwise
 (from the valid checkpoints left, with the same result).
 
@@ -40,7 +42,10 @@ from overspec.data.formats.recordio import read_record_file
 from overspec.data.formats.wds import read_shards
 from overspec.files import atomic_write_text, remove_stale_temporaries
 from overspec.finetune.data import carve_dev
+from overspec.finetune.monitor import KEPT_FOLDER, TrainingMonitor, base_probe, kept_state, probe_images, probe_root
 from overspec.finetune.recipes import FinetuneConfig, config_hash
+from overspec.finetune.selection import Choice, choose_step, parse_rule, validation_records
+from overspec.finetune.train_log import LOG_FILE
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
                                        file_problem, file_record, from_main)
 from overspec.models.base import Encoder
@@ -48,6 +53,7 @@ from overspec.models.heads import save_binary_head
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
 from overspec.config.model import ModelSpec, spec_as_config
 from overspec.registry import Registry
+from overspec.errors import InputError
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",
            "model_preset_dict", "MODEL_FILE"]
@@ -69,6 +75,7 @@ class TrainingData:
     validator: object | None
     held_out: dict
     identity: str
+    general_root: Path | None = None
 
 
 def _verification_validator(path: Path | None):
@@ -86,12 +93,13 @@ def world_training_data(task: str, config: FinetuneConfig, data_root: Path) -> T
 
     sets = training_sets(task, data_root)
     if task == "fr":
-        return TrainingData(sets.train, _verification_validator(sets.pairs), {}, f"world:{sets.train.fingerprint}")
+        return TrainingData(sets.train, _verification_validator(sets.pairs), {}, f"world:{sets.train.fingerprint}",
+                            data_root)
     train, dev = (sets.train, sets.dev) if sets.dev is not None else carve_dev(sets.train, config.dev_fraction,
                                                                                config.seed)
     validator = AttackValidator(dev, method=config.eer_method)
     return TrainingData(train, validator, {"dev": dev, "test": sets.test},
-                        f"world:{train.fingerprint}:{dev.fingerprint}")
+                        f"world:{train.fingerprint}:{dev.fingerprint}", data_root)
 
 
 def _fr_images(path: Path) -> LabelledImages:
@@ -204,6 +212,7 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files and checkpoint folders left by killed runs (safe: the caller holds the lock)."""
     remove_stale_temporaries(out_dir)
     remove_stale_temporaries(out_dir / CHECKPOINTS)
+    remove_stale_temporaries(out_dir / KEPT_FOLDER)
 
 
 def _save_weights(out_dir: Path, encoder: Encoder, config: FinetuneConfig,
@@ -219,31 +228,58 @@ def _save_weights(out_dir: Path, encoder: Encoder, config: FinetuneConfig,
     return adapter, head
 
 
+def _monitor(config: FinetuneConfig, data: TrainingData, probe: LabelledImages | None, encoder: Encoder,
+             out_dir: Path, cache_dir: Path) -> TrainingMonitor:
+    """The forgetting monitor of a run (base text classifier cached); refuses a ``select`` rule it cannot serve."""
+    rule = parse_rule(config.monitor.select, where="monitor.select")
+    if rule.kind != "last" and data.validator is None:
+        raise InputError(f"monitor.select {rule} picks a validated step, but this fine-tune has no validation set "
+                         "(FR: give --val pairs)")
+    general = base_probe(probe, encoder, cache_dir)
+    if rule.kind == "keep" and general is None:
+        raise InputError(f"monitor.select {rule} needs the forgetting monitor, which is off for {encoder.name}")
+    return TrainingMonitor(out_dir, general, keep_states=rule.kind != "last")
+
+
+def _selected(trainer: Trainer, config: FinetuneConfig, out_dir: Path) -> Choice:
+    """The step ``monitor.select`` picks; the trainer's adapter and head are set to that step's kept state."""
+    records = validation_records(out_dir / LOG_FILE) if (out_dir / LOG_FILE).is_file() else {}
+    choice = choose_step(records, parse_rule(config.monitor.select), config.steps)
+    if choice.step != config.steps:
+        trainer.restore_trainable(kept_state(out_dir, choice.step, records[choice.step].get("kept")))
+    logger.info("exporting step %d of %d (select %s): %s", choice.step, config.steps, choice.rule, choice.reason)
+    return choice
+
+
 def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir: Path, run_hash: str, *,
-           cache_dir: Path, device: str, name: str | None, progress: bool, resume: bool) -> Path:
+           cache_dir: Path, device: str, name: str | None, progress: bool, resume: bool,
+           probe: LabelledImages | None = None) -> Path:
     """Train (every rank) and write the outputs, ``finetune.json`` last (rank 0); return the ``model.yaml`` path."""
     from overspec.models.lora import inject_lora, lora_parameters
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     encoder = load_model(base, cache_dir=cache_dir, device=device)
+    monitor = _monitor(config, data, probe, encoder, out_dir, cache_dir)
     inject_lora(encoder.module, config.lora)
     adapter_parameters = lora_parameters(encoder.module)
     trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=adapter_parameters,
-                      validator=data.validator, device=device, progress=progress, run_hash=run_hash)
+                      validator=data.validator, device=device, progress=progress, run_hash=run_hash, monitor=monitor)
     result = trainer.fit(resume=resume)
     model_path = out_dir / MODEL_FILE
     if not distributed.is_main():
         return model_path
     (out_dir / RUN_FILE).unlink(missing_ok=True)  # the record marks a complete result: gone while outputs change
+    choice = _selected(trainer, config, out_dir)
     adapter, head = _save_weights(out_dir, encoder, config, result)
     preset = model_preset_dict(base, name or f"{base.name}-{config.task}", config.task, adapter, head,
-                               f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps)")
+                               f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps; "
+                               f"exported step {choice.step}, select {choice.rule}: {choice.reason})")
     atomic_write_text(model_path, yaml.safe_dump(preset, sort_keys=False))
     record = {"config_hash": run_hash, "config": config.to_dict(), "base": base.name,
               "data": data.identity, "validation": result.validation, "seconds": time.perf_counter() - started,
               "train_seconds": result.seconds, "resumed_from": result.resumed_from, "steps": config.steps,
-              "final_loss": result.final_loss, "device": device,
+              "final_loss": result.final_loss, "device": device, "selection": asdict(choice),
               "trainable_parameters": {"adapter": sum(p.numel() for p in adapter_parameters),
                                        "head": sum(p.numel() for p in trainer.head.parameters())},
               "files": {n: file_record(out_dir / n) for n in _result_files(config.task)}}
@@ -251,14 +287,24 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
     return model_path
 
 
+def _probe(config: FinetuneConfig, data: TrainingData, monitor_root: Path | None,
+           cache_dir: Path) -> LabelledImages | None:
+    """The forgetting monitor's probe images (None when ``monitor.dataset`` is empty)."""
+    if not config.monitor.dataset:
+        return None
+    return probe_images(config.monitor, probe_root(config.monitor, monitor_root or data.general_root, cache_dir))
+
+
 def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, data: str | Path | TrainingData | None,
              out_dir: str | Path, *, cache_dir: str | Path, device: str = "cpu", val: str | Path | None = None,
-             name: str | None = None, progress: bool = False, resume: bool = True) -> Path:
+             name: str | None = None, progress: bool = False, resume: bool = True,
+             monitor_root: str | Path | None = None) -> Path:
     """Fine-tune ``base_spec`` with ``recipe_config`` on ``data`` into ``out_dir``; return the ``model.yaml`` path.
 
     Deterministic for a seed (on CPU); an ``out_dir`` that already holds the verified result of the same config,
     base and data is reused; an interrupted or damaged run continues from its newest valid checkpoint when
-    ``resume``.
+    ``resume``. ``monitor_root`` is the data root of ``monitor.dataset`` (default: the training data's world, or the
+    embedded world for a world dataset); the probe images' fingerprint is part of the run hash.
 
     Concurrency: processes of different jobs fine-tuning into one ``out_dir`` are serialised by a
     :class:`~filelock.FileLock` on ``<out_dir>/.lock``, held until the outputs are written; after acquiring it the
@@ -274,7 +320,9 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     base = resolve_base_spec(base_spec)
     if not isinstance(data, TrainingData):
         data = training_data(config.task, data, cache_dir=cache_dir, config=config, val=val)
-    run_hash = config_hash(config, json.dumps(spec_as_config(base), sort_keys=True, default=str), data.identity)
+    probe = _probe(config, data, Path(monitor_root) if monitor_root else None, cache_dir)
+    run_hash = config_hash(config, json.dumps(spec_as_config(base), sort_keys=True, default=str), data.identity,
+                           *([probe.fingerprint] if probe is not None else []))
     files = _result_files(config.task)
     existing = _agreed_existing_result(out_dir, run_hash, files, warn=False)
     if existing is not None:
@@ -288,6 +336,6 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
         if distributed.is_main():
             _remove_stale_temporaries(out_dir)
         model_path = _train(config, base, data, out_dir, run_hash, cache_dir=cache_dir, device=device, name=name,
-                            progress=progress, resume=resume)
+                            progress=progress, resume=resume, probe=probe)
         distributed.barrier()
     return model_path

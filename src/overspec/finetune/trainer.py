@@ -27,10 +27,11 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,10 +48,14 @@ from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingIma
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
 from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
+from overspec.finetune.train_log import TrainLog
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 from overspec.errors import InputError
 from overspec.progress import bar_disabled
+
+if TYPE_CHECKING:
+    from overspec.finetune.monitor import TrainingMonitor
 
 __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidator", "AttackValidator",
            "build_head", "latest_checkpoint", "checkpoint_problem", "CheckpointError", "file_record", "file_problem",
@@ -58,7 +63,6 @@ __all__ = ["Trainer", "TrainResult", "lr_factor", "embed", "VerificationValidato
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
@@ -318,67 +322,23 @@ def from_main(value: object) -> object:
     return box[0]
 
 
-class _Logs:
-    """JSONL log and TensorBoard event files (``<out>/tensorboard``), written by rank 0 only."""
-
-    def __init__(self, out_dir: Path, resume_step: int, final_step: int, enabled: bool) -> None:
-        self.path = out_dir / LOG_FILE
-        self.enabled = enabled
-        self.board = None
-        if not enabled:
-            return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(resume_step, final_step)
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.board = SummaryWriter(str(out_dir / "tensorboard"))
-
-    def _truncate_after(self, step: int, final_step: int) -> None:
-        """Drop entries after ``step`` (written by an interrupted run after the checkpoint it now resumes from), the
-        final validation when resuming at the last step (it runs again) and a line cut short by a kill."""
-        if not self.path.is_file():
-            return
-        kept = []
-        for line in filter(None, self.path.read_text().splitlines()):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning("%s: dropping an unreadable line (cut short by an interruption?)", self.path)
-                continue
-            rerun = record["step"] == final_step and "validation" in record
-            if record["step"] < step or (record["step"] == step and not rerun):
-                kept.append(line)
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.board is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "step":
-                    self.board.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self.board is not None:
-            self.board.close()
-
-
 class Trainer:
     """LoRA + head fine-tuning of an encoder's image tower following a :class:`FinetuneConfig`.
 
     ``encoder`` must already carry LoRA modules (``overspec.models.lora.inject_lora``); everything else in its
     module is frozen here. ``validator`` (called every ``val_every`` steps and at the end, rank 0) returns a dict
-    of metrics. ``out_dir`` receives ``train_log.jsonl`` and ``checkpoints/``.
+    of metrics. ``monitor`` (a :class:`overspec.finetune.monitor.TrainingMonitor`) adds the general zero-shot
+    accuracy at step 0 and beside each validation, and keeps validated states. ``out_dir`` receives
+    ``train_log.jsonl`` and ``checkpoints/``.
     """
 
     def __init__(self, config: FinetuneConfig, encoder: Encoder, train: LabelledImages, out_dir: Path, *,
                  adapter_parameters: list[nn.Parameter], validator: Callable | None = None, device: str = "cpu",
-                 progress: bool = True, run_hash: str = "") -> None:
+                 progress: bool = True, run_hash: str = "",
+                 monitor: TrainingMonitor | None = None) -> None:
         self.config, self.encoder, self.train_set = config, encoder, train
         self.out_dir, self.device, self.progress = Path(out_dir), device, progress
-        self.validator, self.run_hash = validator, run_hash
+        self.validator, self.run_hash, self.monitor = validator, run_hash, monitor
         self.last_loss: float | None = None
         num_classes = int(train.labels.max()) + 1
         dim = int(embed(encoder, train.subset([0]), device=device).shape[1])
@@ -412,6 +372,10 @@ class Trainer:
             for i, param in enumerate(self.adapter_parameters):
                 param.copy_(state[f"adapter.{i}"])
         self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+
+    def restore_trainable(self, state: dict[str, torch.Tensor]) -> None:
+        """Set the adapter and head to a trainable state (e.g. a validated step's, kept by the monitor)."""
+        self._load_trainable(state)
 
     def save_checkpoint(self, step: int) -> Path | None:
         """Write the full training state after ``step`` steps (rank 0 writes; every rank gives its RNG states).
@@ -526,23 +490,45 @@ class Trainer:
             value /= distributed.world_size()
         return float(value)
 
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode for the duration, then back to train mode."""
+        self.encoder.module.eval()
+        self.head.eval()
+        try:
+            yield
+        finally:
+            self.encoder.module.train()
+            self.head.train()
+
     def validate(self) -> dict:
         """Run the validator on rank 0 (in eval mode, then back to train mode); empty without a validator."""
         if self.validator is None or not distributed.is_main():
             return {}
-        self.encoder.module.eval()
-        self.head.eval()
-        try:
+        with self._evaluating():
             return self.validator(self.encoder, self.head, self.device)
-        finally:
-            self.encoder.module.train()
-            self.head.train()
+
+    def _monitored(self) -> dict:
+        """The monitor's general record of the model as it is now, under ``monitor`` (rank 0; empty without one)."""
+        if self.monitor is None or not distributed.is_main():
+            return {}
+        with self._evaluating():
+            general = self.monitor.measure(self.encoder, self.device)
+        return {"monitor": general} if general else {}
+
+    def _validation_record(self, step: int) -> dict:
+        """The log record of the validation after ``step`` steps: biometric metric, monitor, kept state."""
+        record = {"step": step, "validation": self.validate(), **self._monitored()}
+        if self.monitor is not None and distributed.is_main():
+            kept = self.monitor.keep(step, self._trainable_state())
+            record.update({"kept": kept} if kept else {})
+        return record
 
     def fit(self, *, resume: bool = True) -> TrainResult:
         """Train to ``config.steps`` (continuing from the newest checkpoint when ``resume``)."""
         started = time.perf_counter()
         start = self._resume_step(resume)
-        logs = _Logs(self.out_dir, start, self.config.steps, distributed.is_main())
+        logs = TrainLog(self.out_dir, start, self.config.steps, distributed.is_main())
         model: nn.Module = self.objective
         if distributed.is_distributed():
             model = nn.parallel.DistributedDataParallel(
@@ -550,7 +536,10 @@ class Trainer:
                 else None)
         self.encoder.module.train()
         self.head.train()
-        losses, validation = [], {}
+        losses, validation, shown = [], {}, {}
+        if start == 0 and (base := self._monitored()):
+            logs.write({"step": 0, **base})
+            shown = self.monitor.postfix(base)
         bar = tqdm(total=self.config.steps, initial=start, desc=f"finetune {self.config.recipe}",
                    disable=bar_disabled(self.progress and distributed.is_main()), dynamic_ncols=True)
         for step, (images, labels) in enumerate(self._loader(start), start=start):
@@ -559,20 +548,23 @@ class Trainer:
             losses.append(loss)
             self.last_loss = loss
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.set_postfix(loss=f"{loss:.4f}", **shown)
             done = step + 1
             if self.config.log_every and (done % self.config.log_every == 0 or done == self.config.steps):
                 logs.write({"step": done, "loss": loss, **rates, "seconds": time.perf_counter() - started})
             if self.config.val_every and done % self.config.val_every == 0 and done != self.config.steps:
-                validation = self.validate()
-                logs.write({"step": done, "validation": validation})
+                record = self._validation_record(done)
+                validation = record["validation"]
+                logs.write(record)
+                shown = self.monitor.postfix(record) if self.monitor is not None else shown
             if self.config.checkpoint_every and done % self.config.checkpoint_every == 0:
                 self.save_checkpoint(done)
             distributed.barrier()
         bar.close()
-        validation = self.validate()
-        if validation:
-            logs.write({"step": self.config.steps, "validation": validation})
+        record = self._validation_record(self.config.steps)
+        validation = record["validation"]
+        if validation or "monitor" in record:
+            logs.write(record)
         logs.close()
         self.encoder.module.eval()
         self.head.eval()
