@@ -289,14 +289,16 @@ def kfold_from_bins(
 ) -> VerificationResult:
     """insightface ``calculate_roc`` on :func:`threshold_bins` ("same" at ``thresholds[k]`` iff the bin is <= k).
 
-    One histogram of (fold, label, bin) gives every fold's counts of same and different pairs below every threshold
-    as cumulative sums; counts are integers, so the arg-max and the accuracies equal the loop's.
+    A histogram of (label, bin) per fold gives its counts of same and different pairs below every threshold as
+    cumulative sums; counts are integers, so the arg-max and the accuracies equal the loop's.
     """
     n_bins = thresholds.size + 1
     bounds = fold_bounds(bins.size, n_folds)
-    fold_of_pair = np.repeat(np.arange(n_folds), np.diff(bounds))
-    keys = (2 * fold_of_pair + issame) * n_bins + bins
-    counts = np.bincount(keys, minlength=2 * n_folds * n_bins).reshape(n_folds, 2, n_bins)
+    counts = np.empty((n_folds, 2, n_bins), dtype=np.intp)
+    for fold in range(n_folds):
+        part = slice(bounds[fold], bounds[fold + 1])
+        keys = np.multiply(issame[part], n_bins, dtype=np.intp) + bins[part]
+        counts[fold] = np.bincount(keys, minlength=2 * n_bins).reshape(2, n_bins)
     below = np.cumsum(counts, axis=2)[:, :, :-1]  # [fold, label, k]: pairs with bin <= k, i.e. distance < t_k
     diff_below, same_below = below[:, 0], below[:, 1]
     n_diff, n_same = counts[:, 0].sum(axis=1), counts[:, 1].sum(axis=1)
