@@ -101,8 +101,9 @@ def _distances_of_rows(
     block = buffers.first.shape[0]
     for start in range(0, rows.size, block):
         part = rows[start : start + block]
-        first = embeddings1.take(part, axis=0, out=buffers.first[: part.size])
-        second = embeddings2.take(part, axis=0, out=buffers.second[: part.size])
+        # mode="clip" (the indices are in range): with the default mode, take copies through a temporary buffer
+        first = embeddings1.take(part, axis=0, out=buffers.first[: part.size], mode="clip")
+        second = embeddings2.take(part, axis=0, out=buffers.second[: part.size], mode="clip")
         _distances_into(first, second, buffers, distances[start : start + part.size])
     return distances
 
