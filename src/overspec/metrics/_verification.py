@@ -6,8 +6,8 @@ called "same" iff d < t (strict), t runs over ``numpy.arange(0, 4, 0.01)``, fold
 ``KFold(n_splits, shuffle=False)``), each fold's threshold is the first arg-max of accuracy on the other folds,
 and the result is the mean and population standard deviation of the held-out fold accuracies. Instead of
 evaluating 400 thresholds per fold, each pair gets its threshold bin (how many thresholds lie at or below its
-distance: it is called "same" at ``t_k`` iff its bin <= k) and one histogram of (fold, label, bin) answers every
-threshold of every fold by cumulative sums; counts are integers, so the arg-max is identical.
+distance: it is called "same" at ``t_k`` iff its bin <= k) and a histogram of (label, bin) per fold answers every
+threshold by cumulative sums; counts are integers, so the arg-max is identical.
 
 The bins come from three row-wise dot products (``2 - 2 cos`` of the raw embeddings, one pass over the data); only
 pairs whose estimate lies within a proven rounding-error bound of their nearest grid threshold are recomputed with
@@ -289,6 +289,8 @@ def kfold_from_bins(
     bins: np.ndarray, issame: np.ndarray, n_folds: int = 10, thresholds: np.ndarray = INSIGHTFACE_THRESHOLDS
 ) -> VerificationResult:
     """insightface ``calculate_roc`` on :func:`threshold_bins` ("same" at ``thresholds[k]`` iff the bin is <= k).
+
+    ``bins`` are finite distances' bins (no -1: non-finite input is rejected before).
 
     A histogram of (label, bin) per fold gives its counts of same and different pairs below every threshold as
     cumulative sums; counts are integers, so the arg-max and the accuracies equal the loop's.
