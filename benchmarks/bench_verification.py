@@ -22,7 +22,12 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from overspec import metrics as M
-from overspec.metrics._verification import INSIGHTFACE_THRESHOLDS, grid_distances, squared_distances
+from overspec.metrics._verification import (
+    INSIGHTFACE_THRESHOLDS,
+    _cosine_distance_estimates,
+    _nearest_threshold,
+    threshold_windows,
+)
 
 GOAL = 0.02
 
@@ -121,9 +126,13 @@ def bench_size(n_pairs: int, rounds: int) -> None:
 
 
 def _exact_share(embeddings1: np.ndarray, embeddings2: np.ndarray) -> float:
-    """Share of pairs whose fast distance was replaced by insightface's own arithmetic (bitwise equal values)."""
-    fast = grid_distances(embeddings1, embeddings2, INSIGHTFACE_THRESHOLDS)
-    return float(np.mean(fast == squared_distances(embeddings1, embeddings2)))
+    """Share of pairs within their nearest threshold's error window, recomputed with insightface's own arithmetic."""
+    grid = INSIGHTFACE_THRESHOLDS
+    estimates, safe = _cosine_distance_estimates(embeddings1, embeddings2)
+    nearest = _nearest_threshold(estimates, grid)
+    windows = threshold_windows(grid, embeddings1.shape[1], float(np.finfo(embeddings1.dtype).eps) / 2)
+    sure = safe & (np.abs(estimates - grid[nearest]) > windows[nearest])
+    return float(np.mean(~sure))
 
 
 def main() -> None:

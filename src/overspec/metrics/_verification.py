@@ -5,11 +5,12 @@ embeddings are L2-normalised row-wise (scikit-learn ``normalize``), distance d =
 called "same" iff d < t (strict), t runs over ``numpy.arange(0, 4, 0.01)``, folds are contiguous (scikit-learn
 ``KFold(n_splits, shuffle=False)``), each fold's threshold is the first arg-max of accuracy on the other folds,
 and the result is the mean and population standard deviation of the held-out fold accuracies. Instead of
-evaluating 400 thresholds per fold, the distances of each fold are sorted once and every grid threshold is
-answered by ``searchsorted`` (cumulative counts); counts are integers, so the arg-max is identical.
+evaluating 400 thresholds per fold, each pair gets its threshold bin (how many thresholds lie at or below its
+distance: it is called "same" at ``t_k`` iff its bin <= k) and a histogram of (label, bin) per fold answers every
+threshold by cumulative sums; counts are integers, so the arg-max is identical.
 
-The distances themselves come from three row-wise dot products (``2 - 2 cos`` of the raw embeddings, one pass over
-the data); only pairs whose estimate lies within a proven rounding-error bound of a grid threshold are recomputed with
+The bins come from three row-wise dot products (``2 - 2 cos`` of the raw embeddings, one pass over the data); only
+pairs whose estimate lies within a proven rounding-error bound of their nearest grid threshold are recomputed with
 insightface's own operations, so every pair falls on the same side of every threshold as in insightface.
 """
 
@@ -50,27 +51,60 @@ def _normalised_rows(embeddings: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.divide(embeddings, norms[:, np.newaxis], out=out)
 
 
+@dataclass(frozen=True)
+class _RowBuffers:
+    """Row buffers of the exact path, allocated once per call (fresh large buffers each time cost page faults)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    difference: np.ndarray
+
+    @classmethod
+    def for_pairs(cls, embeddings1: np.ndarray, embeddings2: np.ndarray, rows: int) -> _RowBuffers:
+        """Buffers for up to ``rows`` pairs of these arrays (the difference in their common dtype)."""
+        dim, common = embeddings1.shape[1], np.result_type(embeddings1, embeddings2)
+        return cls(np.empty((rows, dim), embeddings1.dtype), np.empty((rows, dim), embeddings2.dtype),
+                   np.empty((rows, dim), common))
+
+
+def _distances_into(first: np.ndarray, second: np.ndarray, buffers: _RowBuffers, out: np.ndarray) -> None:
+    """insightface's distances of row blocks ``first``, ``second`` (at most the buffers' rows) written into ``out``."""
+    size = first.shape[0]
+    np.subtract(
+        _normalised_rows(first, buffers.first[:size]),
+        _normalised_rows(second, buffers.second[:size]),
+        out=buffers.difference[:size],
+    )
+    np.sum(np.square(buffers.difference[:size], out=buffers.difference[:size]), axis=1, out=out)
+
+
 def squared_distances(embeddings1: np.ndarray, embeddings2: np.ndarray, chunk: int = 128) -> np.ndarray:
     """insightface distance ``sum((normalise(e1) - normalise(e2)) ** 2, 1)``, in row chunks that stay in cache.
 
     Every row goes through the same numpy operations as on the whole arrays, so the values are bitwise identical;
     the chunk buffers are reused to spare allocations.
     """
-    n_pairs, dim = embeddings1.shape
-    result_type = np.result_type(embeddings1, embeddings2)
-    distances = np.empty(n_pairs, dtype=result_type)
-    first = np.empty((min(chunk, n_pairs), dim), dtype=embeddings1.dtype)
-    second = np.empty((min(chunk, n_pairs), dim), dtype=embeddings2.dtype)
-    difference = np.empty((min(chunk, n_pairs), dim), dtype=result_type)
+    n_pairs = embeddings1.shape[0]
+    distances = np.empty(n_pairs, dtype=np.result_type(embeddings1, embeddings2))
+    buffers = _RowBuffers.for_pairs(embeddings1, embeddings2, min(chunk, n_pairs))
     for start in range(0, n_pairs, chunk):
         rows = slice(start, start + chunk)
-        size = min(chunk, n_pairs - start)
-        np.subtract(
-            _normalised_rows(embeddings1[rows], first[:size]),
-            _normalised_rows(embeddings2[rows], second[:size]),
-            out=difference[:size],
-        )
-        np.sum(np.square(difference[:size], out=difference[:size]), axis=1, out=distances[rows])
+        _distances_into(embeddings1[rows], embeddings2[rows], buffers, distances[rows])
+    return distances
+
+
+def _distances_of_rows(
+    embeddings1: np.ndarray, embeddings2: np.ndarray, rows: np.ndarray, buffers: _RowBuffers
+) -> np.ndarray:
+    """:func:`squared_distances` of the pairs at indices ``rows``, gathered block by block into ``buffers``."""
+    distances = np.empty(rows.size, dtype=buffers.difference.dtype)
+    block = buffers.first.shape[0]
+    for start in range(0, rows.size, block):
+        part = rows[start : start + block]
+        # mode="clip" (the indices are in range): with the default mode, take copies through a temporary buffer
+        first = embeddings1.take(part, axis=0, out=buffers.first[: part.size], mode="clip")
+        second = embeddings2.take(part, axis=0, out=buffers.second[: part.size], mode="clip")
+        _distances_into(first, second, buffers, distances[start : start + part.size])
     return distances
 
 
@@ -79,20 +113,23 @@ def _gamma(k: int, unit_roundoff: float) -> float:
     return k * unit_roundoff / (1.0 - k * unit_roundoff)
 
 
-def distance_error_window(estimates: np.ndarray, dim: int, unit_roundoff: float) -> np.ndarray:
-    """Per pair, how far the dot-product estimate can be from ``squared_distances`` (rounding unit ``u``).
+def _window_over(lowest: np.ndarray, highest: np.ndarray, dim: int, unit_roundoff: float) -> np.ndarray:
+    """How far any dot-product estimate in ``[lowest, highest]`` can be from ``squared_distances`` (rounding ``u``).
 
     Both rows are nonzero and in range, ``D = 2 - 2c <= 4`` is the exact distance, ``g = _gamma(dim)``. Estimate:
     three dot products with ``|error| <= g |a||b|``, the rest in float64, so ``|estimate - D| <= 2 (1 + |c|) g / (1 -
     g)``. insightface: its norm is ``|x| (1 + t)``, ``|t| <= g / 2 + u + g^2``, which moves the distance of the rescaled
     rows by ``2 t D + 4 t^2``; each element's own rounding moves the row by ``<= u (1 + t)``; difference, square and sum
-    add a relative ``_gamma(dim + 2)``. The last term covers float64 rounding and underflow of single elements.
+    add a relative ``_gamma(dim + 2)``. The bound grows with ``|c|`` (convex in the estimate, so largest at an end of
+    the interval) and with ``D`` (largest at the top). The last term covers float64 rounding and underflow of single
+    elements.
     """
     g = _gamma(dim, unit_roundoff)
     u = unit_roundoff
     estimate_error = 4 * g / (1 - g)
-    cosine = np.minimum(np.abs(1 - estimates / 2) + estimate_error / 2, 1.0)
-    upper = np.clip(estimates + estimate_error, 0.0, 4.0)
+    farthest = np.maximum(np.abs(1 - lowest / 2), np.abs(1 - highest / 2))
+    cosine = np.minimum(farthest + estimate_error / 2, 1.0)
+    upper = np.clip(highest + estimate_error, 0.0, 4.0)
     t = g / 2 + u + g**2
     rescaled = upper * (1 + 2 * t) + 4 * t**2
     element = 2 * u * (1 + t)
@@ -103,6 +140,22 @@ def distance_error_window(estimates: np.ndarray, dim: int, unit_roundoff: float)
     return 2 * (1 + cosine) * g / (1 - g) + reference + 1e-12
 
 
+def distance_error_window(estimates: np.ndarray, dim: int, unit_roundoff: float) -> np.ndarray:
+    """Per pair, how far the dot-product estimate can be from ``squared_distances`` (see :func:`_window_over`)."""
+    return _window_over(estimates, estimates, dim, unit_roundoff)
+
+
+def threshold_windows(grid: np.ndarray, dim: int, unit_roundoff: float) -> np.ndarray:
+    """Per grid threshold, an error window valid for every estimate between its two neighbours (open at the ends).
+
+    An estimate is compared with its nearest threshold only, which lies strictly between that threshold's
+    neighbours, so one window per threshold bounds the error of every estimate compared with it.
+    """
+    below = np.concatenate([[-np.inf], grid[:-1]])
+    above = np.concatenate([grid[1:], [np.inf]])
+    return _window_over(below, above, dim, unit_roundoff)
+
+
 def _cosine_distance_estimates(
     embeddings1: np.ndarray, embeddings2: np.ndarray, block: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,64 +163,110 @@ def _cosine_distance_estimates(
 
     The three dot products of a block of rows read it once from memory (a block stays in the L2 cache).
     Out-of-range rows (zero, near underflow or overflow, NaN) are left to the exact path: the error window assumes
-    neither underflow nor overflow of whole rows.
+    neither underflow nor overflow of whole rows. The range is checked on the extremes first (one pass when all
+    rows are fine, the usual case).
     """
-    self1, self2, cross = (np.empty(embeddings1.shape[0], dtype=np.float64) for _ in range(3))
-    for start in range(0, embeddings1.shape[0], block):
+    n_pairs = embeddings1.shape[0]
+    dots = np.empty((3, n_pairs), dtype=np.result_type(embeddings1, embeddings2))
+    for start in range(0, n_pairs, block):
         rows = slice(start, start + block)
         first, second = embeddings1[rows, np.newaxis, :], embeddings2[rows, np.newaxis, :]
-        self1[rows] = np.matmul(first, first.transpose(0, 2, 1))[:, 0, 0]
-        self2[rows] = np.matmul(second, second.transpose(0, 2, 1))[:, 0, 0]
-        cross[rows] = np.matmul(first, second.transpose(0, 2, 1))[:, 0, 0]
-    safe = _in_range(self1, embeddings1.dtype) & _in_range(self2, embeddings2.dtype)
+        dots[0, rows] = np.matmul(first, first.transpose(0, 2, 1))[:, 0, 0]
+        dots[1, rows] = np.matmul(second, second.transpose(0, 2, 1))[:, 0, 0]
+        dots[2, rows] = np.matmul(first, second.transpose(0, 2, 1))[:, 0, 0]
+    squared = dots[:2].astype(np.float64)
+    safe = _rows_in_range(squared[0], embeddings1.dtype) & _rows_in_range(squared[1], embeddings2.dtype)
+    norms = np.sqrt(squared, out=squared)  # a product of the norms cannot overflow or underflow in range
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        estimates = 2.0 - 2.0 * cross / np.sqrt(self1 * self2)
+        estimates = 2.0 - 2.0 * dots[2] / (norms[0] * norms[1])
     return estimates, safe
 
 
-def _in_range(squared_norms: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _rows_in_range(squared_norms: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Whether squared norms lie 2^60 inside ``dtype``'s normal range (no whole-row underflow or overflow)."""
     info = np.finfo(dtype)
-    return (squared_norms >= float(info.tiny) * 2.0**60) & (squared_norms <= float(info.max) * 2.0**-60)
+    low, high = float(info.tiny) * 2.0**60, float(info.max) * 2.0**-60
+    if low <= squared_norms.min() and squared_norms.max() <= high:  # NaN fails both tests
+        return np.ones(squared_norms.shape, dtype=bool)
+    return (squared_norms >= low) & (squared_norms <= high)
 
 
-def _gap_to_grid(estimates: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Distance from each estimate to the nearest threshold of an evenly spaced ascending grid (NaN stays NaN).
+def _nearest_threshold(estimates: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Index of the grid threshold nearest each estimate (evenly spaced ascending grid; NaN gets any index).
 
-    Rounding may pick the wrong neighbour only half a step away from both, far outside any error window.
+    Rounding may pick the other neighbour only half a step away from both, far outside any error window, and
+    never an index beyond the estimate's two neighbours.
     """
-    position = np.clip(np.rint((estimates - grid[0]) / (grid[1] - grid[0])), 0, grid.size - 1)
-    nearest = grid[np.nan_to_num(position).astype(np.intp)]
-    return np.abs(estimates - nearest)
+    step = grid[1] - grid[0]
+    with np.errstate(invalid="ignore"):
+        position = (estimates * (1.0 / step) + (0.5 - grid[0] / step)).astype(np.intp)
+    return np.clip(position, 0, grid.size - 1, out=position)
 
 
-def grid_distances(
+def threshold_bins(distances: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """How many grid thresholds lie at or below each distance, so the pair is "same" at ``grid[k]`` iff bin <= k.
+
+    Non-finite distances get -1.
+    """
+    bins = np.searchsorted(grid, distances, side="right")
+    bins[~np.isfinite(distances)] = -1
+    return bins
+
+
+def _estimated_bins(
+    embeddings1: np.ndarray, embeddings2: np.ndarray, grid: np.ndarray, windows: np.ndarray, buffers: _RowBuffers
+) -> np.ndarray:
+    """:func:`threshold_bins` of one chunk: from the estimate where it is outside its nearest threshold's window.
+
+    A pair further than the window from its nearest threshold is further still from all others, so its exact
+    distance lies on the same side of every threshold; the other pairs are computed exactly while in cache.
+    """
+    estimates, safe = _cosine_distance_estimates(embeddings1, embeddings2)
+    nearest = _nearest_threshold(estimates, grid)
+    threshold = grid[nearest]
+    with np.errstate(invalid="ignore"):
+        sure = np.abs(estimates - threshold) > windows[nearest]  # NaN estimates are never sure
+    bins = nearest + (estimates >= threshold)
+    unsure = np.flatnonzero(~(sure & safe))
+    if unsure.size:
+        bins[unsure] = threshold_bins(_distances_of_rows(embeddings1, embeddings2, unsure, buffers), grid)
+    return bins
+
+
+def _fast_path_applies(embeddings1: np.ndarray, embeddings2: np.ndarray, grid: np.ndarray) -> bool:
+    """Whether the estimate's error window is proven for these inputs: float32 / float64 rows, an even grid."""
+    dtypes = {np.dtype(embeddings1.dtype), np.dtype(embeddings2.dtype)}
+    if not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)} or grid.size < 2 or not grid[1] > grid[0]:
+        return False
+    even = np.allclose(np.diff(grid), grid[1] - grid[0], rtol=1e-9, atol=0)
+    return bool(even) and (embeddings1.shape[1] + 3) * _unit_roundoff(dtypes) <= 1e-3
+
+
+def _unit_roundoff(dtypes: set[np.dtype]) -> float:
+    """The largest rounding unit among the inputs' float dtypes."""
+    return max(float(np.finfo(dtype).eps) / 2 for dtype in dtypes)
+
+
+def grid_bins(
     embeddings1: np.ndarray, embeddings2: np.ndarray, thresholds: np.ndarray, chunk: int = 2048
 ) -> np.ndarray:
-    """Pair distances on the same side of every grid threshold as :func:`squared_distances`' (so identical folds).
+    """:func:`threshold_bins` of insightface's distances (``squared_distances``), without computing most of them.
 
-    float32 / float64 pairs and an evenly spaced ascending grid: the dot-product estimate wherever it is further
-    than its :func:`distance_error_window` from every threshold; the other pairs (and other dtypes or grids) are
-    computed by :func:`squared_distances` itself, chunk by chunk while the rows are in cache.
+    float32 / float64 pairs and an evenly spaced ascending grid: from the dot-product estimate wherever it is further
+    than its window from the nearest threshold, exactly otherwise, chunk by chunk while the rows are in cache; other
+    dtypes or grids take the exact distances.
     """
-    dtypes = {np.dtype(embeddings1.dtype), np.dtype(embeddings2.dtype)}
-    dim = embeddings1.shape[1]
-    unit_roundoff = max(float(np.finfo(dtype).eps) / 2 for dtype in dtypes)
     grid = np.asarray(thresholds, dtype=np.float64)
-    even = grid.size >= 2 and grid[1] > grid[0] and np.allclose(np.diff(grid), grid[1] - grid[0], rtol=1e-9, atol=0)
-    if not (even and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}) or (dim + 3) * unit_roundoff > 1e-3:
-        return squared_distances(embeddings1, embeddings2)
-    distances = np.empty(embeddings1.shape[0], dtype=np.float64)
+    if not _fast_path_applies(embeddings1, embeddings2, grid):
+        return threshold_bins(squared_distances(embeddings1, embeddings2), grid)
+    unit_roundoff = _unit_roundoff({np.dtype(embeddings1.dtype), np.dtype(embeddings2.dtype)})
+    windows = threshold_windows(grid, embeddings1.shape[1], unit_roundoff)
+    buffers = _RowBuffers.for_pairs(embeddings1, embeddings2, 128)
+    bins = np.empty(embeddings1.shape[0], dtype=np.intp)
     for start in range(0, embeddings1.shape[0], chunk):
-        first, second = embeddings1[start : start + chunk], embeddings2[start : start + chunk]
-        estimates, safe = _cosine_distance_estimates(first, second)
-        with np.errstate(invalid="ignore"):
-            sure = safe & (_gap_to_grid(estimates, grid) > distance_error_window(estimates, dim, unit_roundoff))
-        unsure = np.flatnonzero(~sure)
-        if unsure.size:
-            estimates[unsure] = squared_distances(first.take(unsure, axis=0), second.take(unsure, axis=0))
-        distances[start : start + first.shape[0]] = estimates
-    return distances
+        rows = slice(start, start + chunk)
+        bins[rows] = _estimated_bins(embeddings1[rows], embeddings2[rows], grid, windows, buffers)
+    return bins
 
 
 def _as_embeddings(values: ArrayLike, name: str) -> np.ndarray:
@@ -186,31 +285,32 @@ def fold_bounds(n_pairs: int, n_folds: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)])
 
 
-def kfold_from_distances(
-    distances: np.ndarray, issame: np.ndarray, n_folds: int = 10, thresholds: np.ndarray = INSIGHTFACE_THRESHOLDS
+def kfold_from_bins(
+    bins: np.ndarray, issame: np.ndarray, n_folds: int = 10, thresholds: np.ndarray = INSIGHTFACE_THRESHOLDS
 ) -> VerificationResult:
-    """insightface ``calculate_roc`` on precomputed distances ("same" iff distance < threshold)."""
-    bounds = fold_bounds(distances.size, n_folds)
-    # Per fold: counts of same pairs and of different pairs with distance < t, for every grid threshold.
-    same_below = np.empty((n_folds, thresholds.size), dtype=np.int64)
-    diff_below = np.empty_like(same_below)
-    n_same = np.empty(n_folds, dtype=np.int64)
-    n_diff = np.empty(n_folds, dtype=np.int64)
+    """insightface ``calculate_roc`` on :func:`threshold_bins` ("same" at ``thresholds[k]`` iff the bin is <= k).
+
+    ``bins`` are finite distances' bins (no -1: non-finite input is rejected before).
+
+    A histogram of (label, bin) per fold gives its counts of same and different pairs below every threshold as
+    cumulative sums; counts are integers, so the arg-max and the accuracies equal the loop's.
+    """
+    n_bins = thresholds.size + 1
+    bounds = fold_bounds(bins.size, n_folds)
+    counts = np.empty((n_folds, 2, n_bins), dtype=np.intp)
     for fold in range(n_folds):
         part = slice(bounds[fold], bounds[fold + 1])
-        fold_distances, fold_same = distances[part], issame[part]
-        same_sorted = np.sort(fold_distances[fold_same])
-        diff_sorted = np.sort(fold_distances[~fold_same])
-        same_below[fold] = np.searchsorted(same_sorted, thresholds, side="left")
-        diff_below[fold] = np.searchsorted(diff_sorted, thresholds, side="left")
-        n_same[fold], n_diff[fold] = same_sorted.size, diff_sorted.size
+        keys = np.multiply(issame[part], n_bins, dtype=np.intp) + bins[part]
+        counts[fold] = np.bincount(keys, minlength=2 * n_bins).reshape(2, n_bins)
+    below = np.cumsum(counts, axis=2)[:, :, :-1]  # [fold, label, k]: pairs with bin <= k, i.e. distance < t_k
+    diff_below, same_below = below[:, 0], below[:, 1]
+    n_diff, n_same = counts[:, 0].sum(axis=1), counts[:, 1].sum(axis=1)
     # Correct calls = same pairs below t + different pairs at or above t; training folds = total minus the fold.
     correct = same_below + (n_diff[:, None] - diff_below)
     train_correct = correct.sum(axis=0)[None, :] - correct
     best = np.argmax(train_correct, axis=1)
     folds = np.arange(n_folds)
-    fold_sizes = np.diff(bounds)
-    fold_accuracies = correct[folds, best] / fold_sizes
+    fold_accuracies = correct[folds, best] / np.diff(bounds)
     with np.errstate(divide="ignore", invalid="ignore"):
         tpr = np.where(n_same[:, None] == 0, 0.0, same_below / n_same[:, None])
         fpr = np.where(n_diff[:, None] == 0, 0.0, diff_below / n_diff[:, None])
@@ -223,6 +323,13 @@ def kfold_from_distances(
         tpr.mean(axis=0),
         fpr.mean(axis=0),
     )
+
+
+def kfold_from_distances(
+    distances: np.ndarray, issame: np.ndarray, n_folds: int = 10, thresholds: np.ndarray = INSIGHTFACE_THRESHOLDS
+) -> VerificationResult:
+    """insightface ``calculate_roc`` on precomputed distances ("same" iff distance < threshold)."""
+    return kfold_from_bins(threshold_bins(distances, thresholds), issame, n_folds, thresholds)
 
 
 def verification_kfold(
@@ -251,12 +358,12 @@ def verification_kfold(
         raise InputError("issame must hold booleans (or 0 / 1)")
     if not 2 <= n_folds <= first.shape[0]:
         raise InputError(f"n_folds must be between 2 and the number of pairs ({first.shape[0]}), got {n_folds}")
-    distances = grid_distances(first, second, INSIGHTFACE_THRESHOLDS)
-    if not np.all(np.isfinite(distances)):
+    bins = grid_bins(first, second, INSIGHTFACE_THRESHOLDS)
+    if np.any(bins < 0):
         bad = "embeddings1" if not np.all(np.isfinite(first)) else "embeddings2"
         raise InputError(f"{bad} contains NaN or infinite values (or rows too large to normalise)")
     same = labels.astype(bool)
     if same.all() or not same.any():
         empty = "different (impostor)" if same.all() else "same (genuine)"
         raise InputError(f"issame has no {empty} pairs: accuracy needs both genuine and impostor pairs")
-    return kfold_from_distances(distances, same, n_folds)
+    return kfold_from_bins(bins, same, n_folds)
