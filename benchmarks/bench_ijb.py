@@ -10,7 +10,8 @@ and calls the IJB protocol's ``run`` (:func:`overspec.protocols.inputs.compute_u
 high-water mark (``VmHWM`` of ``/proc/self/status``), read after each stage (imports, open, gather + run).
 ``ru_maxrss`` from ``os.wait4`` is not used: Linux carries the parent's resident size at spawn into the child's
 ``ru_maxrss`` across ``exec``, which added this script's own ~0.9 GiB (the meta arrays it keeps for the 1:N
-lists) to every child. The first child sees the meta folder before its 1:N lists are written (1:1 only), the second after
+lists) to every child.
+The first child sees the meta folder before its 1:N lists are written (1:1 only), the second after
 (1:1 and 1:N in one unit, as the runner computes them). Both children get the same data; the second adds 1:N.
 
 Run: ``.venv/bin/python benchmarks/bench_ijb.py`` (full size: ~2.5 GB of temporary files, writing them takes a few
