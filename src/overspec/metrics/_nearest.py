@@ -27,6 +27,18 @@ _BLOCK = 1 << 20
 Point = tuple[int, int, float]
 
 
+@dataclass(frozen=True)
+class _Points:
+    """A block of kept ROC points; ``points[k]`` is the ``(false accepts, true accepts, threshold)`` of one."""
+
+    fa: np.ndarray
+    ta: np.ndarray
+    thresholds: np.ndarray
+
+    def __getitem__(self, k: int) -> Point:
+        return int(self.fa[k]), int(self.ta[k]), float(self.thresholds[k])
+
+
 @dataclass
 class _Run:
     """The kept ROC points sharing one FAR value: the value, the first and the last of them."""
@@ -44,7 +56,7 @@ class _Choice:
     lower: _Run | None = None
     upper: _Run | None = None
 
-    def feed(self, far: np.ndarray, points: list[Point]) -> None:
+    def feed(self, far: np.ndarray, points: _Points) -> None:
         """Take the next kept points (FAR ascending, continuing the previous ones)."""
         if self.upper is not None:
             end = int(np.searchsorted(far, self.upper.far, side="right"))
@@ -93,7 +105,7 @@ def _feed(choices: list[_Choice], fa: np.ndarray, ta: np.ndarray, thresholds: np
     if fa.size == 0:
         return
     far = fa / n_impostor
-    points = list(zip(fa.tolist(), ta.tolist(), thresholds.astype(np.float64).tolist(), strict=True))
+    points = _Points(fa, ta, thresholds)
     for choice in choices:
         choice.feed(far, points)
 
