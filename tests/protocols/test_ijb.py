@@ -223,3 +223,15 @@ def test_float32_scores_give_the_float64_tar_at_far():
     compact = tar_at_fars(scores, labels, IJB_FARS, ("nearest", "at_most"))
     wide = tar_at_fars(scores.astype(np.float64), labels, IJB_FARS, ("nearest", "at_most"))
     assert compact == wide
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+def test_grouped_order_is_the_stable_argsort(monkeypatch, chunk):
+    from overspec.protocols import ijb
+
+    monkeypatch.setattr(ijb, "_ORDER_CHUNK", chunk)
+    rows = np.random.default_rng(0).integers(0, 9, 200).astype(np.int32)
+    counts = np.bincount(rows, minlength=12)
+    order = ijb._grouped_order(rows, counts)
+    np.testing.assert_array_equal(order, np.argsort(rows, kind="stable"))
+    assert order.dtype == np.int32

@@ -42,8 +42,20 @@ class TPIRResult:
     fpir: float | np.ndarray
 
 
+#: Probe rows reduced per step, so no temporary the size of the whole score matrix is made.
+_PROBE_ROWS = 1024
+
+
 def _identification_scores(scores: ArrayLike, probe_ids: ArrayLike, gallery_ids: ArrayLike) -> IdentificationScores:
-    matrix = np.asarray(scores, dtype=np.float64)
+    """Validate a probes x gallery matrix and reduce it, a block of probe rows at a time, to each mated probe's mate
+    score and rank and each non-mated probe's maximum score.
+
+    A float32 matrix is reduced as float32 (maxima and comparisons of float32 values are exact, so the results are
+    those of the widened matrix, returned as float64) and never copied whole.
+    """
+    matrix = np.asarray(scores)
+    if matrix.dtype != np.float32:
+        matrix = np.asarray(matrix, dtype=np.float64)
     probes = np.asarray(probe_ids)
     gallery = np.asarray(gallery_ids)
     if matrix.ndim != 2 or matrix.size == 0:
@@ -52,14 +64,23 @@ def _identification_scores(scores: ArrayLike, probe_ids: ArrayLike, gallery_ids:
         raise InputError(
             f"probe_ids {probes.shape} and gallery_ids {gallery.shape} must match scores {matrix.shape}"
         )
-    if not np.all(np.isfinite(matrix)):
-        raise InputError("scores contains NaN or infinite values")
-    mate = probes[:, None] == gallery[None, :]
-    mated = mate.any(axis=1)
-    mate_scores = np.where(mate, matrix, -np.inf).max(axis=1)
-    nonmate_at_or_above = np.count_nonzero((matrix >= mate_scores[:, None]) & ~mate, axis=1)
+    mated = np.empty(matrix.shape[0], dtype=bool)
+    mate_scores = np.empty(matrix.shape[0], dtype=matrix.dtype)
+    nonmate_at_or_above = np.empty(matrix.shape[0], dtype=np.int64)
+    row_max = np.empty(matrix.shape[0], dtype=matrix.dtype)
+    for start in range(0, matrix.shape[0], _PROBE_ROWS):
+        rows = slice(start, start + _PROBE_ROWS)
+        block = matrix[rows]
+        if not np.all(np.isfinite(block)):
+            raise InputError("scores contains NaN or infinite values")
+        mate = probes[rows, None] == gallery[None, :]
+        mated[rows] = mate.any(axis=1)
+        mate_scores[rows] = np.where(mate, block, -np.inf).max(axis=1)
+        nonmate_at_or_above[rows] = np.count_nonzero((block >= mate_scores[rows, None]) & ~mate, axis=1)
+        row_max[rows] = block.max(axis=1)
     return IdentificationScores(
-        mate_scores[mated], 1 + nonmate_at_or_above[mated], matrix[~mated].max(axis=1), int(mated.sum())
+        mate_scores[mated].astype(np.float64), 1 + nonmate_at_or_above[mated],
+        row_max[~mated].astype(np.float64), int(mated.sum()),
     )
 
 

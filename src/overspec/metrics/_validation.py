@@ -9,14 +9,18 @@ from numpy.typing import ArrayLike
 from overspec.errors import InputError
 
 
-def as_scores(values: ArrayLike, name: str) -> np.ndarray:
-    """Return ``values`` as a non-empty, finite, one-dimensional float64 array, or raise naming ``name``."""
+def as_scores(values: ArrayLike, name: str, *, keep_float32: bool = False) -> np.ndarray:
+    """Return ``values`` as a non-empty, finite, one-dimensional float64 array, or raise naming ``name``.
+
+    With ``keep_float32`` a float32 array is checked and returned as float32 (for rules that only compare and count
+    scores, where widening changes nothing but the memory).
+    """
     array = np.asarray(values)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
     if np.iscomplexobj(array):
         raise TypeError(f"{name} must hold real numbers, got complex values")
-    array = np.asarray(array, dtype=np.float64)
+    array = np.asarray(array, dtype=np.float32 if keep_float32 and array.dtype == np.float32 else np.float64)
     if array.ndim == 0:
         array = array.reshape(1)
     if array.ndim != 1:

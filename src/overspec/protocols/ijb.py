@@ -237,19 +237,38 @@ _BLOCKS_ADVANTAGE = 48
 
 def _scores_by_row_blocks(feats: np.ndarray, rows1: np.ndarray, rows2: np.ndarray) -> np.ndarray:
     """Score pairs grouped by first row: ``feats[block] @ feats.T`` per block of distinct first rows."""
-    order = np.argsort(rows1, kind="stable")
-    sorted_rows = rows1[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    distinct = sorted_rows[starts]
-    bounds = np.append(starts, sorted_rows.size)
+    counts = np.bincount(rows1, minlength=feats.shape[0])
+    order = _grouped_order(rows1, counts)
+    distinct = np.flatnonzero(counts)
+    bounds = np.append(0, np.cumsum(counts[distinct]))
     scores = np.empty(rows1.size, dtype=np.float32)
     for first in range(0, distinct.size, _BLOCK_ROWS):
         block = distinct[first:first + _BLOCK_ROWS]
         similarity = feats[block] @ feats.T
-        lo, hi = bounds[first], bounds[first + block.size]
-        pairs = order[lo:hi]
-        scores[pairs] = similarity[np.searchsorted(block, sorted_rows[lo:hi]), rows2[pairs]]
+        pairs = order[bounds[first]:bounds[first + block.size]]
+        scores[pairs] = similarity[np.searchsorted(block, rows1[pairs]), rows2[pairs]]
     return scores
+
+
+#: Pairs placed per step by :func:`_grouped_order`.
+_ORDER_CHUNK = 1 << 20
+
+
+def _grouped_order(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``np.argsort(rows, kind="stable")`` as int32 (``counts`` = ``np.bincount(rows)``), by a counting sort placed a
+    chunk at a time, so no int64 index array of all pairs is made."""
+    order = np.empty(rows.size, dtype=np.int32 if rows.size < 2**31 else np.int64)
+    free = np.cumsum(counts) - counts  # next free slot of each row's group
+    for start in range(0, rows.size, _ORDER_CHUNK):
+        chunk = rows[start:start + _ORDER_CHUNK]
+        local = np.argsort(chunk, kind="stable")
+        ordered = chunk[local]
+        group_start = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        sizes = np.diff(np.append(group_start, ordered.size))
+        rank = np.arange(ordered.size) - np.repeat(group_start, sizes)
+        order[free[ordered] + rank] = start + local
+        free[ordered[group_start]] += sizes
+    return order
 
 
 def tar_at_fars(

@@ -29,6 +29,7 @@ from PIL import Image
 from overspec.files import atomic_write_bytes
 from overspec.data.base import DatasetLayoutError, LabelledImages, content_fingerprint, leaves_folder
 from overspec.data.biometric.align import align_face
+from overspec.data.formats._lines import count_lines, line_blocks, text_line_blocks
 from overspec.data.images import open_rgb
 
 __all__ = ["IJBFace", "IJBMeta", "TemplateSubjects", "read_ijb_meta", "write_ijb_meta", "detect_prefix"]
@@ -136,36 +137,45 @@ def read_ijb_meta(root: str | Path, prefix: str | None = None) -> IJBMeta:
     return IJBMeta(root, prefix, names, template_ids, media_ids, landmarks, scores, t1, t2, labels, galleries, probes)
 
 
-def _lines(path: Path, prefix: str) -> list[str]:
-    """Return the non-empty lines of a required meta file."""
+def _required(path: Path, prefix: str) -> Path:
+    """``path`` when the required meta file exists, else the layout error naming it."""
     if not path.is_file():
         raise DatasetLayoutError(prefix.upper(), path, _LAYOUT.format(p=prefix))
-    return [line for line in path.read_text().splitlines() if line.strip()]
+    return path
 
 
 def _read_face_list(path: Path, prefix: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """Parse ``image_name template_id media_id`` lines (the ids by numpy's C reader, no Python int per field)."""
-    lines = _lines(path, prefix)
+    """Parse ``image_name template_id media_id`` lines a block at a time (the ids by numpy's C reader, no Python int
+    per field; only the names are kept as strings)."""
     names: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if len(parts) != 3:
-            raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name template_id media_id'",
-                                     f"line {number} has {len(parts)} fields")
-        if leaves_folder(parts[0]):
-            raise DatasetLayoutError(prefix.upper(), path, "image names inside loose_crop/",
-                                     f"line {number}: image name {parts[0]!r} leaves the image folder")
-        names.append(parts[0])
+    ids: list[np.ndarray] = []
+    for lines in text_line_blocks(_required(path, prefix)):
+        first = len(names)
+        for number, line in enumerate(lines, start=first + 1):
+            parts = line.split()
+            if len(parts) != 3:
+                raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name template_id media_id'",
+                                         f"line {number} has {len(parts)} fields")
+            if leaves_folder(parts[0]):
+                raise DatasetLayoutError(prefix.upper(), path, "image names inside loose_crop/",
+                                         f"line {number}: image name {parts[0]!r} leaves the image folder")
+            names.append(parts[0])
+        ids.append(_block_ids(lines, first, path, prefix))
     if not names:
         raise DatasetLayoutError(prefix.upper(), path, "one line per face image", "empty file")
+    table = np.concatenate(ids)
+    return tuple(names), table[:, 0].copy(), table[:, 1].copy()
+
+
+def _block_ids(lines: list[str], first: int, path: Path, prefix: str) -> np.ndarray:
+    """The two integer ids of each face line of a block as an int64 (lines, 2) table, naming a bad line."""
     table = _numbers(lines, np.int64)
     if table is None:
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(lines, start=first + 1):
             for text in line.split()[1:]:
                 _int(text, path, number, prefix)
         raise DatasetLayoutError(prefix.upper(), path, "integer ids", "an id is not an integer")
-    table = table.reshape(-1, 2)
-    return tuple(names), table[:, 0].copy(), table[:, 1].copy()
+    return table.reshape(-1, 2)
 
 
 def _numbers(lines: list[str], dtype: type) -> np.ndarray | None:
@@ -188,21 +198,24 @@ def _int(text: str, path: Path, line: int, prefix: str) -> int:
 
 
 def _read_landmarks(path: Path, names: tuple[str, ...], prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse ``name x1 y1 ... x5 y5 score`` lines and return them in the face list's order."""
-    lines = _lines(path, prefix)
+    """Parse ``name x1 y1 ... x5 y5 score`` lines a block at a time and return them in the face list's order."""
     keys: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if len(parts) != 12:
-            raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name x1 y1 ... x5 y5 score'",
-                                     f"line {number} has {len(parts)} fields")
-        keys.append(parts[0])
-    values = _numbers(lines, np.float64)
-    if values is None:
-        bad = next(n for n, line in enumerate(lines, start=1) if _numbers([line], np.float64) is None)
-        raise DatasetLayoutError(prefix.upper(), path, "numeric landmarks and score",
-                                 f"line {bad} has a non-number")
-    table = values.reshape(-1, 11).astype(np.float32)
+    tables: list[np.ndarray] = []
+    for lines in text_line_blocks(_required(path, prefix)):
+        first = len(keys)
+        for number, line in enumerate(lines, start=first + 1):
+            parts = line.split()
+            if len(parts) != 12:
+                raise DatasetLayoutError(prefix.upper(), path, "lines 'image_name x1 y1 ... x5 y5 score'",
+                                         f"line {number} has {len(parts)} fields")
+            keys.append(parts[0])
+        values = _numbers(lines, np.float64)
+        if values is None:
+            bad = next(n for n, line in enumerate(lines, start=first + 1) if _numbers([line], np.float64) is None)
+            raise DatasetLayoutError(prefix.upper(), path, "numeric landmarks and score",
+                                     f"line {bad} has a non-number")
+        tables.append(values.reshape(-1, 11).astype(np.float32))
+    table = np.concatenate(tables) if tables else np.empty((0, 11), np.float32)
     if keys != list(names):
         table = table[_positions(keys, names, path, prefix)]
     return table[:, :10].reshape(-1, 5, 2), table[:, 10].copy()
@@ -218,40 +231,31 @@ def _positions(keys: list[str], names: tuple[str, ...], path: Path, prefix: str)
     return np.fromiter((line_of[n] for n in names), dtype=np.int64, count=len(names))
 
 
-#: Bytes of the pair file parsed per step (whole lines), so parsing never holds the file's numbers as int64.
-_PAIR_BLOCK_BYTES = 1 << 25
-
-
 def _read_pairs(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse the all-integer pair file in blocks of whole lines (numpy's C text reader; IJB-C has ~15.6M lines)
-    into compact int32 template ids and int8 labels."""
-    if not path.is_file():
-        raise DatasetLayoutError(prefix.upper(), path, _LAYOUT.format(p=prefix))
-    columns: tuple[list[np.ndarray], ...] = ([], [], [])
+    """Parse the all-integer pair file a block of whole lines at a time (numpy's C text reader; IJB-C has ~15.6M
+    lines) into int32 template ids and int8 labels, allocated once from the file's line count."""
+    lines = count_lines(_required(path, prefix))
+    t1, t2, labels = np.empty(lines, np.int32), np.empty(lines, np.int32), np.empty(lines, np.int8)
     rows = 0
-    with path.open("rb") as handle:
-        rest = b""
-        while True:
-            data = handle.read(_PAIR_BLOCK_BYTES)
-            text = rest + data
-            cut = len(text) if not data else text.rfind(b"\n") + 1
-            text, rest = text[:cut], text[cut:]
-            if text.strip():
-                table = _pair_block(text, rows, path, prefix)
-                for column, values in zip(columns, table.T, strict=True):
-                    column.append(values.copy())
-                rows += table.shape[0]
-            if not data:
-                break
-    t1, t2, labels = (_joined(column) for column in columns)
-    return t1, t2, labels.astype(np.int8)
+    for block in line_blocks(path):
+        if not block.strip():
+            continue
+        table = _pair_block(block, rows, path, prefix)
+        stop = rows + table.shape[0]
+        if stop > t1.size:  # several pairs on one line: more rows than lines
+            t1, t2, labels = (_grown(column, rows, max(stop, 2 * column.size)) for column in (t1, t2, labels))
+        t1[rows:stop], t2[rows:stop], labels[rows:stop] = table.T
+        rows = stop
+    if rows == t1.size:
+        return t1, t2, labels
+    return t1[:rows].copy(), t2[:rows].copy(), labels[:rows].copy()
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """Concatenate int32 blocks, emptying ``parts`` so only the result stays."""
-    joined = np.concatenate(parts) if parts else np.empty(0, np.int32)
-    parts.clear()
-    return joined
+def _grown(column: np.ndarray, used: int, size: int) -> np.ndarray:
+    """A ``size``-long array starting with the first ``used`` entries of ``column``."""
+    grown = np.empty(size, column.dtype)
+    grown[:used] = column[:used]
+    return grown
 
 
 def _pair_block(text: bytes, first_line: int, path: Path, prefix: str) -> np.ndarray:
@@ -303,15 +307,19 @@ def _read_1n_lists(meta: Path, stem: str, known: np.ndarray, prefix: str) -> dic
 
 
 def _read_template_csv(path: Path, prefix: str) -> np.ndarray:
-    """Return the (template_id, subject_id) columns of a 1:N CSV (header row skipped)."""
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))[1:]
-    try:
-        table = np.asarray([(int(r[0]), int(r[1])) for r in rows if r], dtype=np.int64).reshape(-1, 2)
-    except (ValueError, IndexError):
-        raise DatasetLayoutError(prefix.upper(), path, "a header row, then template_id,subject_id,...",
-                                 "a row without two integer columns") from None
-    return table
+    """Return the (template_id, subject_id) columns of a 1:N CSV (first row, the header, skipped), a block at a time."""
+    blocks: list[np.ndarray] = []
+    header = True
+    for block in line_blocks(path):
+        rows = list(csv.reader(block.decode("utf-8").splitlines()))
+        if header:
+            rows, header = rows[1:], False
+        try:
+            blocks.append(np.asarray([(int(r[0]), int(r[1])) for r in rows if r], dtype=np.int64).reshape(-1, 2))
+        except (ValueError, IndexError):
+            raise DatasetLayoutError(prefix.upper(), path, "a header row, then template_id,subject_id,...",
+                                     "a row without two integer columns") from None
+    return np.concatenate(blocks) if blocks else np.empty((0, 2), np.int64)
 
 
 def _unique_templates(table: np.ndarray, path: Path, prefix: str) -> TemplateSubjects:
