@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="skip the merged multi-task models (sums of a base's fine-tunes)")
     parser.add_argument("--regularised", action="append", default=[], metavar="RECIPE:KEY=VALUE[,KEY=VALUE]",
                         help="a regularised fine-tune to place on the frontier (repeatable; replaces the defaults: "
-                             "distill=0.1, l2sp=0.003 and lora.rank=1 per recipe)")
+                             "distill=0.3, l2sp=0.01 and lora.rank=1 per recipe)")
     parser.add_argument("--no-regularised", action="store_true", help="no regularised fine-tunes")
     parser.add_argument("--regularised-bases", type=int, default=1, metavar="N",
                         help="make the regularised fine-tunes on the study's first N fine-tuned bases (default 1; "
