@@ -49,6 +49,7 @@ _TASKS = ("fr", "mad", "pad")
 #: the study's first fine-tuned base. Weights from MADation on tiny-s (world profile, 100 steps): the plain fine-tune
 #: moves held-out MAD embeddings to a mean 1 − cos of 0.71 from the base (dev EER 0.27); distill=0.3 keeps 0.11 at
 #: the same EER, l2sp=0.01 0.46 (EER 0.39), rank 1 0.58 (EER 0.42); distill=1 or l2sp=0.1 undo the fine-tune.
+#: FRoundation moves less (0.21, LFW 0.733): distill=0.3 keeps 0.16 (LFW 0.753), l2sp=0.01 0.19 (LFW 0.710).
 DEFAULT_REGULARISED: tuple[FinetuneVariant, ...] = tuple(
     FinetuneVariant(recipe, (override,))
     for recipe in ("froundation", "madation", "foundpad")
