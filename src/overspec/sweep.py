@@ -391,7 +391,8 @@ def write_sweep(result: SweepResult, study_config_hash: str = "") -> Path:
     figure = None
     if plots.matplotlib_available():
         series = {v: [(p.lam, p.gain_pp, p.gelo, p.pareto) for p in points] for v, points in result.points.items()}
-        marked = {v: [(p.label, p.gain_pp, p.gelo) for p in points] for v, points in result.regularised.items()}
+        marked = {v: [(p.label.partition("-")[2] or p.label, p.gain_pp, p.gelo) for p in points]
+                  for v, points in result.regularised.items()}  # the line's colour already says the recipe
         path = plots.frontier(series, GENERAL_PROTOCOLS, out / "figures" / "frontier.png", regularised=marked)
         figure = Figure("frontier", "Own-task gain against GELO along each fine-tune's λ path, with the regularised "
                         "fine-tunes", path.read_bytes(), "figures/frontier.png")
