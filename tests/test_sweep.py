@@ -1,16 +1,23 @@
 """The λ sweep: points, own-task gains and GELO read from the sweep's own records, frontier, chosen λ, merged rows."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
 from overspec.config.model import ModelSpec
-from overspec.config.run import RunConfig
+from overspec.config.run import FinetuneRunConfig, RunConfig
 from overspec.errors import InputError
+from overspec.report.build import MADE_FROM, build_report
 from overspec.results import read_jsonl
-from overspec.sweep import SweepPoint, _with_frontier, run_sweep, sweep_config
+from overspec.sweep import RegularisedPoint, SweepPoint, _dominating_lambdas, _with_frontier, run_sweep, sweep_config
+from overspec.finetune.variants import FinetuneVariant
 from tests.test_runner_biometric import small_biometric_world  # noqa: F401  (a fixture)
+
+#: A regularised fine-tune small enough for a test: FoundPAD with L2-SP on the small world's source O, two steps.
+_PAD_L2SP = FinetuneVariant("foundpad", ("regularise.l2sp=1",))
+_TINY_FINETUNE = ("steps=2", "batch_size=4", "val_every=0", "checkpoint_every=0", "lora.rank=2")
 
 
 def _perturbed(checkpoint, path, seed: int, scale: float):
@@ -27,9 +34,12 @@ def _config(tmp_path, world, entry, checkpoint, config_file) -> RunConfig:
                              base="micro", specialisation="fr")
     pad = dataclasses.replace(base, name="pad", weights=_perturbed(checkpoint, tmp_path / "pad.pt", 2, 0.05),
                               base="micro", specialisation="pad")
+    finetune = FinetuneRunConfig(overrides=_TINY_FINETUNE,
+                                 data={"foundpad": str(world / "world" / "biometric" / "pad" / "O" / "protocol.csv")})
     return RunConfig(name="s", models=(base, fr, pad), datasets=("test-colours",), dataset_files=(str(entry),),
                      biometrics=("world-lfw", "world-pad-OCI-to-M"), data_root=str(world),
-                     output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False)
+                     output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False,
+                     finetune=finetune)
 
 
 @pytest.fixture
@@ -45,7 +55,7 @@ def test_sweep_reads_every_point_from_its_own_records(tmp_path, world_with_colou
                                                       micro_config_file):
     data_root, entry = world_with_colours
     config = _config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file)
-    result = run_sweep(config, lambdas=(0.0, 0.5, 1.0), keep=0.5)
+    result = run_sweep(config, lambdas=(0.0, 0.5, 1.0), keep=0.5, regularised=(_PAD_L2SP,))
     records = {(r.model, r.dataset, r.protocol, r.metric): r.value
                for r in read_jsonl(tmp_path / "runs" / "s-sweep" / "results.jsonl")}
     fr = result.points["fr"]
@@ -68,14 +78,55 @@ def test_sweep_reads_every_point_from_its_own_records(tmp_path, world_with_colou
     merged = {row.model: row for row in result.merged}
     assert set(merged) == {"micro-merged-fr+pad"}
     assert set(merged["micro-merged-fr+pad"].gains_pp) == {"fr", "pad"}
+
+    # the regularised fine-tune: made, evaluated in the sweep run, placed on the λ path of the PAD fine-tune only
+    assert set(result.regularised) == {"pad"}
+    (point,) = result.regularised["pad"]
+    assert (point.model, point.label) == ("micro-foundpad-l2sp1", "foundpad-l2sp1")
+    def pad(model, metric):
+        return records[(model, "world-pad-OCI-to-M", "pad/probe", metric)]
+
+    # PAD's columns: HTER (lower is better) and AUC, each a difference in pp, averaged
+    expected = (-100 * (pad(point.model, "hter_test_eer") - pad("micro", "hter_test_eer"))
+                + 100 * (pad(point.model, "auc") - pad("micro", "auc"))) / 2
+    assert point.gain_pp == pytest.approx(expected, abs=1e-9)
+    for protocol in ("zero_shot", "linear_probe"):
+        assert point.gelo[protocol] == pytest.approx(records[(point.model, "test-colours", protocol, "acc1")]
+                                                     / records[("micro", "test-colours", protocol, "acc1")])
+    assert point.dominated_by == tuple(p.lam for p in result.points["pad"] if p.gain_pp >= point.gain_pp and all(
+        p.gelo[g] >= point.gelo[g] for g in point.gelo))
+    made = list((tmp_path / "cache" / "finetune" / "micro").glob("foundpad-default-*/finetune.json"))
+    assert len(made) == 1
+    assert json.loads(made[0].read_text())["config"]["regularise"] == {"distill": 0.0, "l2sp": 1.0}
+
     folder = tmp_path / "runs" / "s-sweep" / "sweep"
     text = (folder / "sweep.md").read_text()
     assert "## fr" in text and "| 0.5 |" in text and "micro-merged-fr+pad" in text
-    assert (folder / "sweep.csv").read_text().splitlines()[0].startswith("variant,lambda,model,own_task_gain_pp")
+    assert "## Regularised fine-tunes on the frontier" in text and "| micro-foundpad-l2sp1 | pad | foundpad-l2sp1 |" \
+        in text
+    csv = (folder / "sweep.csv").read_text().splitlines()
+    assert csv[0].startswith("variant,lambda,model,own_task_gain_pp") and csv[0].endswith(",regularisation")
+    assert csv[-1].startswith("pad,,micro-foundpad-l2sp1,") and csv[-1].endswith(",0,foundpad-l2sp1")
+    assert (folder / "section.json").is_file()
 
-    again = run_sweep(config, lambdas=(0.0, 0.5, 1.0), keep=0.5)
-    assert again.points == result.points
+    # the study's own report carries the sweep's section, figure included
+    report = build_report(tmp_path / "runs" / "s")
+    body = (report / "report.md").read_text()
+    assert "### Regularised fine-tunes on the frontier" in body and "From `overspec sweep` of this study" in body
+    assert "## Moving along the trade-off" in body and "changed after that sweep" not in body
+    made_from = json.loads((report / MADE_FROM).read_text())
+    if (folder / "figures" / "frontier.png").is_file():
+        assert "figures/sweep_frontier.png" in made_from["files"] and "diamond" in body
+        assert (report / "figures" / "sweep_frontier.png").read_bytes() == (folder / "figures" / "frontier.png"
+                                                                           ).read_bytes()
+
+    finetune_record = made[0].read_text()
+    again = run_sweep(config, lambdas=(0.0, 0.5, 1.0), keep=0.5, regularised=(_PAD_L2SP,))
+    assert again.points == result.points and again.regularised == result.regularised
     assert len(read_jsonl(tmp_path / "runs" / "s-sweep" / "results.jsonl")) == len(records)
+    assert made[0].read_text() == finetune_record  # the regularised fine-tune was reused
+    assert build_report(tmp_path / "runs" / "s") == report and json.loads(
+        (report / MADE_FROM).read_text()) == made_from  # nothing changed: the report is kept
 
 
 def test_frontier_keeps_the_points_nothing_beats_on_every_axis():
@@ -94,3 +145,31 @@ def test_sweep_config_refuses_lambdas_outside_0_1(tmp_path, micro_checkpoint, mi
         sweep_config(config, [base], (0.0, 1.5), merged=False)
     with pytest.raises(InputError, match="keep must be a share"):
         run_sweep(config, keep=1.5)
+
+
+def test_a_regularised_point_is_matched_by_the_lambdas_at_least_as_good_on_every_axis():
+    def point(lam, gain, zs, probe):
+        return SweepPoint("v", lam, f"v@{lam}", gain, {"zero_shot": zs, "linear_probe": probe})
+
+    line = [point(0, 0.0, 1.0, 1.0), point(0.5, 4.0, 0.98, 0.97), point(1, 6.0, 0.90, 0.95)]
+
+    def placed(gain, zs, probe):
+        return _dominating_lambdas(RegularisedPoint("v", "r", "r", gain, {"zero_shot": zs, "linear_probe": probe}),
+                                   line)
+
+    assert placed(3.0, 0.97, 0.97) == (0.5,)
+    assert placed(5.0, 0.97, 0.96) == ()  # more gain than λ = 0.5, more GELO than λ = 1: beyond the frontier
+    assert placed(4.0, 0.98, 0.97) == (0.5,)  # equal to a λ point: matched
+    assert placed(-1.0, 0.9, 0.9) == (0, 0.5, 1)
+    assert RegularisedPoint("v", "r", "r", 5.0, {"zero_shot": 1.0}).beyond
+    assert not RegularisedPoint("v", "r", "r", None, {}).beyond
+
+
+def test_a_bad_regularised_variant_fails_before_the_study_runs(tmp_path, micro_checkpoint, micro_config_file):
+    base = ModelSpec(name="micro", config_file=str(micro_config_file), weights=str(micro_checkpoint))
+    config = RunConfig(name="s", models=(base,), output_dir=str(tmp_path / "runs"))
+    with pytest.raises(InputError, match=r"foundpad-distill-1.*regularise\.distill must be a finite number >= 0"):
+        run_sweep(config, regularised=(FinetuneVariant("foundpad", ("regularise.distill=-1",)),))
+    with pytest.raises(InputError, match="regularised_bases must be >= 0"):
+        run_sweep(config, regularised_bases=-1)
+    assert not (tmp_path / "runs").exists()

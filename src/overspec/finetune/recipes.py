@@ -21,6 +21,7 @@ from overspec.finetune.selection import parse_rule
 from overspec.models.lora import LoraConfig
 from overspec.registry import nearest_names
 from overspec.errors import InputError
+from overspec.finetune.regularise import RegulariseSettings
 
 __all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "MonitorSettings", "FinetuneConfig", "RECIPE_DIR",
            "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
@@ -114,6 +115,7 @@ class FinetuneConfig:
     batch_size: int
     seed: int = 0
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(rslora=True))
+    regularise: RegulariseSettings = field(default_factory=RegulariseSettings)
     head: HeadSettings = field(default_factory=HeadSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -201,5 +203,12 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def config_hash(config: FinetuneConfig, *parts: object) -> str:
-    """Content key of a run: the resolved config plus anything else that changes the result."""
-    return content_fingerprint(json.dumps(config.to_dict(), sort_keys=True), *parts)
+    """Content key of a run: the resolved config plus anything else that changes the result.
+
+    Without regularisation the ``regularise`` section is left out, so a recipe keeps the key (and the cached
+    fine-tunes) it had before the section existed.
+    """
+    data = config.to_dict()
+    if not config.regularise.active:
+        del data["regularise"]
+    return content_fingerprint(json.dumps(data, sort_keys=True), *parts)

@@ -1,8 +1,9 @@
 """The LoRA fine-tuning loop shared by the three recipes, with exact resume and optional DDP.
 
 What a step does (FRoundation / MADation / FoundPAD trainers, study.md §2–§5): the global batch of the step's
-batch plan (:mod:`overspec.finetune.data`) → the adapted image tower → the head's loss → AdamW on two parameter
-groups (adapter, head; own learning rates) after clipping each group's gradient norm separately. bf16 autocast is
+batch plan (:mod:`overspec.finetune.data`) → the adapted image tower → the head's loss (plus the retention terms of
+:mod:`overspec.finetune.regularise` when weighted; logged as ``loss_<term>``) → AdamW on two parameter groups
+(adapter, head; own learning rates) after clipping each group's gradient norm separately. bf16 autocast is
 used on CUDA only. Under ``torchrun`` each rank takes its contiguous slice of the global batch and DDP averages the
 gradients (NCCL on GPU, gloo on CPU), so with equal slices a step equals the single-process step up to float
 summation order.
@@ -49,6 +50,7 @@ from overspec.finetune.heads import BinaryLinearHead, MarginHead
 from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
 from overspec.finetune.train_log import TrainLog
+from overspec.finetune.regularise import Regulariser, logged_terms, regulariser_for
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 from overspec.errors import InputError
@@ -108,15 +110,20 @@ def build_head(config: FinetuneConfig, dim: int, num_classes: int) -> nn.Module:
 
 
 class _Objective(nn.Module):
-    """Image tower + head as one module (what DDP wraps): ``forward`` returns the batch loss."""
+    """Image tower + head as one module (what DDP wraps): ``forward`` returns the batch loss, the head's plus the
+    retention terms of ``regulariser`` when there is one."""
 
-    def __init__(self, backbone: nn.Module, image_fn: Callable[[torch.Tensor], torch.Tensor], head: nn.Module):
+    def __init__(self, backbone: nn.Module, image_fn: Callable[[torch.Tensor], torch.Tensor], head: nn.Module,
+                 regulariser: Regulariser | None = None):
         super().__init__()
         self.backbone, self.head = backbone, head
         self._image_fn = image_fn
+        self.regulariser = regulariser
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.head.loss(self._image_fn(images), labels)
+        features = self._image_fn(images)
+        loss = self.head.loss(features, labels)
+        return loss if self.regulariser is None else loss + self.regulariser(images, features)
 
 
 @torch.no_grad()
@@ -348,7 +355,8 @@ class Trainer:
         self.adapter_parameters = list(adapter_parameters)
         for param in self.adapter_parameters:
             param.requires_grad_(True)
-        self.objective = _Objective(encoder.module, encoder.image_fn, self.head)
+        self.objective = _Objective(encoder.module, encoder.image_fn, self.head,
+                                    regulariser_for(config.regularise, encoder, self.adapter_parameters))
         self.optimizer = torch.optim.AdamW(
             [{"params": self.adapter_parameters, "lr": config.optim.lr_adapter, "name": "adapter"},
              {"params": list(self.head.parameters()), "lr": config.optim.lr_head, "name": "head"}],
@@ -551,7 +559,8 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", **shown)
             done = step + 1
             if self.config.log_every and (done % self.config.log_every == 0 or done == self.config.steps):
-                logs.write({"step": done, "loss": loss, **rates, "seconds": time.perf_counter() - started})
+                logs.write({"step": done, "loss": loss, **logged_terms(self.objective.regulariser), **rates,
+                            "seconds": time.perf_counter() - started})
             if self.config.val_every and done % self.config.val_every == 0 and done != self.config.steps:
                 record = self._validation_record(done)
                 validation = record["validation"]

@@ -26,6 +26,7 @@ from overspec.report.render import Block, Bullets, Figure, Heading, Paragraph, T
 from overspec.report.rundata import RunData, load_run
 from overspec.report.summary import METRIC_TITLES, UNREACHABLE, UNREACHABLE_NOTE
 from overspec.report.stats import GeneralBootstrap, general_bootstrap, mcnemar
+from overspec.report.sweep_section import section_blocks, section_digest
 from overspec.report.tables import MAIN, SCORING_LABELS, AttackSetTable, BiometricTable, GeneralTable, \
     attack_set_tables, biometric_table, cka_profiles, general_protocols, general_table, most_moved_blocks
 
@@ -295,6 +296,7 @@ def report_blocks(run: RunData, *, n_boot: int = 1000, seed: int = 0, level: flo
         blocks += [_attack_set_block(table) for table in attack_set_tables(run)]
     blocks += _cka_blocks(run, out)
     blocks += cost_blocks(run)
+    blocks += section_blocks(run.run_dir, run.provenance.get("config_hash", ""), out)
     unknown = unregistered_units(r.protocol for r in run.records)
     if unknown:
         blocks.append(Paragraph(f"Not reported: no registered protocol reports {', '.join(unknown)} (their records "
@@ -423,7 +425,8 @@ def build_report(run_dir: Path | str, *, n_boot: int = 1000, seed: int = 0, leve
 def report_inputs(run_dir: Path, settings: Mapping[str, object]) -> str:
     """Digest of everything a report is made from: the run's results, provenance (less what every run rewrites and
     the report never reads), config and predictions, the build settings, overspec's code and the packages that draw
-    it. Equal digests make equal reports."""
+    it, and the section of the study's sweep (:mod:`overspec.report.sweep_section`). Equal digests make equal
+    reports."""
     def content(path: Path) -> str:
         return file_sha256(path) if path.is_file() else "absent"
 
@@ -434,7 +437,7 @@ def report_inputs(run_dir: Path, settings: Mapping[str, object]) -> str:
     return combine("report-v1", str(run_dir), json.dumps(settings, sort_keys=True), _code_digest(),
                    json.dumps(_drawing_versions(), sort_keys=True), content(run_dir / "results.jsonl"),
                    content(run_dir / "config.yaml"), json.dumps(read, sort_keys=True),
-                   *(f"{path.name}={file_sha256(path)}" for path in predictions))
+                   *(f"{path.name}={file_sha256(path)}" for path in predictions), section_digest(run_dir))
 
 
 def _is_current(out: Path, inputs: str) -> bool:

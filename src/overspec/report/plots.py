@@ -141,11 +141,13 @@ def delta_heatmap(models: Sequence[str], datasets: Sequence[str], deltas_pp: np.
 
 
 def frontier(series: Mapping[str, Sequence[tuple[float, float | None, Mapping[str, float], bool]]],
-             protocols: Sequence[str], path: Path) -> Path:
+             protocols: Sequence[str], path: Path,
+             regularised: Mapping[str, Sequence[tuple[str, float | None, Mapping[str, float]]]] | None = None) -> Path:
     """Draw each fine-tune's λ path: own-task gain (y) against GELO (x), one panel per general protocol.
 
     ``series`` maps a fine-tune to its points ``(λ, gain pp, {protocol: GELO}, on the frontier)``; frontier points
-    are filled, the others hollow, and the path's ends are labelled with their λ.
+    are filled, the others hollow, and the path's ends are labelled with their λ. ``regularised`` maps a fine-tune
+    to points ``(label, gain pp, {protocol: GELO})`` drawn as labelled diamonds in its line's colour.
     """
     shown = [p for p in protocols if any(p in point[2] for points in series.values() for point in points)]
     figure = _figure(4.2 * max(len(shown), 1), 3.8)
@@ -162,12 +164,18 @@ def frontier(series: Mapping[str, Sequence[tuple[float, float | None, Mapping[st
                              edgecolor=line.get_color(), linewidth=1, zorder=3)
             for lam, gain, x, _ in (drawn[0], drawn[-1]):
                 axes.annotate(f"λ={lam:g}", (x, gain), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            for label, gain, gelo in (regularised or {}).get(variant, ()):
+                if gain is not None and protocol in gelo:
+                    axes.scatter(gelo[protocol], gain, s=36, marker="D", color=line.get_color(), edgecolor="black",
+                                 linewidth=0.6, zorder=4)
+                    axes.annotate(label, (gelo[protocol], gain), fontsize=5, xytext=(3, -7), textcoords="offset points")
         axes.axhline(0, color="grey", linewidth=0.8)
         axes.axvline(1, color="grey", linewidth=0.8, linestyle=":")
         axes.set_xlabel(f"GELO, {protocol.replace('_', ' ')}")
         axes.set_ylabel("own-task gain over the base (pp)")
         axes.legend(fontsize=6)
-    figure.suptitle("Moving along the trade-off (filled: Pareto frontier)", fontsize=9)
+    figure.suptitle("Moving along the trade-off (filled: Pareto frontier; diamonds: regularised fine-tunes)",
+                    fontsize=9)
     return _save(figure, path)
 
 
