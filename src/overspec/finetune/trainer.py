@@ -49,8 +49,8 @@ from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingIma
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
 from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
-from overspec.finetune.train_log import TrainLog
 from overspec.finetune.regularise import Regulariser, logged_terms, regulariser_for
+from overspec.finetune.train_log import TrainLog
 from overspec.models.base import Encoder
 from overspec.protocols.verification import evaluate_verification
 from overspec.errors import InputError
