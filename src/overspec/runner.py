@@ -318,15 +318,14 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
         _register_user_dataset(Path(path).expanduser())
     _register_user_benchmarks(config)
     data_root, names, benchmarks = _selection(config)
-    if config.world:
-        from overspec.world import prepare
-
-        with stage("world: generate data"):
-            data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the world/ roots
     for name in names:
         dataset_registry().get(name)
     for name in benchmarks:
         biometric_registry().get(name)
+    if config.world:
+        from overspec.finetune.schedule import prepare_world
+
+        data_root = prepare_world(config, data_root)  # the seed's own data root, holding the world/ roots
     return data_root, names, benchmarks
 
 

@@ -142,3 +142,55 @@ def test_an_error_in_this_process_names_the_base_and_recipe(tmp_path, small_worl
     _cores(monkeypatch, 1)
     with pytest.raises(SafeLoadError, match="^fine-tune of micro-bad with madation: .*refused to load"):
         schedule.with_finetuned_variants(_config(tmp_path / "c", recipes=("madation",)), [bad], small_world)
+
+
+def _world_config(cache: Path, **values) -> RunConfig:
+    return RunConfig(**{"name": "w", "models": ("tiny-s", "tiny-m"), "world": True, "cache_dir": str(cache),
+                        "threads": 1, "progress": False, "finetune": FinetuneRunConfig(recipes=("madation",)),
+                        **values})
+
+
+@pytest.mark.parametrize(("values", "cores", "beside"), [
+    ({}, 2, True),
+    ({}, 1, False),  # no core to spare
+    ({"finetune": FinetuneRunConfig()}, 2, False),  # no fine-tune needs the models before the evaluation
+    ({"threads": 0}, 2, False),
+    ({"device": "cuda"}, 2, False),
+    ({"models": ("tiny-s", ModelSpec(name="mine", architecture="micro-clip", weights="mine.pt"))}, 2, False),
+])
+def test_the_world_is_generated_beside_the_models_only_for_produced_models(tmp_path, monkeypatch, values, cores,
+                                                                            beside):
+    _cores(monkeypatch, cores)
+    bases = schedule._bases_to_make_beside_the_world(_world_config(tmp_path, **values), tmp_path / "data")
+    assert [b.name for b in bases] == (["tiny-s", "tiny-m"] if beside else [])
+
+
+def test_a_complete_world_is_not_generated_beside_the_models(tmp_path, monkeypatch):
+    from overspec.world.biometric import MARKER
+
+    _cores(monkeypatch, 2)
+    (tmp_path / "data" / "world" / "biometric").mkdir(parents=True)
+    (tmp_path / "data" / "world" / "biometric" / MARKER).write_text("{}")
+    assert schedule._bases_to_make_beside_the_world(_world_config(tmp_path), tmp_path / "data") == []
+
+
+@pytest.mark.slow
+def test_the_world_generated_beside_the_models_is_the_world_generated_here(tmp_path, monkeypatch):
+    from overspec.world import prepare
+    from overspec.world.biometric import MARKER as BIOMETRIC_MARKER
+    from overspec.world.general import MARKER
+
+    _cores(monkeypatch, 2)
+    made = []
+    monkeypatch.setattr(schedule, "_produce_base_weights", lambda bases, cache: made.append([b.name for b in bases]))
+    with stage_clock() as clock:
+        beside = schedule.prepare_world(_world_config(tmp_path / "cache"), tmp_path / "beside")
+    here = prepare(tmp_path / "here", 0)
+    assert made == [["tiny-s", "tiny-m"]] and beside == tmp_path / "beside"
+    markers = sorted(path.relative_to(here) for path in here.rglob(MARKER)) + \
+        sorted(path.relative_to(here) for path in here.rglob(BIOMETRIC_MARKER))
+    assert len(markers) >= 7  # six general datasets and the biometric world
+    for marker in markers:  # each records its content hash
+        assert (beside / marker).read_text() == (here / marker).read_text(), marker
+    world = {row["stage"]: row for row in clock.table()}[schedule.WORLD_STAGE]
+    assert world["count"] == 1 and world["cpu_s"] > 5.0  # the second process's CPU, booked when it was reaped

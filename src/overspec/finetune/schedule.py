@@ -8,7 +8,8 @@ weights are the same bytes as when they are trained one after the other in the r
 is locked and written atomically by :func:`~overspec.finetune.run.finetune`, whichever process runs it.
 
 Produced base weights (``world:tiny-s``) are made first in this process, so the workers never start a base's own
-(parallel) pretraining. Workers show no progress bars of their own: one bar counts finished fine-tunes, and each
+(parallel) pretraining. :func:`prepare_world` generates the run's world beside that pretraining, in a process of its
+own, when the world is missing and every model of the run is a produced one (the embedded study). Workers show no progress bars of their own: one bar counts finished fine-tunes, and each
 finished one is logged with its seconds. A worker's error is raised here with the base and recipe named.
 """
 
@@ -36,7 +37,7 @@ from overspec.files import combine
 from overspec.finetune.recipes import FinetuneConfig, load_recipe
 from overspec.progress import bar_disabled, stage
 
-__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "parallel_workers", "recipe_config",
+__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "parallel_workers", "prepare_world", "recipe_config",
            "with_finetuned_variants"]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 #: Stage of the run's stage clock that the fine-tunes trained side by side are booked to (wall: the parallel
 #: section; CPU: every worker's, booked when the pool's processes are reaped at its end).
 PARALLEL_STAGE = "fine-tune (parallel)"
+WORLD_STAGE = "world: generate data"
+WORLD_NICENESS = 10  # the world's process yields to pretraining, taking the core that pretraining leaves idle
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,49 @@ def finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_conf
     key = combine(recipe_hash(recipe_config), json.dumps(asdict(spec), sort_keys=True, default=str), str(data),
                   f"seed {config.seed}" if data == "world" else "")
     return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{key[:12]}"
+
+
+def prepare_world(config: RunConfig, root: Path) -> Path:
+    """Generate the run's world under ``root`` unless complete (stage ``world: generate data``); return its data root.
+
+    When the world is still to generate and the run's models are all produced ones (the embedded study, whose
+    fine-tunes need the tiny CLIPs pretrained), the world is generated in a spawned process at lower priority
+    while this one produces the models, so the generation takes the core pretraining leaves idle. Its CPU time is
+    booked to this stage when the process is reaped; its wall time, to the models' own stages, except the wait
+    for the world once they are made.
+    """
+    from overspec.world import prepare
+
+    with stage(WORLD_STAGE):
+        bases = _bases_to_make_beside_the_world(config, root)
+        if not bases:
+            return prepare(root, config.seed)
+        logger.info("generating the world in a second process while the models are made")
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                   initargs=(WORLD_NICENESS,))
+        try:
+            world = pool.submit(prepare, root, config.seed)
+            _produce_base_weights(bases, config.cache_path)
+            return world.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _bases_to_make_beside_the_world(config: RunConfig, root: Path) -> list[ModelSpec]:
+    """The run's models when the world is missing, fine-tunes will need every model's weights and they are all
+    produced (``SCHEME:NAME``) ones, on CPU with a core to spare; else none (the world is made first, as the run
+    checks the other models' files before anything long)."""
+    from overspec.models import resolve_spec
+    from overspec.models.sources.files import scheme_of
+    from overspec.world.biometric import MARKER
+    from overspec.world.layout import biometric_root, seed_root
+
+    if not config.finetune.recipes or config.device != "cpu" or config.threads < 1 or (os.cpu_count() or 1) < 2:
+        return []
+    if (biometric_root(seed_root(root, config.seed)) / MARKER).is_file():
+        return []
+    specs = [resolve_spec(model) for model in config.models]
+    return specs if specs and all(scheme_of(spec.weights or "") for spec in specs) else []
 
 
 def finetune_jobs(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[FinetuneJob]:
