@@ -92,7 +92,7 @@ def test_jobs_are_taken_in_turn_from_each_base():
 
 
 @pytest.mark.slow
-def test_fine_tunes_side_by_side_are_the_bytes_of_one_after_the_other(tmp_path, small_world, micro_config_file,
+def test_fine_tunes_side_by_side_have_the_tensors_of_one_after_the_other(tmp_path, small_world, micro_config_file,
                                                                       monkeypatch):
     bases = _bases(tmp_path, micro_config_file)
     pools = []
@@ -123,8 +123,8 @@ def test_fine_tunes_side_by_side_are_the_bytes_of_one_after_the_other(tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_error_in_a_worker_names_the_base_and_recipe_and_keeps_its_class(tmp_path, small_world, micro_config_file, monkeypatch,
-                                                       caplog):
+def test_an_error_in_a_worker_names_the_base_and_recipe_and_keeps_its_class(tmp_path, small_world, micro_config_file,
+                                                                          monkeypatch, caplog):
     good, bad = _bases(tmp_path, micro_config_file, ("micro-good", "micro-bad"))
     Path(bad.weights).write_bytes(b"not a checkpoint")
     _cores(monkeypatch, 2)
@@ -194,3 +194,21 @@ def test_the_world_generated_beside_the_models_is_the_world_generated_here(tmp_p
         assert (beside / marker).read_text() == (here / marker).read_text(), marker
     world = {row["stage"]: row for row in clock.table()}[schedule.WORLD_STAGE]
     assert world["count"] == 1 and world["cpu_s"] > 5.0  # the second process's CPU, booked when it was reaped
+
+
+def test_a_workers_log_lines_take_the_runs_format_tagged_with_the_worker(capsys):
+    import os
+
+    root, threads = logging.getLogger(), torch.get_num_threads()
+    before_level, before_handlers = root.level, list(root.handlers)
+    try:
+        schedule._start_worker(1, logging.INFO, logging.INFO, "%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("overspec.x").info("hello")
+        logging.getLogger("overspec.x").debug("not shown")
+        assert torch.get_num_threads() == 1
+    finally:
+        for handler in set(root.handlers) - set(before_handlers):
+            root.removeHandler(handler)
+        root.setLevel(before_level)
+        torch.set_num_threads(threads)
+    assert f"[fine-tune worker {os.getpid()}] INFO overspec.x: hello\n" in capsys.readouterr().err

@@ -2,15 +2,19 @@
 
 A run with fine-tune recipes makes, before any evaluation, one fine-tune per (base model, recipe) into a cache folder
 keyed by its recipe config, base spec and training data (:func:`finetune_folder`). The fine-tunes still to train run
-in spawned processes, one torch thread budget (``threads``) each, when the run is on CPU with a fixed thread count
-and the machine has a core for each; a fine-tune is deterministic for its seed at a fixed thread count, so the
-weights are the same bytes as when they are trained one after the other in the run's own process. Each job's folder
-is locked and written atomically by :func:`~overspec.finetune.run.finetune`, whichever process runs it.
+in spawned processes, one per base model with ``threads`` torch threads each, when the run is on CPU with a fixed
+thread count and the machine has the cores; a fine-tune is deterministic for its seed at a fixed thread count, so
+its tensors are those of the same fine-tune trained in the run's own process. Each job's folder is locked and
+written atomically by :func:`~overspec.finetune.run.finetune`, whichever process runs it.
 
 Produced base weights (``world:tiny-s``) are made first in this process, so the workers never start a base's own
-(parallel) pretraining. :func:`prepare_world` generates the run's world beside that pretraining, in a process of its
-own, when the world is missing and every model of the run is a produced one (the embedded study). Workers show no progress bars of their own: one bar counts finished fine-tunes, and each
-finished one is logged with its seconds. A worker's error is raised here with the base and recipe named.
+(parallel) pretraining; :func:`prepare_world` generates the run's world beside that pretraining, in a process of its
+own, when the world is missing and every model of the run is a produced one (the embedded study). Workers show no
+progress bars: one bar counts finished fine-tunes, and each finished one is logged with its seconds. A worker's
+error is raised here with the base and recipe named.
+
+Spawned processes start from the code's own settings, as the pretraining workers do: a test that patches module
+state (world sizes, recipes) keeps ``threads: 0`` (or one core), so that everything runs in its own process.
 """
 
 from __future__ import annotations
@@ -293,7 +297,8 @@ def _log_settings() -> tuple[int, int | None, str | None]:
 
 
 def _start_worker(threads: int, root_level: int, handler_level: int | None, fmt: str | None) -> None:
-    """A worker's set-up: the run's torch thread count, and log lines as the run's own process writes them."""
+    """A worker's set-up: the run's torch thread count, and log lines as the run's own process writes them, each
+    tagged with the worker's process id."""
     import torch
 
     torch.set_num_threads(threads)
@@ -302,7 +307,7 @@ def _start_worker(threads: int, root_level: int, handler_level: int | None, fmt:
     if handler_level is not None:
         handler = logging.StreamHandler()
         handler.setLevel(handler_level)
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(logging.Formatter(f"[fine-tune worker %(process)d] {fmt or '%(message)s'}"))
         root.addHandler(handler)
 
 
