@@ -21,13 +21,15 @@ TINY_STEPS = ("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0", "d
 
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory) -> Path:
-    """A data root holding a tiny biometric world (every task's training data)."""
+    """A data root holding the general world and a tiny biometric world (every task's training data, and the
+    general data a recipe may watch while it trains)."""
     from overspec.world.biometric import WorldSizes, ensure_biometric_world
+    from overspec.world.general import ensure_world
 
     root = tmp_path_factory.mktemp("bio")
     sizes = WorldSizes(pairs=40, ijb_subjects=6, mad_subjects=(6, 6), mad_morph_pairs=(6, 6), pad_subjects=(2, 1, 2),
                        pad_frames=2, fr_identities=3, fr_images=3)
-    ensure_biometric_world(root / "world" / "biometric", seed=0, sizes=sizes)
+    ensure_biometric_world(ensure_world(root, 0) / "biometric", seed=0, sizes=sizes)
     return root
 
 
