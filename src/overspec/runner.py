@@ -196,6 +196,7 @@ def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
     Errors are :class:`ConfigError` naming the key, prefixed with ``where`` (the config file) when given.
     """
     from overspec.features.store import BAD_IMAGE_POLICIES
+    from overspec.finetune.schedule import recipe_config
 
     try:
         settings = resolve_settings(config.protocols)
@@ -205,21 +206,10 @@ def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
         if config.on_bad_image not in BAD_IMAGE_POLICIES:
             raise ConfigError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {config.on_bad_image!r}")
         for recipe in config.finetune.recipes:
-            _recipe_config(config, recipe)
+            recipe_config(config, recipe)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
     return settings
-
-
-def _recipe_config(config: RunConfig, recipe: str):
-    """The fine-tune config of ``recipe`` under the run's profile and overrides (a bad one names the recipe)."""
-    from overspec.finetune.recipes import load_recipe
-
-    try:
-        return load_recipe(recipe, profile=config.finetune.profile or None, overrides=config.finetune.overrides)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        raise ConfigError(f"finetune: recipe {recipe!r} (profile {config.finetune.profile or 'default'!r}, "
-                          f"overrides {list(config.finetune.overrides)}): {exc}") from None
 
 
 def planned_run(config: RunConfig, settings: dict[str, object], specs: list[ModelSpec], datasets: list[str],
@@ -299,7 +289,12 @@ def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
     _preflight(context, specs, datasets, benchmarks)
     run_dir = config.run_dir
     (run_dir / "units").mkdir(parents=True, exist_ok=True)
-    specs = _with_resolved_terms(_with_finetuned_variants(config, specs, data_root))
+    if config.finetune.recipes:
+        from overspec.finetune.schedule import with_finetuned_variants
+
+        _use_threads(config)
+        specs = with_finetuned_variants(config, specs, data_root)
+    specs = _with_resolved_terms(specs)
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs)
     chash = config_hash(resolved_dict(config))
@@ -326,15 +321,14 @@ def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
         _register_user_dataset(Path(path).expanduser())
     _register_user_benchmarks(config)
     data_root, names, benchmarks = _selection(config)
-    if config.world:
-        from overspec.world import prepare
-
-        with stage("world: generate data"):
-            data_root = prepare(data_root, config.seed)  # the seed's own data root, holding the world/ roots
     for name in names:
         dataset_registry().get(name)
     for name in benchmarks:
         biometric_registry().get(name)
+    if config.world:
+        from overspec.finetune.schedule import prepare_world
+
+        data_root = prepare_world(config, data_root)  # the seed's own data root, holding the world/ roots
     return data_root, names, benchmarks
 
 
@@ -405,6 +399,7 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     """Describe what ``run_study(config)`` would do without computing; return the text and the problems found."""
     from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
     from overspec.data.catalog import dataset_registry, dataset_status
+    from overspec.finetune.schedule import finetune_folder, recipe_config
 
     settings = validated_settings(config)
     for path in config.dataset_files:
@@ -429,9 +424,9 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     lines += [f"  - {p}" for p in problems]
     bases = [s for s in specs if not s.base]
     for recipe in config.finetune.recipes:
-        recipe_config = _recipe_config(config, recipe)
+        chosen = recipe_config(config, recipe)
         for spec in bases:
-            folder = _finetune_folder(config, spec, recipe, recipe_config)
+            folder = finetune_folder(config, spec, recipe, chosen)
             state = "cached" if (folder / "model.yaml").is_file() else "to train"
             lines.append(f"fine-tune {spec.name} with {recipe}: {state} ({folder})")
     n_models = len(specs) + len(bases) * len(config.finetune.recipes)
@@ -475,18 +470,6 @@ def _unit_line(config: RunConfig, planned: PlannedUnit) -> str:
     return f"  {spec.name} | {target.name} | {plan.name} | {preprocess} | {splits} | {metric} | {report.rule or '-'}"
 
 
-def _finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_config) -> Path:
-    """Cache folder of one fine-tune, keyed by the recipe's config, the base's spec and the training data named (the
-    world's seed for world data), so a changed recipe, base or data never meets another fine-tune's checkpoints."""
-    from overspec.finetune.recipes import config_hash as recipe_hash
-
-    profile = config.finetune.profile or "default"
-    data = config.finetune.data.get(recipe, "world")
-    key = combine(recipe_hash(recipe_config), json.dumps(asdict(spec), sort_keys=True, default=str), str(data),
-                  f"seed {config.seed}" if data == "world" else "")
-    return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{key[:12]}"
-
-
 def _with_resolved_terms(specs: list[ModelSpec]) -> list[ModelSpec]:
     """Return ``specs`` with every combination term that names a model of the run replaced by that model's spec.
 
@@ -508,35 +491,6 @@ def _with_resolved_terms(specs: list[ModelSpec]) -> list[ModelSpec]:
 
     return [dataclasses.replace(spec, combine=tuple(resolved(spec, t) for t in spec.combine)) if spec.combine else spec
             for spec in specs]
-
-
-def _with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
-    """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
-    if not config.finetune.recipes:
-        return specs
-    from overspec.config.typed import from_dict, load_yaml
-    from overspec.finetune.run import finetune, world_training_data
-
-    _use_threads(config)
-    out = []
-    for spec in specs:
-        out.append(spec)
-        if spec.base or spec.combine:
-            continue
-        for recipe in config.finetune.recipes:
-            recipe_config = _recipe_config(config, recipe)
-            data = config.finetune.data.get(recipe, "world" if config.world else None)
-            if data is None:
-                raise InputError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
-            if data == "world" and config.world:  # the biometric world this run evaluates on, wherever it lies
-                data = world_training_data(recipe_config.task, recipe_config, data_root)
-            folder = _finetune_folder(config, spec, recipe, recipe_config)
-            logger.info("fine-tuning %s with %s (or reusing %s)", spec.name, recipe, folder)
-            with stage(f"fine-tune {spec.name} {recipe}"):
-                path = finetune(recipe_config, spec, data, folder, cache_dir=config.cache_path,
-                                device=config.device, progress=config.progress)
-            out.append(from_dict(ModelSpec, load_yaml(path), where=str(path)))
-    return out
 
 
 def _register_user_dataset(path: Path) -> None:

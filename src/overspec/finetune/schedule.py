@@ -1,0 +1,348 @@
+"""The run's fine-tunes: every recipe on every base model, made (side by side when the machine allows) or reused.
+
+A run with fine-tune recipes makes, before any evaluation, one fine-tune per (base model, recipe) into a cache folder
+keyed by its recipe config, base spec and training data (:func:`finetune_folder`). The fine-tunes still to train run
+in spawned processes, one per base model with ``threads`` torch threads each, when the run is on CPU with a fixed
+thread count and the machine has the cores; a fine-tune is deterministic for its seed at a fixed thread count, so
+its tensors are those of the same fine-tune trained in the run's own process. Each job's folder is locked and
+written atomically by :func:`~overspec.finetune.run.finetune`, whichever process runs it.
+
+Produced base weights (``world:tiny-s``) are made first in this process, so the workers never start a base's own
+(parallel) pretraining; :func:`prepare_world` generates the run's world beside that pretraining, in a process of its
+own, when the world is missing and every model of the run is a produced one (the embedded study). Workers show no
+progress bars: one bar counts finished fine-tunes, and each finished one is logged with its seconds. A worker's
+error is raised here with the base and recipe named.
+
+Spawned processes start from the code's own settings, as the pretraining workers do: a test that patches module
+state (world sizes, recipes) keeps ``threads: 0`` (or one core), so that everything runs in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from overspec.config.model import ModelSpec
+from overspec.config.run import RunConfig
+from overspec.config.typed import ConfigError, from_dict, load_yaml
+from overspec.errors import InputError
+from overspec.files import combine
+from overspec.finetune.recipes import FinetuneConfig, load_recipe
+from overspec.progress import bar_disabled, stage
+
+__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "parallel_workers", "prepare_world", "recipe_config",
+           "with_finetuned_variants"]
+
+logger = logging.getLogger(__name__)
+
+#: Stage of the run's stage clock that the fine-tunes trained side by side are booked to (wall: the parallel
+#: section; CPU: every worker's, booked when the pool's processes are reaped at its end).
+PARALLEL_STAGE = "fine-tune (parallel)"
+WORLD_STAGE = "world: generate data"
+WORLD_NICENESS = 10  # the world's process yields to pretraining, taking the core that pretraining leaves idle
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One fine-tune of a run: a recipe's config on a base, its training data and its cache folder.
+
+    ``data`` is a path, or ``"world"`` for the biometric world the run evaluates on (prepared under ``world_root``).
+    """
+
+    base: ModelSpec
+    recipe: str
+    config: FinetuneConfig
+    data: str
+    world_root: Path | None
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        """``<base> with <recipe>``, as errors and logs name the job."""
+        return f"{self.base.name} with {self.recipe}"
+
+
+def recipe_config(config: RunConfig, recipe: str) -> FinetuneConfig:
+    """The fine-tune config of ``recipe`` under the run's profile and overrides (a bad one names the recipe)."""
+    try:
+        return load_recipe(recipe, profile=config.finetune.profile or None, overrides=config.finetune.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise ConfigError(f"finetune: recipe {recipe!r} (profile {config.finetune.profile or 'default'!r}, "
+                          f"overrides {list(config.finetune.overrides)}): {exc}") from None
+
+
+def finetune_folder(config: RunConfig, spec: ModelSpec, recipe: str, recipe_config: FinetuneConfig) -> Path:
+    """Cache folder of one fine-tune, keyed by the recipe's config, the base's spec and the training data named (the
+    world's seed for world data), so a changed recipe, base or data never meets another fine-tune's checkpoints."""
+    from overspec.finetune.recipes import config_hash as recipe_hash
+
+    profile = config.finetune.profile or "default"
+    data = config.finetune.data.get(recipe, "world")
+    key = combine(recipe_hash(recipe_config), json.dumps(asdict(spec), sort_keys=True, default=str), str(data),
+                  f"seed {config.seed}" if data == "world" else "")
+    return config.cache_path / "finetune" / spec.name / f"{recipe}-{profile}-{key[:12]}"
+
+
+def prepare_world(config: RunConfig, root: Path) -> Path:
+    """Generate the run's world under ``root`` unless complete (stage ``world: generate data``); return its data root.
+
+    When the world is still to generate and the run's models are all produced ones (the embedded study, whose
+    fine-tunes need the tiny CLIPs pretrained), the world is generated in a spawned process at lower priority
+    while this one produces the models, so the generation takes the core pretraining leaves idle. Its CPU time is
+    booked to this stage when the process is reaped; its wall time, to the models' own stages, except the wait
+    for the world once they are made.
+    """
+    from overspec.world import prepare
+
+    with stage(WORLD_STAGE):
+        bases = _bases_to_make_beside_the_world(config, root)
+        if not bases:
+            return prepare(root, config.seed)
+        logger.info("generating the world in a second process while the models are made")
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                                   initargs=(WORLD_NICENESS,))
+        try:
+            world = pool.submit(prepare, root, config.seed)
+            _produce_base_weights(bases, config.cache_path)
+            return world.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _bases_to_make_beside_the_world(config: RunConfig, root: Path) -> list[ModelSpec]:
+    """The run's models when the world is missing, fine-tunes will need every model's weights and they are all
+    produced (``SCHEME:NAME``) ones, on CPU with a core to spare; else none (the world is made first, as the run
+    checks the other models' files before anything long)."""
+    from overspec.models import resolve_spec
+    from overspec.models.sources.files import scheme_of
+    from overspec.world.biometric import MARKER
+    from overspec.world.layout import biometric_root, seed_root
+
+    if not config.finetune.recipes or config.device != "cpu" or config.threads < 1 or (os.cpu_count() or 1) < 2:
+        return []
+    if (biometric_root(seed_root(root, config.seed)) / MARKER).is_file():
+        return []
+    specs = [resolve_spec(model) for model in config.models]
+    return specs if specs and all(scheme_of(spec.weights or "") for spec in specs) else []
+
+
+def finetune_jobs(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[FinetuneJob]:
+    """The run's fine-tunes in result order: for each base model (not a fine-tune or combination), every recipe."""
+    jobs = []
+    for spec in specs:
+        if spec.base or spec.combine:
+            continue
+        for recipe in config.finetune.recipes:
+            data = config.finetune.data.get(recipe, "world" if config.world else None)
+            if data is None:
+                raise InputError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
+            chosen = recipe_config(config, recipe)
+            jobs.append(FinetuneJob(spec, recipe, chosen, str(data), data_root if config.world else None,
+                                    finetune_folder(config, spec, recipe, chosen)))
+    return jobs
+
+
+def parallel_workers(config: RunConfig, jobs: list[FinetuneJob], cpu_count: int | None = None) -> int:
+    """How many processes train ``jobs`` (the ones still to train): one per base model with fine-tunes to make,
+    as far as the cores go at ``config.threads`` threads each; 1 (this process) off CPU or without a fixed thread
+    count, where side-by-side training would change the thread count the weights were made with."""
+    if config.device != "cpu" or config.threads < 1 or len(jobs) < 2:
+        return 1
+    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, min(len({job.base.name for job in jobs}), cores // config.threads))
+
+
+def with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
+    """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
+    if not config.finetune.recipes:
+        return specs
+    jobs = finetune_jobs(config, specs, data_root)
+    todo = [job for job in jobs if not _looks_finished(job)]
+    workers = parallel_workers(config, todo)
+    if workers > 1:
+        _produce_base_weights([job.base for job in todo], config.cache_path)
+        with stage(PARALLEL_STAGE):
+            _train_side_by_side(config, _interleaved(todo), workers)
+    made = {job.folder: _made_or_reused(config, job) for job in jobs}
+    out = []
+    for spec in specs:
+        out.append(spec)
+        out += [from_dict(ModelSpec, load_yaml(made[job.folder]), where=str(made[job.folder])) for job in jobs
+                if job.base.name == spec.name]
+    return out
+
+
+def _looks_finished(job: FinetuneJob) -> bool:
+    """Whether the job's folder holds a finished fine-tune's record (verified later, in this process)."""
+    from overspec.finetune.run import RUN_FILE
+
+    return (job.folder / RUN_FILE).is_file()
+
+
+def _interleaved(jobs: list[FinetuneJob]) -> list[FinetuneJob]:
+    """``jobs`` taken in turn from each base (its first recipe, then the next base's first...), so the bases'
+    fine-tunes run side by side from the start."""
+    by_base: dict[str, list[FinetuneJob]] = {}
+    for job in jobs:
+        by_base.setdefault(job.base.name, []).append(job)
+    rounds = max(len(queue) for queue in by_base.values())
+    return [queue[i] for i in range(rounds) for queue in by_base.values() if i < len(queue)]
+
+
+def _produce_base_weights(bases: list[ModelSpec], cache_dir: Path) -> None:
+    """Make the produced (``SCHEME:NAME``) weights of ``bases`` here, before the workers load them."""
+    from overspec.models.sources.files import produced_folder, scheme_of
+
+    for base in {spec.name: spec for spec in bases}.values():
+        if scheme_of(base.weights or ""):
+            produced_folder(base, cache_dir)
+
+
+def _made_or_reused(config: RunConfig, job: FinetuneJob) -> Path:
+    """The job's ``model.yaml``: trained in this process, or verified and reused (what a worker made included)."""
+    with stage(f"fine-tune {job.base.name} {job.recipe}"), _naming(job):
+        logger.info("fine-tuning %s (or reusing %s)", job.label, job.folder)
+        return run_job(job, cache_dir=config.cache_path, device=config.device, progress=config.progress)
+
+
+def run_job(job: FinetuneJob, *, cache_dir: Path, device: str, progress: bool) -> Path:
+    """Fine-tune (or reuse) ``job`` in this process; return its ``model.yaml``."""
+    from overspec.finetune.run import finetune, world_training_data
+
+    data = job.data
+    if data == "world" and job.world_root is not None:  # the biometric world the run evaluates on
+        data = world_training_data(job.config.task, job.config, job.world_root)
+    return finetune(job.config, job.base, data, job.folder, cache_dir=cache_dir, device=device, progress=progress)
+
+
+@contextlib.contextmanager
+def _naming(job: FinetuneJob) -> Iterator[None]:
+    """Name ``job`` in any exception leaving the block (message prefixed, type kept)."""
+    try:
+        yield
+    except Exception as exc:
+        _name_job(exc, job)
+        raise
+
+
+def _name_job(exc: Exception, job: FinetuneJob) -> None:
+    """Prefix ``exc``'s message with the fine-tune it came from (a note when its message is not a plain string)."""
+    prefix = f"fine-tune of {job.label}: "
+    if len(exc.args) == 1 and isinstance(exc.args[0], str) and str(exc) == exc.args[0]:
+        if not exc.args[0].startswith(prefix):
+            exc.args = (prefix + exc.args[0],)
+    else:
+        exc.add_note(prefix.rstrip(": "))
+
+
+def _train_side_by_side(config: RunConfig, jobs: list[FinetuneJob], workers: int) -> None:
+    """Train ``jobs`` in ``workers`` spawned processes, at most one job queued per worker; the first error (named)
+    stops new jobs and is raised once the running ones have ended (an interruption is raised at once)."""
+    logger.info("fine-tuning %d models in %d processes", len(jobs), workers)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(config.threads, *_log_settings()))
+    pending, running, failures = list(jobs), {}, []
+    try:
+        with tqdm(total=len(jobs), desc=f"fine-tune ({workers} processes)", unit="model",
+                  disable=bar_disabled(config.progress)) as bar:
+            while running or (pending and not failures):
+                while pending and not failures and len(running) < workers:
+                    job = pending.pop(0)
+                    running[pool.submit(_worker_job, job, config.cache_path, config.device)] = job
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    failures += _finished(future, running.pop(future))
+                    bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # reaps the workers, so their CPU time is booked here
+    for later in failures[1:]:
+        logger.error("%s", later)
+    if failures:
+        raise failures[0]
+
+
+def _finished(future: Future, job: FinetuneJob) -> list[Exception]:
+    """Log a finished job's seconds; return its error (the job named in it), if any."""
+    try:
+        cpu, wall = future.result()
+    except Exception as exc:  # a copy is named: a broken pool gives every job the same exception
+        named = _copied(exc) or RuntimeError(str(exc))
+        _name_job(named, job)
+        named.__cause__ = exc
+        return [named]
+    logger.info("fine-tuned %s in %.1f s (%.1f CPU-s) in a worker", job.label, wall, cpu)
+    return []
+
+
+def _log_settings() -> tuple[int, int | None, str | None]:
+    """The root logger's level and its first handler's level and format string, for the workers' own log lines
+    (no handler here: none there either)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        return root.level, None, None
+    formatter = root.handlers[0].formatter
+    return root.level, root.handlers[0].level, formatter._fmt if formatter is not None else None
+
+
+def _start_worker(threads: int, root_level: int, handler_level: int | None, fmt: str | None) -> None:
+    """A worker's set-up: the run's torch thread count, and log lines as the run's own process writes them, each
+    tagged with the worker's process id."""
+    import torch
+
+    torch.set_num_threads(threads)
+    root = logging.getLogger()
+    root.setLevel(root_level)
+    if handler_level is not None:
+        handler = logging.StreamHandler()
+        handler.setLevel(handler_level)
+        handler.setFormatter(logging.Formatter(f"[fine-tune worker %(process)d] {fmt or '%(message)s'}"))
+        root.addHandler(handler)
+
+
+def _worker_job(job: FinetuneJob, cache_dir: Path, device: str) -> tuple[float, float]:
+    """Run ``job`` in a worker (no progress bar; produced content hashed once per job); return its CPU and wall
+    seconds."""
+    from overspec.world.checks import checked_once
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        with checked_once():
+            run_job(job, cache_dir=cache_dir, device=device, progress=False)
+    except Exception as exc:
+        raise _portable(exc) from exc
+    return time.process_time() - cpu_started, time.perf_counter() - started
+
+
+def _copied(exc: Exception) -> Exception | None:
+    """A copy of ``exc`` rebuilt from its arguments as pickling rebuilds it, or None when that fails."""
+    try:
+        return copy.copy(exc)
+    except Exception:  # an __init__ that its own args do not satisfy
+        return None
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` when the run's process can rebuild it, else its message in the nearest class that can carry it (an
+    :class:`~overspec.errors.InputError` stays one), so a worker's error never breaks the pool."""
+    if _copied(exc) is not None:
+        return exc
+    for kind in type(exc).__mro__[1:]:
+        try:
+            stand_in = kind(str(exc))
+        except Exception:
+            continue
+        if isinstance(stand_in, Exception) and _copied(stand_in) is not None:
+            return stand_in
+    return RuntimeError(str(exc))
