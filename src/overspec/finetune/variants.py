@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from overspec.config.model import ModelSpec
 from overspec.config.run import RunConfig
 from overspec.config.typed import ConfigError, check_path_component, from_dict, load_yaml
 from overspec.errors import InputError
-from overspec.files import combine
 
 __all__ = ["FinetuneVariant", "parse_variant", "tuned_bases", "variant_config", "variant_specs"]
 
@@ -83,6 +81,7 @@ def variant_specs(config: RunConfig, models: Sequence[ModelSpec], variants: Sequ
     if not variants:
         return []
     from overspec.finetune.run import finetune
+    from overspec.finetune.schedule import finetune_folder
 
     configs = {variant: variant_config(config, variant) for variant in variants}
     tuned = {(spec.base, spec.specialisation) for spec in models if spec.base and not spec.combine}
@@ -92,9 +91,10 @@ def variant_specs(config: RunConfig, models: Sequence[ModelSpec], variants: Sequ
             for variant, recipe_config in configs.items():
                 if (base.name, recipe_config.task) not in tuned:
                     continue
-                named, data = _training_data(config, variant.recipe, recipe_config)
-                path = finetune(recipe_config, base, data, _folder(config, base, variant.recipe, recipe_config, named),
-                                cache_dir=config.cache_path, device=config.device, progress=config.progress)
+                data = _training_data(config, variant.recipe, recipe_config)
+                folder = finetune_folder(config, base, variant.recipe, recipe_config)
+                path = finetune(recipe_config, base, data, folder, cache_dir=config.cache_path, device=config.device,
+                                progress=config.progress)
                 spec = from_dict(ModelSpec, load_yaml(path), where=str(path))
                 out.append(dataclasses.replace(spec, name=f"{base.name}-{variant.label}",
                                                description=f"{base.name} fine-tuned with {variant.recipe}, "
@@ -110,29 +110,19 @@ def tuned_bases(models: Sequence[ModelSpec], max_bases: int = 0) -> list[ModelSp
     return bases[:max_bases] if max_bases > 0 else bases
 
 
-def _training_data(config: RunConfig, recipe: str, recipe_config) -> tuple[str, object]:
-    """The data a recipe's fine-tunes train on, as the study names it (its cache key) and as ``finetune`` takes it:
-    the configured path, or the embedded world of the run's seed."""
+def _training_data(config: RunConfig, recipe: str, recipe_config) -> object:
+    """The data a recipe's fine-tunes train on, as ``finetune`` takes it: the configured path, or the embedded world
+    of the run's seed."""
     named = config.finetune.data.get(recipe, "world" if config.world else None)
     if named is None:
         raise InputError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
     if named != "world" or not config.world:
-        return named, named
+        return named
     from overspec.finetune.run import world_training_data
     from overspec.world import default_root, prepare
 
     root = Path(config.data_root).expanduser() if config.data_root else default_root(config.cache_path)
-    return named, world_training_data(recipe_config.task, recipe_config, prepare(root, config.seed))
-
-
-def _folder(config: RunConfig, base: ModelSpec, recipe: str, recipe_config, data: str) -> Path:
-    """The fine-tune's cache folder, keyed as the study's own fine-tunes are (recipe config, base spec, data)."""
-    from overspec.finetune.recipes import config_hash
-
-    profile = config.finetune.profile or "default"
-    key = combine(config_hash(recipe_config), json.dumps(dataclasses.asdict(base), sort_keys=True, default=str),
-                  str(data), f"seed {config.seed}" if data == "world" else "")
-    return config.cache_path / "finetune" / base.name / f"{Path(recipe).stem}-{profile}-{key[:12]}"
+    return world_training_data(recipe_config.task, recipe_config, prepare(root, config.seed))
 
 
 @contextlib.contextmanager
