@@ -1,8 +1,9 @@
 """``finetune(...)``: one recipe on one base model and one training set, producing a loadable model preset.
 
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
-``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture, weights and
-preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
+``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture and weights, the
+recipe's evaluation preprocessing (the base's own when the recipe has no ``train_transform``) plus ``adapter``,
+``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
 ``checkpoints/`` and ``finetune.json`` (config hash, resolved config, final validation, timing, and the sha256 and
 size of ``model.yaml``, ``adapter.safetensors`` and ``head.safetensors``). A second call with the same config hash
 returns the existing ``model.yaml`` at once when those files still match their checksums, and retrains otherwise
@@ -40,13 +41,15 @@ from overspec.data.formats.recordio import read_record_file
 from overspec.data.formats.wds import read_shards
 from overspec.files import atomic_write_text, remove_stale_temporaries
 from overspec.finetune.data import carve_dev
-from overspec.finetune.recipes import FinetuneConfig, config_hash
+from overspec.finetune.recipes import FinetuneConfig, config_hash, for_architecture
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
                                        file_problem, file_record, from_main)
 from overspec.models.base import Encoder
 from overspec.models.heads import save_binary_head
+from overspec.models.preprocess import own_preprocess, with_preprocess
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
 from overspec.config.model import ModelSpec, spec_as_config
+from overspec.errors import InputError
 from overspec.registry import Registry
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",
@@ -149,6 +152,18 @@ def model_preset_dict(base: ModelSpec, name: str, task: str, adapter: Path, head
     return {k: v for k, v in data.items() if k == "name" or v != defaults[k]}
 
 
+def _fed_as_recipe(encoder: Encoder, config: FinetuneConfig) -> Encoder:
+    """``encoder`` fed the recipe's evaluation preprocessing (validation uses it); unchanged without a
+    ``train_transform``. A recipe whose images are not the model's input size is refused here, naming the keys."""
+    if config.train_transform is None:
+        return encoder
+    spec, own = config.train_transform.eval_spec(), own_preprocess(encoder)
+    if own is not None and own.size != spec.size:
+        raise InputError(f"recipe {config.recipe}: train_transform gives {spec.size} px images but model "
+                         f"{encoder.name!r} takes {own.size} px; set train_transform.resize (and .crop)")
+    return with_preprocess(encoder, spec)
+
+
 def _result_files(task: str) -> tuple[str, ...]:
     """The outputs whose checksums ``finetune.json`` records (no head for face recognition)."""
     return (MODEL_FILE, ADAPTER_FILE) if task == "fr" else (MODEL_FILE, ADAPTER_FILE, HEAD_FILE)
@@ -226,7 +241,7 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    encoder = load_model(base, cache_dir=cache_dir, device=device)
+    encoder = _fed_as_recipe(load_model(base, cache_dir=cache_dir, device=device), config)
     inject_lora(encoder.module, config.lora)
     trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=lora_parameters(encoder.module),
                       validator=data.validator, device=device, progress=progress, run_hash=run_hash)
@@ -236,7 +251,8 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
         return model_path
     (out_dir / RUN_FILE).unlink(missing_ok=True)  # the record marks a complete result: gone while outputs change
     adapter, head = _save_weights(out_dir, encoder, config, result)
-    preset = model_preset_dict(base, name or f"{base.name}-{config.task}", config.task, adapter, head,
+    fed = replace(base, preprocess=config.train_transform.eval_spec()) if config.train_transform else base
+    preset = model_preset_dict(fed, name or f"{base.name}-{config.task}", config.task, adapter, head,
                                f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps)")
     atomic_write_text(model_path, yaml.safe_dump(preset, sort_keys=False))
     record = {"config_hash": run_hash, "config": config.to_dict(), "base": base.name,
@@ -269,6 +285,7 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     """
     config, out_dir, cache_dir = recipe_config, Path(out_dir), Path(cache_dir)
     base = resolve_base_spec(base_spec)
+    config = for_architecture(config, base.architecture)
     if not isinstance(data, TrainingData):
         data = training_data(config.task, data, cache_dir=cache_dir, config=config, val=val)
     run_hash = config_hash(config, json.dumps(spec_as_config(base), sort_keys=True, default=str), data.identity)
