@@ -96,7 +96,8 @@ def test_random_crop_has_the_crop_size_and_is_a_window_of_the_resized_image():
     for seed in range(30):
         out = (pipeline.draw(prefix, _generator(seed)) * 255).round().to(torch.uint8)
         assert out.shape == (3, 6, 6)
-        found = [(t, left) for t in range(5) for left in range(5) if torch.equal(prefix[:, t:t + 6, left:left + 6], out)]
+        found = [(top, left) for top in range(5) for left in range(5)
+                 if torch.equal(prefix[:, top:top + 6, left:left + 6], out)]
         assert len(found) == 1
         windows.add(found[0])
     assert len(windows) > 5
@@ -108,7 +109,8 @@ def test_an_unaugmented_pipeline_gives_the_evaluation_tensors_exactly(mode):
     transform = TrainTransform(resize=8, resize_mode=mode, interpolation="bilinear", channel_order="BGR",
                                mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
     pipeline = TrainPipeline(transform)
-    assert torch.equal(pipeline.draw(pipeline.prefix(image), _generator()), build_transform(transform.eval_spec())(image))
+    expected = build_transform(transform.eval_spec())(image)
+    assert torch.equal(pipeline.draw(pipeline.prefix(image), _generator()), expected)
 
 
 def _preset_preprocess(name):
@@ -168,7 +170,8 @@ def _counted_split(n: int) -> tuple[LabelledImages, list[int]]:
 
 
 def test_draws_are_fixed_by_seed_step_and_position_and_decode_each_image_once():
-    transform = load_recipe("foundpad", overrides=("train_transform.resize=10", "train_transform.crop=8")).train_transform
+    sized = ("train_transform.resize=10", "train_transform.crop=8")
+    transform = load_recipe("foundpad", overrides=sized).train_transform
     split, decoded = _counted_split(3)
     images = AugmentedImages(split, TrainPipeline(transform), seed=4)
     state = torch.get_rng_state()

@@ -51,7 +51,8 @@ KEPT_BYTES = 512 * 2**20
 
 
 class TrainingImages(torch.utils.data.Dataset):
-    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label.
+    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label (the
+    evaluation images of :func:`overspec.finetune.trainer.embed`; training draws come from :class:`AugmentedImages`).
 
     A deterministic ``preprocess`` (resize / crop / to-tensor / normalise, as every model's own is) runs once per
     key: its tensors are kept, up to ``kept_bytes``, since a fine-tune on a small set draws each image many
