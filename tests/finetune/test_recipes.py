@@ -53,9 +53,9 @@ def test_world_profiles_keep_the_published_ratios_under_common_factors():
     for w, p in zip(world, published):
         assert (w.lora, w.head, w.schedule.kind, w.balanced) == (p.lora, p.head, p.schedule.kind, p.balanced)
     epochs = [w.steps * w.batch_size / WORLD_TRAIN_IMAGES[w.task] for w in world]
-    assert epochs == pytest.approx([20.0] * 3, abs=0.2)  # one epoch count (published: 40 each)
+    assert epochs == pytest.approx([18.0] * 3, abs=0.2)  # one epoch count (published: 40 each)
     fr, fr_published = world[0], published[0]
-    warm_epochs = fr_published.schedule.warmup_steps * fr_published.batch_size / 501_195 / 2  # CASIA epochs, halved
+    warm_epochs = fr_published.schedule.warmup_steps * fr_published.batch_size / 501_195 * 18 / 40  # CASIA epochs
     steps_per_epoch = WORLD_TRAIN_IMAGES["fr"] / fr.batch_size
     assert abs(fr.schedule.warmup_steps - warm_epochs * steps_per_epoch) < 1
     assert fr.schedule.period == fr.schedule.warmup_steps and fr.schedule.period_mult == 2
