@@ -114,7 +114,7 @@ def test_run_fine_tunes_variants_and_evaluates_them_beside_their_base(tmp_path, 
         output_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False,
         finetune=FinetuneRunConfig(recipes=("madation",), profile="world", data={"madation": str(mad_list)},
                                    overrides=("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0",
-                                              "dev_fraction=0.5")),
+                                              "dev_fraction=0.5", "train_transform.resize=16")),
     )
     result = run_study(config)
     models = {r.model for r in result.records}

@@ -30,9 +30,15 @@ def identity_split(identities: int = 4, per: int = 4, seed: int = 0) -> Labelled
     return LabelledImages("toy-ids", "train", labels, lambda i: Image.fromarray(pixels[i]), ("toy-ids", seed))
 
 
+#: The published training transforms resized for the micro model's 16 px input (FoundPAD keeps a random crop).
+TOY_SIZES = {"froundation": {"train_transform.resize": 16}, "madation": {"train_transform.resize": 16},
+             "foundpad": {"train_transform.resize": 18, "train_transform.crop": 16}}
+
+
 def toy_config(recipe: str = "froundation", **overrides):
-    """A recipe scaled to a few steps on the micro model (val off, no checkpoints unless asked)."""
+    """A recipe scaled to a few steps on the micro model, with its published augmentations at 16 px (val off, no
+    checkpoints unless asked)."""
     values = {"steps": 4, "batch_size": 8, "val_every": 0, "checkpoint_every": 0, "log_every": 1,
               "lora.rank": 2, "lora.alpha": 4.0, "lora.dropout": 0.0, "optim.lr_adapter": 1e-2,
-              "optim.lr_head": 1e-2, **overrides}
+              "optim.lr_head": 1e-2, **TOY_SIZES.get(recipe, {}), **overrides}
     return load_recipe(recipe, overrides=tuple(f"{k}={v}" for k, v in values.items()))

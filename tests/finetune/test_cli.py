@@ -33,8 +33,8 @@ def test_finetune_command_trains_and_writes_a_preset(tmp_path, micro_checkpoint,
     base = _micro_preset(tmp_path, micro_checkpoint)
     out = tmp_path / "out"
     code = main(["finetune", "madation", "--base", str(base), "--data", str(_mad_protocol(tmp_path)), "--steps", "3",
-                 "--set", "batch_size=4", "--set", "lora.rank=2", "--output", str(out), "--cache-dir",
-                 str(tmp_path / "cache"), "--no-progress"])
+                 "--set", "batch_size=4", "--set", "lora.rank=2", "--set", "train_transform.resize=16",
+                 "--output", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0
     assert str(out / "model.yaml") in capsys.readouterr().out
     preset = yaml.safe_load((out / "model.yaml").read_text())

@@ -4,29 +4,28 @@ import torch
 from PIL import Image
 
 from overspec.data.base import LabelledImages
-from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages, carve_dev
+from overspec.finetune.data import BalancedBatches, Draw, ShuffledBatches, TrainingImages, carve_dev
 
 
 def test_balanced_batches_are_balanced_seeded_and_stateless():
     labels = np.array([0] * 30 + [1] * 3)
     plan = BalancedBatches(labels, 8, seed=3)
     batch = plan.batch(5)
-    assert sum(labels[i] for i, _ in batch) == 4
-    assert sum(labels[i] for i, _ in batch[:4]) == 2  # each rank half is balanced too
+    assert sum(labels[d.index] for d in batch) == 4
+    assert sum(labels[d.index] for d in batch[:4]) == 2  # each rank half is balanced too
     assert batch == BalancedBatches(labels, 8, seed=3).batch(5)
     assert batch != plan.batch(6) and batch != BalancedBatches(labels, 8, seed=4).batch(5)
+    assert [(d.step, d.position) for d in batch] == [(5, p) for p in range(8)]
     with pytest.raises(ValueError, match="divisible"):
         BalancedBatches(labels, 7)
 
 
 def test_shuffled_batches_visit_every_sample_once_per_epoch():
-    plan = ShuffledBatches(np.zeros(10), 5, seed=0, flip=False)
-    epoch = [i for step in (0, 1) for i, _ in plan.batch(step)]
+    plan = ShuffledBatches(np.zeros(10), 5, seed=0)
+    epoch = [d.index for step in (0, 1) for d in plan.batch(step)]
     assert sorted(epoch) == list(range(10))
-    assert [i for i, _ in plan.batch(2)] + [i for i, _ in plan.batch(3)] != epoch
-    assert all(not flip for _, flip in plan.batch(0))
-    flips = [f for s in range(20) for _, f in ShuffledBatches(np.zeros(10), 5).batch(s)]
-    assert 0.3 < np.mean(flips) < 0.7
+    assert [d.index for d in plan.batch(2)] + [d.index for d in plan.batch(3)] != epoch
+    assert plan.batch(1) == [Draw(i, 1, p) for p, i in enumerate(epoch[5:])]
 
 
 def test_training_images_flip_and_carve_dev():

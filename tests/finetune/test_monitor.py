@@ -383,7 +383,8 @@ def test_cli_select_sets_the_rule_of_the_run(tmp_path, micro_checkpoint, general
     base = _micro_preset(tmp_path, micro_checkpoint)
     out = tmp_path / "out"
     code = main(["finetune", "madation", "--base", str(base), "--data", str(_mad_protocol(tmp_path)), "--steps", "2",
-                 "--set", "batch_size=4", "--set", "lora.rank=2", "--set", "val_every=1", "--set",
+                 "--set", "batch_size=4", "--set", "lora.rank=2", "--set", "train_transform.resize=16",
+                     "--set", "val_every=1", "--set",
                  f"monitor.dataset={GENERAL}", "--set", "monitor.images=6", "--select", "keep:0.5", "--monitor-root",
                  str(general_root), "--output", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
     assert code == 0, capsys.readouterr().err
@@ -391,3 +392,19 @@ def test_cli_select_sets_the_rule_of_the_run(tmp_path, micro_checkpoint, general
     assert f"exported step {record['selection']['step']} (keep:0.5)" in capsys.readouterr().out
     assert record["config"]["monitor"]["select"] == "keep:0.5" and record["selection"]["rule"] == "keep:0.5"
     assert record["selection"]["step"] in (1, 2) and record["selection"]["base_general"] is not None
+
+
+def test_the_probe_feeds_general_images_the_base_preprocessing_whatever_the_trainer_is_fed(
+        tmp_path, micro_checkpoint, general_root):
+    from overspec.finetune.monitor import base_probe
+    from overspec.models import PreprocessSpec
+    from overspec.models.preprocess import with_preprocess
+
+    base = load_model(_spec(micro_checkpoint), cache_dir=tmp_path / "cache")
+    images = load_dataset(GENERAL, "test", general_root)
+    probe = base_probe(images, base, tmp_path / "cache")
+    fed = with_preprocess(base, PreprocessSpec(size=16, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear",
+                                               resize_mode="squash", channel_order="BGR"))  # MADation's, say
+    assert probe(fed, "cpu")["acc1"] == probe(base, "cpu")["acc1"] == _zero_shot_acc1(base, images, tmp_path / "c")
+    fresh = base_probe(images, fed, tmp_path / "cache2")  # built from the fed encoder: its (biometric) preprocessing
+    assert not torch.equal(fresh._features(fed, "cpu"), probe._features(fed, "cpu"))

@@ -29,7 +29,7 @@ def train_toy_fr(checkpoint: str, out_dir: Path, steps: int = 5) -> tuple[list[f
     """Train micro-clip with a CosFace head for a few steps (also run by each DDP worker); no dropout."""
     torch.manual_seed(0)
     encoder = load_model(_spec(checkpoint), cache_dir=out_dir)
-    config = toy_config("froundation", steps=steps, hflip=True)
+    config = toy_config("froundation", steps=steps)
     inject_lora(encoder.module, LoraConfig(rank=2, alpha=4.0))
     trainer = Trainer(config, encoder, identity_split(), out_dir, adapter_parameters=lora_parameters(encoder.module),
                       progress=False)
@@ -41,24 +41,32 @@ def _attack_data():
     return TrainingData(attack_split(), AttackValidator(attack_split(12, seed=1, split="dev")), {}, "toy-attack")
 
 
-def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, micro_checkpoint):
-    config = toy_config("madation", steps=6, checkpoint_every=3, **{"lora.dropout": 0.3})  # dropout uses torch RNG
-    straight = finetune(config, _spec(micro_checkpoint), _attack_data(), tmp_path / "a", cache_dir=tmp_path)
+def _identity_data():
+    return TrainingData(identity_split(), None, {}, "toy-ids")
+
+
+@pytest.mark.parametrize("recipe", ["madation", "foundpad", "froundation"])  # flip; crop, gamma, shift, jitter; RA
+def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, micro_checkpoint, recipe):
+    config = toy_config(recipe, steps=6, checkpoint_every=3, **{"lora.dropout": 0.3})  # dropout uses torch RNG
+    data = _identity_data if recipe == "froundation" else _attack_data
+    straight = finetune(config, _spec(micro_checkpoint), data(), tmp_path / "a", cache_dir=tmp_path)
     interrupted = tmp_path / "b"
-    finetune(config, _spec(micro_checkpoint), _attack_data(), interrupted, cache_dir=tmp_path)
+    finetune(config, _spec(micro_checkpoint), data(), interrupted, cache_dir=tmp_path)
     for name in ("model.yaml", "finetune.json", "adapter.safetensors", "head.safetensors"):
-        (interrupted / name).unlink()
+        (interrupted / name).unlink(missing_ok=True)
     shutil.rmtree(interrupted / "checkpoints" / "step-0000006")
     assert latest_checkpoint(interrupted).name == "step-0000003"
-    resumed = finetune(config, _spec(micro_checkpoint), _attack_data(), interrupted, cache_dir=tmp_path)
+    resumed = finetune(config, _spec(micro_checkpoint), data(), interrupted, cache_dir=tmp_path)
     assert json.loads((interrupted / "finetune.json").read_text())["resumed_from"] == 3
     a, b = load_file(str(straight.parent / "adapter.safetensors")), load_file(str(resumed.parent / "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(v.abs().sum() > 0 for k, v in a.items() if k.endswith(".B"))  # training moved the adapters
-    ha, hb = load_file(str(straight.parent / "head.safetensors")), load_file(str(resumed.parent / "head.safetensors"))
-    assert all(torch.equal(ha[k], hb[k]) for k in ha)
     log = [json.loads(line) for line in (interrupted / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    if recipe == "froundation":
+        return
+    ha, hb = load_file(str(straight.parent / "head.safetensors")), load_file(str(resumed.parent / "head.safetensors"))
+    assert all(torch.equal(ha[k], hb[k]) for k in ha)
     with pytest.raises(ValueError, match="different run"):
         finetune(toy_config("madation", steps=7, checkpoint_every=3), _spec(micro_checkpoint), _attack_data(),
                  interrupted, cache_dir=tmp_path)
@@ -82,6 +90,8 @@ def test_finetuned_model_yaml_loads_through_the_registry_and_matches_training(tm
                           name="micro-mad")
     spec = register_preset_file(model_yaml, Registry("model"))
     assert (spec.name, spec.base, spec.specialisation, spec.architecture) == ("micro-mad", "micro", "mad", "micro-clip")
+    assert spec.preprocess == config.train_transform.eval_spec()  # the recipe's evaluation preprocessing: BGR, 0.5
+    assert spec.preprocess.channel_order == "BGR" and spec.preprocess.size == 16
     loaded = load_model(spec, cache_dir=tmp_path)
     assert loaded.info["adapter_kind"] == "lora" and loaded.head is not None
     base = load_model(_spec(micro_checkpoint), cache_dir=tmp_path)
@@ -99,6 +109,12 @@ def test_finetuned_model_yaml_loads_through_the_registry_and_matches_training(tm
     again = finetune(config, _spec(micro_checkpoint), _attack_data(), tmp_path / "out", cache_dir=tmp_path,
                      name="micro-mad")
     assert again == model_yaml and json.loads((tmp_path / "out" / "finetune.json").read_text()) == record
+
+
+def test_a_recipe_sized_for_another_input_is_refused_naming_the_key(tmp_path, micro_checkpoint):
+    config = toy_config("madation", **{"train_transform.resize": 32})
+    with pytest.raises(ValueError, match=r"gives 32 px images but model 'micro' takes 16 px.*train_transform.resize"):
+        finetune(config, _spec(micro_checkpoint), _attack_data(), tmp_path / "out", cache_dir=tmp_path)
 
 
 def test_fr_training_reduces_the_margin_loss_and_is_deterministic(tmp_path, micro_checkpoint):

@@ -26,7 +26,7 @@ def test_a_variant_is_parsed_and_labelled_by_its_recipe_and_values():
 def test_a_variant_takes_the_study_profile_and_overrides_then_its_own():
     config = RunConfig(finetune=FinetuneRunConfig(profile="world", overrides=("steps=7", "lora.rank=3")))
     resolved = variant_config(config, FinetuneVariant("madation", ("lora.rank=1", "regularise.distill=2")))
-    assert (resolved.steps, resolved.batch_size, resolved.lora.rank, resolved.regularise.distill) == (7, 64, 1, 2.0)
+    assert (resolved.steps, resolved.batch_size, resolved.lora.rank, resolved.regularise.distill) == (7, 32, 1, 2.0)
     with pytest.raises(InputError, match=r"fine-tune variant 'madation-l2sp-3'.*regularise\.l2sp must be"):
         variant_config(config, FinetuneVariant("madation", ("regularise.l2sp=-3",)))
     with pytest.raises(InputError, match=r"fine-tune variant 'madation-lr1'.*unknown key 'lr'"):

@@ -7,15 +7,17 @@ shards with :func:`~overspec.data.formats.wds.read_shards`, insightface ``.rec``
 :func:`overspec.data.biometric.attack_list.read_protocol` (label 1 = bona fide). :func:`carve_dev` holds out whole
 subjects as a development split when a list has none.
 
-Batch plans decide every step's sample indices and flips from ``(seed, step)`` alone, so a run resumed at step
-``k`` draws exactly the batches an uninterrupted run would, and ranks of a distributed run take contiguous
-slices of the same global batch.
+Batch plans decide every step's sample indices from ``(seed, step)`` alone and hand out :class:`Draw` keys
+``(index, step, position)``; :class:`AugmentedImages` seeds each draw's augmentation by ``(seed, step, position)``
+(:func:`overspec.finetune.augment.draw_generator`). So a run resumed at step ``k`` draws exactly the images an
+uninterrupted run would, and ranks of a distributed run take contiguous slices of the same global batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,8 +26,12 @@ from PIL import Image
 from overspec.data.base import LabelledImages
 from overspec.errors import InputError
 from overspec.features.loading import split_preprocess
+from overspec.finetune.augment import TrainPipeline, TrainTransform, draw_generator, transform_from_preprocess
+from overspec.models.base import Encoder
+from overspec.models.preprocess import own_preprocess
 
-__all__ = ["carve_dev", "TrainingImages", "ShuffledBatches", "BalancedBatches"]
+__all__ = ["carve_dev", "TrainingImages", "AugmentedImages", "Draw", "ShuffledBatches", "BalancedBatches",
+           "training_images"]
 
 
 def carve_dev(split: LabelledImages, fraction: float, seed: int) -> tuple[LabelledImages, LabelledImages]:
@@ -45,7 +51,8 @@ KEPT_BYTES = 512 * 2**20
 
 
 class TrainingImages(torch.utils.data.Dataset):
-    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label.
+    """Items keyed by ``(index, flip)``: the image (flipped when asked) through ``preprocess``, and its label (the
+    evaluation images of :func:`overspec.finetune.trainer.embed`; training draws come from :class:`AugmentedImages`).
 
     A deterministic ``preprocess`` (resize / crop / to-tensor / normalise, as every model's own is) runs once per
     key: its tensors are kept, up to ``kept_bytes``, since a fine-tune on a small set draws each image many
@@ -78,8 +85,68 @@ class TrainingImages(torch.utils.data.Dataset):
         return tensor, label
 
 
+class Draw(NamedTuple):
+    """One sample of a training step: dataset ``index``, global batch ``step`` and ``position`` in that batch."""
+
+    index: int
+    step: int
+    position: int
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """Items keyed by :class:`Draw`: the image through a recipe's :class:`~overspec.finetune.augment.TrainPipeline`.
+
+    The deterministic prefix (decode, resize) runs once per image and its ``uint8`` tensor is kept, up to
+    ``kept_bytes``; the random part (crop, augmentations, normalisation) runs at every draw with a generator seeded
+    by ``(seed, step, position)``.
+    """
+
+    def __init__(self, images: LabelledImages, pipeline: TrainPipeline, *, seed: int,
+                 kept_bytes: int = KEPT_BYTES) -> None:
+        self.images = images.with_transform(None)
+        self.pipeline, self.seed = pipeline, seed
+        self.kept: dict[int, tuple[torch.Tensor, int]] = {}
+        self.room = kept_bytes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def prefix(self, index: int) -> tuple[torch.Tensor, int]:
+        """The kept (or freshly computed) deterministic prefix of image ``index`` and its label."""
+        if index in self.kept:
+            return self.kept[index]
+        image, label = self.images[index]
+        tensor = self.pipeline.prefix(image)
+        size = tensor.numel() * tensor.element_size()
+        if size <= self.room:
+            self.room -= size
+            self.kept[index] = (tensor, label)
+        return tensor, label
+
+    def __getitem__(self, key: Draw) -> tuple[torch.Tensor, int]:
+        index, step, position = (int(v) for v in key)
+        tensor, label = self.prefix(index)
+        return self.pipeline.draw(tensor, draw_generator(self.seed, step, position)), label
+
+
+def training_images(images: LabelledImages, transform: TrainTransform | None, encoder: Encoder, *,
+                    seed: int) -> AugmentedImages:
+    """``images`` drawn through ``transform``, or without one through ``encoder``'s own preprocessing un-augmented."""
+    if transform is None:
+        spec = own_preprocess(encoder)
+        if spec is None:
+            raise InputError(f"the recipe has no train_transform and model {encoder.name!r} does not describe its "
+                             "preprocessing; give the recipe a train_transform")
+        transform = transform_from_preprocess(spec)
+    return AugmentedImages(images, TrainPipeline(transform), seed=seed)
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def _draws(indices: list[int], step: int) -> list[Draw]:
+    return [Draw(int(index), step, position) for position, index in enumerate(indices)]
 
 
 @dataclass(frozen=True)
@@ -89,10 +156,9 @@ class ShuffledBatches:
     labels: np.ndarray
     batch_size: int
     seed: int = 0
-    flip: bool = True
 
-    def batch(self, step: int) -> list[tuple[int, bool]]:
-        """The ``(index, flip)`` keys of global batch ``step``."""
+    def batch(self, step: int) -> list[Draw]:
+        """The draws of global batch ``step``."""
         n = len(self.labels)
         positions = range(step * self.batch_size, (step + 1) * self.batch_size)
         keys, cache = [], {}
@@ -101,7 +167,7 @@ class ShuffledBatches:
             if epoch not in cache:
                 cache[epoch] = torch.randperm(n, generator=_step_generator(self.seed, -1 - epoch)).tolist()
             keys.append(cache[epoch][position % n])
-        return list(zip(keys, _flips(self.seed, step, len(keys), self.flip), strict=True))
+        return _draws(keys, step)
 
 
 @dataclass(frozen=True)
@@ -115,7 +181,6 @@ class BalancedBatches:
     labels: np.ndarray
     batch_size: int
     seed: int = 0
-    flip: bool = True
 
     def __post_init__(self) -> None:
         classes = np.unique(self.labels)
@@ -123,17 +188,10 @@ class BalancedBatches:
             raise InputError(f"balanced batches need >= 2 classes and a batch size divisible by their number; got "
                              f"classes {classes.tolist()} and batch size {self.batch_size}")
 
-    def batch(self, step: int) -> list[tuple[int, bool]]:
-        """The ``(index, flip)`` keys of global batch ``step`` (classes interleaved)."""
+    def batch(self, step: int) -> list[Draw]:
+        """The draws of global batch ``step`` (classes interleaved)."""
         generator = _step_generator(self.seed, step)
         members = [np.flatnonzero(self.labels == c) for c in np.unique(self.labels)]
         per = self.batch_size // len(members)
         draws = [m[torch.randint(len(m), (per,), generator=generator).numpy()] for m in members]
-        keys = np.stack(draws, axis=1).reshape(-1).tolist()
-        return list(zip(keys, _flips(self.seed, step, len(keys), self.flip), strict=True))
-
-
-def _flips(seed: int, step: int, n: int, enabled: bool) -> list[bool]:
-    if not enabled:
-        return [False] * n
-    return (torch.rand(n, generator=_step_generator(seed + 7919, step)) < 0.5).tolist()
+        return _draws(np.stack(draws, axis=1).reshape(-1).tolist(), step)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load, save
 
 from overspec.data.base import LabelledImages
@@ -97,14 +99,16 @@ class GeneralProbe:
 
     images: LabelledImages
     classifier: torch.Tensor
+    preprocess: Callable[[Image.Image], torch.Tensor]
     batch_size: int = 128
     _pixels: TrainingImages | None = field(default=None, repr=False)
 
     @torch.no_grad()
     def _features(self, encoder: Encoder, device: str) -> torch.Tensor:
-        """Image embeddings of the probe set by the encoder as it is now."""
+        """Image embeddings of the probe set by the encoder's tower as it is now, fed the base's preprocessing
+        (the trainer's encoder may be fed a recipe's biometric preprocessing, which general images never get)."""
         if self._pixels is None:
-            self._pixels = TrainingImages(self.images, encoder.preprocess)
+            self._pixels = TrainingImages(self.images, self.preprocess)
         out = []
         for start in range(0, len(self.images), self.batch_size):
             indices = range(start, min(start + self.batch_size, len(self.images)))
@@ -133,7 +137,7 @@ def base_probe(images: LabelledImages | None, encoder: Encoder, cache_dir: Path)
     store = FeatureStore(Path(cache_dir) / "features", progress=False)
     classifier = store.text_classifier(encoder, images.classnames, images.templates,
                                        dataset=f"{images.dataset}/{images.split}")
-    return GeneralProbe(images, torch.from_numpy(np.array(classifier)))
+    return GeneralProbe(images, torch.from_numpy(np.array(classifier)), encoder.preprocess)
 
 
 class TrainingMonitor:

@@ -2,7 +2,10 @@
 
 A recipe file holds the published hyper-parameters at its top level and named ``profiles`` (e.g. ``world``: the
 embedded-world scale) whose keys override them. ``--set key.sub=value`` overrides any field; unknown keys are
-rejected with the nearest valid key suggested (:func:`overspec.config.typed.from_dict`).
+rejected with the nearest valid key suggested (:func:`overspec.config.typed.from_dict`). ``train_transform`` is the
+published training preprocessing and augmentation (:class:`~overspec.finetune.augment.TrainTransform`); ``variants``
+maps a base architecture to overrides applied when the base is of that architecture (:func:`for_architecture`, e.g.
+MADation's ViT-L/14 settings), the applied key recorded as ``variant``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import yaml
 
 from overspec.config.typed import ConfigError, from_dict, load_yaml
 from overspec.data.base import content_fingerprint
+from overspec.finetune.augment import TrainTransform
 from overspec.finetune.heads import BINARY_LOSSES, MARGIN_KINDS
 from overspec.finetune.selection import parse_rule
 from overspec.models.lora import LoraConfig
@@ -24,7 +28,7 @@ from overspec.errors import InputError
 from overspec.finetune.regularise import RegulariseSettings
 
 __all__ = ["HeadSettings", "OptimSettings", "ScheduleSettings", "MonitorSettings", "FinetuneConfig", "RECIPE_DIR",
-           "recipe_names", "load_recipe", "apply_overrides", "config_hash", "SCHEDULES", "TASKS"]
+           "recipe_names", "load_recipe", "apply_overrides", "config_hash", "for_architecture", "SCHEDULES", "TASKS"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 TASKS = ("fr", "mad", "pad")
@@ -120,7 +124,6 @@ class FinetuneConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
-    hflip: bool = True
     balanced: bool = False
     bf16: bool = True
     val_every: int = 0
@@ -130,6 +133,9 @@ class FinetuneConfig:
     eer_method: str = "bob"
     dev_fraction: float = 0.2
     reference: str = ""
+    train_transform: TrainTransform | None = None
+    variants: dict = field(default_factory=dict)
+    variant: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -192,7 +198,32 @@ def load_recipe(recipe: str | Path, *, profile: str | None = None, overrides: tu
             raise ConfigError(f"{path}: no profile {profile!r}; profiles: {', '.join(profiles) or 'none'}")
         data = _merge(data, profiles[profile])
     data = apply_overrides(data, list(overrides))
-    return from_dict(FinetuneConfig, data, where=str(path) + (f" (profile {profile})" if profile else ""))
+    where = str(path) + (f" (profile {profile})" if profile else "")
+    config = from_dict(FinetuneConfig, data, where=where)
+    for key in config.variants:  # validated once here, applied when the base is known
+        _with_variant(config, key, where)
+    return config
+
+
+def _architecture_matches(architecture: str, key: str) -> bool:
+    """Whether ``key`` names ``architecture`` or is its prefix up to a '-' (``ViT-L-14`` ~ ``ViT-L-14-quickgelu``)."""
+    return architecture == key or architecture.startswith(key + "-")
+
+
+def _with_variant(config: FinetuneConfig, key: str, where: str = "variants") -> FinetuneConfig:
+    overrides = config.variants[key]
+    if not isinstance(overrides, dict) or not overrides:
+        raise ConfigError(f"{where}: variants.{key} must be a non-empty mapping of overrides")
+    if {"variants", "variant", "recipe", "task"} & overrides.keys():
+        raise ConfigError(f"{where}: variants.{key} may not set recipe, task, variants or variant")
+    return from_dict(FinetuneConfig, {**_merge(config.to_dict(), overrides), "variant": key},
+                     where=f"{where} variants.{key}")
+
+
+def for_architecture(config: FinetuneConfig, architecture: str) -> FinetuneConfig:
+    """``config`` with its variant for a base of ``architecture`` applied (the longest matching key), if any."""
+    keys = sorted((k for k in config.variants if _architecture_matches(architecture, k)), key=len)
+    return _with_variant(config, keys[-1]) if keys and not config.variant else config
 
 
 def _merge(base: dict, extra: dict) -> dict:

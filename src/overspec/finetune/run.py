@@ -1,8 +1,9 @@
 """``finetune(...)``: one recipe on one base model and one training set, producing a loadable model preset.
 
 Outputs under ``out_dir``: ``adapter.safetensors`` (LoRA, kind ``lora``), ``head.safetensors`` (MAD / PAD),
-``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture, weights and
-preprocessing plus ``adapter``, ``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
+``model.yaml`` (a :class:`~overspec.config.model.ModelSpec` preset: the base's source, architecture and weights, the
+recipe's evaluation preprocessing (the base's own when the recipe has no ``train_transform``) plus ``adapter``,
+``head``, ``base`` and ``specialisation``), ``train_log.jsonl``,
 ``checkpoints/``, ``validated/`` (each validated step's trainable state, when ``monitor.select`` is not ``last``)
 and ``finetune.json`` (config hash, resolved config, final validation, the exported step and why (``selection``,
 see :mod:`overspec.finetune.selection`), timing, and the sha256 and size of ``model.yaml``,
@@ -43,15 +44,17 @@ from overspec.data.formats.wds import read_shards
 from overspec.files import atomic_write_text, remove_stale_temporaries
 from overspec.finetune.data import carve_dev
 from overspec.finetune.monitor import KEPT_FOLDER, TrainingMonitor, base_probe, kept_state, probe_images, probe_root
-from overspec.finetune.recipes import FinetuneConfig, config_hash
+from overspec.finetune.recipes import FinetuneConfig, config_hash, for_architecture
 from overspec.finetune.selection import Choice, choose_step, parse_rule, validation_records
 from overspec.finetune.train_log import LOG_FILE
 from overspec.finetune.trainer import (CHECKPOINTS, AttackValidator, Trainer, TrainResult, VerificationValidator,
                                        file_problem, file_record, from_main)
 from overspec.models.base import Encoder
 from overspec.models.heads import save_binary_head
+from overspec.models.preprocess import own_preprocess, with_preprocess
 from overspec.models.registry import load_model, register_preset_file, resolve_spec
 from overspec.config.model import ModelSpec, spec_as_config
+from overspec.errors import InputError
 from overspec.registry import Registry
 from overspec.errors import InputError
 
@@ -157,6 +160,18 @@ def model_preset_dict(base: ModelSpec, name: str, task: str, adapter: Path, head
     return {k: v for k, v in data.items() if k == "name" or v != defaults[k]}
 
 
+def _fed_as_recipe(encoder: Encoder, config: FinetuneConfig) -> Encoder:
+    """``encoder`` fed the recipe's evaluation preprocessing (validation uses it); unchanged without a
+    ``train_transform``. A recipe whose images are not the model's input size is refused here, naming the keys."""
+    if config.train_transform is None:
+        return encoder
+    spec, own = config.train_transform.eval_spec(), own_preprocess(encoder)
+    if own is not None and own.size != spec.size:
+        raise InputError(f"recipe {config.recipe}: train_transform gives {spec.size} px images but model "
+                         f"{encoder.name!r} takes {own.size} px; set train_transform.resize (and .crop)")
+    return with_preprocess(encoder, spec)
+
+
 def _result_files(task: str) -> tuple[str, ...]:
     """The outputs whose checksums ``finetune.json`` records (no head for face recognition)."""
     return (MODEL_FILE, ADAPTER_FILE) if task == "fr" else (MODEL_FILE, ADAPTER_FILE, HEAD_FILE)
@@ -259,8 +274,9 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    encoder = load_model(base, cache_dir=cache_dir, device=device)
-    monitor = _monitor(config, data, probe, encoder, out_dir, cache_dir)
+    loaded = load_model(base, cache_dir=cache_dir, device=device)
+    monitor = _monitor(config, data, probe, loaded, out_dir, cache_dir)  # general images: the base's preprocessing
+    encoder = _fed_as_recipe(loaded, config)
     inject_lora(encoder.module, config.lora)
     adapter_parameters = lora_parameters(encoder.module)
     trainer = Trainer(config, encoder, data.train, out_dir, adapter_parameters=adapter_parameters,
@@ -272,7 +288,8 @@ def _train(config: FinetuneConfig, base: ModelSpec, data: TrainingData, out_dir:
     (out_dir / RUN_FILE).unlink(missing_ok=True)  # the record marks a complete result: gone while outputs change
     choice = _selected(trainer, config, out_dir)
     adapter, head = _save_weights(out_dir, encoder, config, result)
-    preset = model_preset_dict(base, name or f"{base.name}-{config.task}", config.task, adapter, head,
+    fed = replace(base, preprocess=config.train_transform.eval_spec()) if config.train_transform else base
+    preset = model_preset_dict(fed, name or f"{base.name}-{config.task}", config.task, adapter, head,
                                f"{base.name} fine-tuned with the {config.recipe} recipe ({config.steps} steps; "
                                f"exported step {choice.step}, select {choice.rule}: {choice.reason})")
     atomic_write_text(model_path, yaml.safe_dump(preset, sort_keys=False))
@@ -318,6 +335,7 @@ def finetune(recipe_config: FinetuneConfig, base_spec: str | Path | ModelSpec, d
     """
     config, out_dir, cache_dir = recipe_config, Path(out_dir), Path(cache_dir)
     base = resolve_base_spec(base_spec)
+    config = for_architecture(config, base.architecture)
     if not isinstance(data, TrainingData):
         data = training_data(config.task, data, cache_dir=cache_dir, config=config, val=val)
     probe = _probe(config, data, Path(monitor_root) if monitor_root else None, cache_dir)

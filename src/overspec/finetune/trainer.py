@@ -45,7 +45,7 @@ from tqdm import tqdm
 from overspec import distributed, metrics
 from overspec.data.base import LabelledImages
 from overspec.data.formats.bin_pairs import BinPairs
-from overspec.finetune.data import BalancedBatches, ShuffledBatches, TrainingImages
+from overspec.finetune.data import BalancedBatches, Draw, ShuffledBatches, TrainingImages, training_images
 from overspec.finetune.heads import BinaryLinearHead, MarginHead
 from overspec.files import atomic_folder, atomic_write_text, file_sha256
 from overspec.finetune.recipes import FinetuneConfig, ScheduleSettings
@@ -362,8 +362,8 @@ class Trainer:
              {"params": list(self.head.parameters()), "lr": config.optim.lr_head, "name": "head"}],
             betas=config.optim.betas, weight_decay=config.optim.weight_decay)
         plan_cls = BalancedBatches if config.balanced else ShuffledBatches
-        self.plan = plan_cls(train.labels, config.batch_size, seed=config.seed, flip=config.hflip)
-        self.dataset = TrainingImages(train, encoder.preprocess)
+        self.plan = plan_cls(train.labels, config.batch_size, seed=config.seed)
+        self.dataset = training_images(train, config.train_transform, encoder, seed=config.seed)
         world = distributed.world_size()
         if config.batch_size % world:
             raise InputError(f"batch_size {config.batch_size} is not divisible by the {world} ranks")
@@ -456,7 +456,7 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- training
 
-    def _local_keys(self, step: int) -> list[tuple[int, bool]]:
+    def _local_keys(self, step: int) -> list[Draw]:
         keys = self.plan.batch(step)
         per = len(keys) // distributed.world_size()
         rank = distributed.rank()
