@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ finetune:
 # The run files that differ by design: provenance.json holds timings and which units were reused, and the report's
 # made-from.json digests the provenance (cache paths included), so it differs whenever the provenance does.
 BY_DESIGN = ("provenance.json", "made-from.json")
+#: What records seconds (the cost table, per-unit compute time): it depends on the machine's company by nature.
+#: report.md is compared without its cost section; report.html holds the same text.
+TIMED = ("report.html", "cost.csv", "cost.tex")
 
 
 def start_study(folder: Path) -> subprocess.Popen:
@@ -88,7 +92,8 @@ def produced_files(folder: Path) -> dict[str, object]:
     """What a study in ``folder`` leaves that must not depend on kills or company: run outputs, adapters, weights."""
     cache = folder.parent / "cache"
     run = folder / "runs" / "default"
-    files = {f"run/{p.relative_to(run)}": p for p in run.rglob("*") if p.is_file() and p.name not in BY_DESIGN}
+    files = {f"run/{p.relative_to(run)}": p for p in run.rglob("*")
+             if p.is_file() and p.name not in BY_DESIGN + TIMED and p.parent.name != "timings"}
     files.update({f"cache/{p.relative_to(cache)}": p for pattern in (
         "finetune/*/*/*.safetensors", "finetune/*/*/model.yaml", "world-models/tiny-clips/*/*/*.safetensors")
         for p in cache.glob(pattern)})
@@ -103,6 +108,8 @@ def comparable_content(path: Path, cache: Path) -> object:
             return handle.metadata(), {k: handle.get_tensor(k).numpy().tobytes() for k in sorted(handle.keys())}
     if path.name == "model.yaml":
         return path.read_text().replace(str(cache), "<cache>")
+    if path.name == "report.md":
+        return re.sub(r"\n## Cost\n.*?(?=\n## |\Z)", "", path.read_text(), flags=re.S)
     return path.read_bytes()
 
 
