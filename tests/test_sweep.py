@@ -17,7 +17,8 @@ from tests.test_runner_biometric import small_biometric_world  # noqa: F401  (a 
 
 #: A regularised fine-tune small enough for a test: FoundPAD with L2-SP on the small world's source O, two steps.
 _PAD_L2SP = FinetuneVariant("foundpad", ("regularise.l2sp=1",))
-_TINY_FINETUNE = ("steps=2", "batch_size=4", "val_every=0", "checkpoint_every=0", "lora.rank=2")
+_TINY_FINETUNE = ("steps=2", "batch_size=4", "val_every=0", "checkpoint_every=0", "lora.rank=2",
+                  "train_transform.resize=18", "train_transform.crop=16")
 
 
 def _perturbed(checkpoint, path, seed: int, scale: float):
