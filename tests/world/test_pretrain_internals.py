@@ -171,3 +171,13 @@ def test_an_unusable_snapshot_is_reported_and_training_starts_over(general_world
     assert str(snapshot) in caplog.text and "starting over" in caplog.text
     assert (again / "open_clip_model.safetensors").read_bytes() == (clean / "open_clip_model.safetensors").read_bytes()
     assert not snapshot.exists()
+
+
+def test_pretraining_says_it_starts_at_random_without_open_clips_missing_weights_notice(
+        general_world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.set_num_threads(1)
+    with caplog.at_level("INFO"):
+        pretrain.pretrain_tiny_clip("tiny-s", general_world, tmp_path, seed=0, steps=1, batch_size=8)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "initialized randomly" in m or m.startswith("No pretrained weights")]
+    assert "tiny-s: initialised at random for pretraining" in messages

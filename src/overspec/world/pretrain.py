@@ -264,7 +264,11 @@ def _train(size: str, data: _CaptionedImages, recipe: TrainingRecipe, seed: int,
     return the model and the per-step losses."""
     import open_clip
 
-    model = open_clip.create_model(size, pretrained=None)
+    from overspec.models.sources.open_clip import without_random_init_notice
+
+    with without_random_init_notice():
+        model = open_clip.create_model(size, pretrained=None)
+    logger.info("%s: initialised at random for pretraining", size)
     with _compact_vocabulary(model, data.tokens) as tokens, \
             tqdm(total=recipe.steps, desc=f"pretraining {size}", unit="step", disable=bar_disabled(progress),
                  position=TINY_CLIPS.index(size), leave=False, mininterval=2.0) as bar:

@@ -28,7 +28,8 @@ from overspec.torchscript import TORCHSCRIPT_ONLY_KEYS, is_torchscript_archive, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["as_encoder", "load_open_clip", "load_torchscript_weights", "resolve_architecture"]
+__all__ = ["as_encoder", "load_open_clip", "load_torchscript_weights", "resolve_architecture",
+           "without_random_init_notice"]
 
 #: Longest part of a library's error message quoted (torch lists every missing key of a state dict).
 _MAX_DETAIL = 600
@@ -40,7 +41,7 @@ def load_open_clip(spec: ModelSpec, *, cache_dir: Path, device: str = "cpu") -> 
     torchscript = bool(pretrained and looks_like_path(pretrained) and is_torchscript_archive(pretrained))
     state = None if torchscript or not _is_local_checkpoint(spec, pretrained) else _checked_local_state(name, pretrained)
     try:
-        with _without_random_init_notice() if torchscript else contextlib.nullcontext():
+        with without_random_init_notice() if torchscript else contextlib.nullcontext():
             model = open_clip.create_model(
                 name, pretrained=None if torchscript else pretrained, force_quick_gelu=spec.quick_gelu, device=device,
                 cache_dir=str(cache_dir / "open_clip"), weights_only=True,
@@ -87,9 +88,10 @@ class _RandomInitNotice(logging.Filter):
 
 
 @contextlib.contextmanager
-def _without_random_init_notice():
+def without_random_init_notice():
     """Silence open_clip's random-initialisation notice while building a model whose weights overspec loads itself
-    right after (a TorchScript archive): the notice would tell the user their weights were not used."""
+    right after (a TorchScript archive) or trains from scratch on purpose (the tiny CLIPs): the notice would tell
+    the user their weights were not used."""
     notice = _RandomInitNotice()
     logging.getLogger().addFilter(notice)
     try:
