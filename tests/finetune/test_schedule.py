@@ -214,3 +214,10 @@ def test_a_workers_log_lines_take_the_runs_format_tagged_with_the_worker(capsys)
         root.setLevel(before_level)
         torch.set_num_threads(threads)
     assert f"[fine-tune worker {os.getpid()}] INFO overspec.x: hello\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("device", "threads", "cores", "expected"), [
+    ("cpu", 1, 2, 2), ("cpu", 1, 8, 8), ("cpu", 2, 2, 1), ("cpu", 2, 8, 4), ("cpu", 0, 8, 1), ("cuda", 1, 8, 1)])
+def test_independent_fine_tunes_take_the_cores_at_the_run_thread_count(device, threads, cores, expected):
+    config = RunConfig(device=device, threads=threads)
+    assert schedule.independent_workers(config, cpu_count=cores) == expected

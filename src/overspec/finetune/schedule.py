@@ -41,8 +41,8 @@ from overspec.files import combine
 from overspec.finetune.recipes import FinetuneConfig, load_recipe
 from overspec.progress import bar_disabled, stage
 
-__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "parallel_workers", "prepare_world", "recipe_config",
-           "with_finetuned_variants"]
+__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "independent_workers", "made_jobs", "parallel_workers",
+           "prepare_world", "recipe_config", "with_finetuned_variants"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +163,31 @@ def parallel_workers(config: RunConfig, jobs: list[FinetuneJob], cpu_count: int 
     return max(1, min(len({job.base.name for job in jobs}), cores // config.threads))
 
 
+def made_jobs(config: RunConfig, jobs: list[FinetuneJob], workers: int) -> dict[Path, Path]:
+    """``folder -> model.yaml`` of every job: the ones still to train trained in ``workers`` processes (when more
+    than one), then each verified (or trained) here."""
+    todo = [job for job in jobs if not _looks_finished(job)]
+    if workers > 1 and len(todo) > 1:
+        _produce_base_weights([job.base for job in todo], config.cache_path)
+        with stage(PARALLEL_STAGE):
+            _train_side_by_side(config, _interleaved(todo), min(workers, len(todo)))
+    return {job.folder: _made_or_reused(config, job) for job in jobs}
+
+
+def independent_workers(config: RunConfig, cpu_count: int | None = None) -> int:
+    """How many processes may train independent fine-tunes (any bases) at ``config.threads`` threads each: as far
+    as the cores go on CPU, 1 off CPU or without a fixed thread count."""
+    if config.device != "cpu" or config.threads < 1:
+        return 1
+    return max(1, (cpu_count if cpu_count is not None else (os.cpu_count() or 1)) // config.threads)
+
+
 def with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
     """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
     if not config.finetune.recipes:
         return specs
     jobs = finetune_jobs(config, specs, data_root)
-    todo = [job for job in jobs if not _looks_finished(job)]
-    workers = parallel_workers(config, todo)
-    if workers > 1:
-        _produce_base_weights([job.base for job in todo], config.cache_path)
-        with stage(PARALLEL_STAGE):
-            _train_side_by_side(config, _interleaved(todo), workers)
-    made = {job.folder: _made_or_reused(config, job) for job in jobs}
+    made = made_jobs(config, jobs, parallel_workers(config, [job for job in jobs if not _looks_finished(job)]))
     out = []
     for spec in specs:
         out.append(spec)

@@ -80,25 +80,27 @@ def variant_specs(config: RunConfig, models: Sequence[ModelSpec], variants: Sequ
     ``<base>-<label>`` with that base and task."""
     if not variants:
         return []
-    from overspec.finetune.run import finetune
-    from overspec.finetune.schedule import finetune_folder
+    from overspec.finetune.schedule import FinetuneJob, finetune_folder, independent_workers, made_jobs
 
     configs = {variant: variant_config(config, variant) for variant in variants}
     tuned = {(spec.base, spec.specialisation) for spec in models if spec.base and not spec.combine}
-    out = []
+    named, jobs = [], []
+    for base in tuned_bases(models, max_bases):
+        for variant, recipe_config in configs.items():
+            if (base.name, recipe_config.task) not in tuned:
+                continue
+            data, world_root = _training_data(config, variant.recipe)
+            jobs.append(FinetuneJob(base, variant.recipe, recipe_config, data, world_root,
+                                    finetune_folder(config, base, variant.recipe, recipe_config)))
+            named.append(variant)
     with _torch_threads(config.threads):
-        for base in tuned_bases(models, max_bases):
-            for variant, recipe_config in configs.items():
-                if (base.name, recipe_config.task) not in tuned:
-                    continue
-                data = _training_data(config, variant.recipe, recipe_config)
-                folder = finetune_folder(config, base, variant.recipe, recipe_config)
-                path = finetune(recipe_config, base, data, folder, cache_dir=config.cache_path, device=config.device,
-                                progress=config.progress)
-                spec = from_dict(ModelSpec, load_yaml(path), where=str(path))
-                out.append(dataclasses.replace(spec, name=f"{base.name}-{variant.label}",
-                                               description=f"{base.name} fine-tuned with {variant.recipe}, "
-                                                           f"{', '.join(variant.overrides)}"))
+        made = made_jobs(config, jobs, independent_workers(config))
+    out = []
+    for job, variant in zip(jobs, named):
+        spec = from_dict(ModelSpec, load_yaml(made[job.folder]), where=str(made[job.folder]))
+        out.append(dataclasses.replace(spec, name=f"{job.base.name}-{variant.label}",
+                                       description=f"{job.base.name} fine-tuned with {variant.recipe}, "
+                                                   f"{', '.join(variant.overrides)}"))
     return out
 
 
@@ -110,19 +112,18 @@ def tuned_bases(models: Sequence[ModelSpec], max_bases: int = 0) -> list[ModelSp
     return bases[:max_bases] if max_bases > 0 else bases
 
 
-def _training_data(config: RunConfig, recipe: str, recipe_config) -> object:
-    """The data a recipe's fine-tunes train on, as ``finetune`` takes it: the configured path, or the embedded world
-    of the run's seed."""
+def _training_data(config: RunConfig, recipe: str) -> tuple[str, Path | None]:
+    """What a recipe's fine-tunes train on, as a :class:`~overspec.finetune.schedule.FinetuneJob` takes it: the
+    configured path, or ``"world"`` with the root of the run's prepared world (its seed's)."""
     named = config.finetune.data.get(recipe, "world" if config.world else None)
     if named is None:
         raise InputError(f"finetune.data has no training data for recipe {recipe!r} (and world is off)")
     if named != "world" or not config.world:
-        return named
-    from overspec.finetune.run import world_training_data
+        return str(named), None
     from overspec.world import default_root, prepare
 
     root = Path(config.data_root).expanduser() if config.data_root else default_root(config.cache_path)
-    return world_training_data(recipe_config.task, recipe_config, prepare(root, config.seed))
+    return "world", prepare(root, config.seed)
 
 
 @contextlib.contextmanager
