@@ -16,7 +16,8 @@ from overspec.progress import stage_clock
 from overspec.safeload import SafeLoadError
 
 RECIPES = ("froundation", "madation", "foundpad")
-TINY_STEPS = ("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0", "dev_fraction=0.5")
+TINY_STEPS = ("steps=3", "batch_size=8", "val_every=0", "checkpoint_every=0", "dev_fraction=0.5",
+              "train_transform.resize=18", "train_transform.crop=16")  # the micro models take 16 px
 
 
 @pytest.fixture(scope="module")
