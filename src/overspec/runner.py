@@ -315,10 +315,10 @@ def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
 def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     """Return the data root, the general datasets and the biometric benchmarks of the run (validated names)."""
     from overspec.data.biometric.benchmarks import biometric_registry
-    from overspec.data.catalog import dataset_registry
+    from overspec.data.catalog import dataset_registry, register_user_dataset
 
     for path in config.dataset_files:
-        _register_user_dataset(Path(path).expanduser())
+        register_user_dataset(Path(path).expanduser())
     _register_user_benchmarks(config)
     data_root, names, benchmarks = _selection(config)
     for name in names:
@@ -353,10 +353,11 @@ def _selection(config: RunConfig) -> tuple[Path, list[str], list[str]]:
 def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
     """Check every weights file and dataset split before any computation; report all problems at once."""
     from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
+    from overspec.models.sources.files import spec_problems
 
     problems = []
     for spec in specs:
-        problems += [f"model {spec.name!r}: {p}" for p in _model_problems(spec, context.config.cache_path)]
+        problems += [f"model {spec.name!r}: {p}" for p in spec_problems(spec, context.config.cache_path)]
     for name in datasets:
         try:
             context.opened(Target(name, GENERAL, None))
@@ -371,39 +372,16 @@ def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], b
         raise PreflightError(f"{len(problems)} problem(s) before running: {listed}")
 
 
-def _model_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
-    """Missing files (weights, adapter, head, config), unavailable weights or a Hugging Face folder without the
-    tokenizer its text tower needs."""
-    from overspec.models.sources.files import weights_problem
-
-    problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
-                if path and not Path(path).expanduser().exists()]
-    problems += [f"combine term {term.name!r}: {problem}" for term in spec.combine
-                 if isinstance(term.model, ModelSpec) for problem in _model_problems(term.model, cache_dir)]
-    if spec.source in ("open_clip", "published"):
-        problem = weights_problem(spec, cache_dir)
-        problems += [problem] if problem else []
-    elif spec.weights and not Path(spec.weights).expanduser().exists():
-        problems.append(f"weights not found: {spec.weights}")
-    elif spec.source == "hf" and spec.text and spec.weights:
-        from overspec.models.sources.hf import has_tokenizer_files
-
-        folder = Path(spec.weights).expanduser()
-        if not has_tokenizer_files(folder):
-            problems.append(f"{folder} has no tokenizer files, so zero-shot is not possible (text: false for image "
-                            "only)")
-    return problems
-
-
 def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     """Describe what ``run_study(config)`` would do without computing; return the text and the problems found."""
     from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
-    from overspec.data.catalog import dataset_registry, dataset_status
+    from overspec.data.catalog import dataset_registry, dataset_status, register_user_dataset
     from overspec.finetune.schedule import finetune_folder, recipe_config
+    from overspec.models.sources.files import spec_problems
 
     settings = validated_settings(config)
     for path in config.dataset_files:
-        _register_user_dataset(Path(path).expanduser())
+        register_user_dataset(Path(path).expanduser())
     data_root, datasets, benchmarks = _selection(config)
     if config.world:
         from overspec.world import seed_root
@@ -412,7 +390,7 @@ def plan_study(config: RunConfig) -> tuple[str, list[str]]:
     specs = [resolve_spec(m) for m in config.models]
     lines = [f"plan for run {config.name!r} -> {config.run_dir}", f"data root: {data_root}"]
     lines += _register_user_benchmarks(config)
-    problems = [f"model {s.name!r}: {p}" for s in specs for p in _model_problems(s, config.cache_path)]
+    problems = [f"model {s.name!r}: {p}" for s in specs for p in spec_problems(s, config.cache_path)]
     if not (config.world and not data_root.exists()):
         problems += [f"dataset {n!r}: {d}" for n in datasets
                      for ok, d in [dataset_status(dataset_registry().get(n), data_root)] if not ok]
@@ -491,18 +469,6 @@ def _with_resolved_terms(specs: list[ModelSpec]) -> list[ModelSpec]:
 
     return [dataclasses.replace(spec, combine=tuple(resolved(spec, t) for t in spec.combine)) if spec.combine else spec
             for spec in specs]
-
-
-def _register_user_dataset(path: Path) -> None:
-    """Register a user's catalog YAML; registering the same entry again (a second run) is a no-op."""
-    from overspec.config.typed import load_yaml
-    from overspec.data.catalog import dataset_registry, parse_entry, register_dataset
-
-    entry = parse_entry(load_yaml(path), origin=str(path))
-    registry = dataset_registry()
-    if entry.name in registry and registry.get(entry.name) == entry:
-        return
-    register_dataset(entry)
 
 
 def _register_user_benchmarks(config: RunConfig) -> list[str]:

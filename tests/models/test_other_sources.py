@@ -90,11 +90,11 @@ def test_timm_weights_of_another_architecture_are_one_line_naming_the_file(tmp_p
 
 
 def test_a_run_lists_a_hf_folder_without_tokenizer_before_any_work(tmp_path):
-    from overspec.runner import _model_problems
+    from overspec.models.sources.files import spec_problems
 
     (tmp_path / "config.json").write_text("{}")
-    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == [
+    assert spec_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == [
         f"{tmp_path} has no tokenizer files, so zero-shot is not possible (text: false for image only)"]
-    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path), text=False), tmp_path) == []
+    assert spec_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path), text=False), tmp_path) == []
     (tmp_path / "tokenizer.json").write_text("{}")
-    assert _model_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == []
+    assert spec_problems(ModelSpec(name="hf", source="hf", weights=str(tmp_path)), tmp_path) == []

@@ -37,6 +37,7 @@ __all__ = [
     "get_dataset",
     "dataset_names",
     "register_dataset",
+    "register_user_dataset",
     "load_catalog_file",
     "parse_entry",
     "load_dataset",
@@ -330,3 +331,15 @@ def _check_class_count(entry: DatasetEntry, loaded: LabelledImages, names: list[
         raise InputError(f"{where}: label {int(loaded.labels.max())} found but only {len(names)} class names")
     if len(loaded) and int(loaded.labels.min()) < 0:
         raise InputError(f"{where}: negative labels found (unlabelled samples?)")
+
+
+def register_user_dataset(path: Path) -> DatasetEntry:
+    """Register a user's catalog YAML and return its entry; registering the same entry again (a second run) is a
+    no-op, a different entry under a taken name is refused by :func:`register_dataset`."""
+    from overspec.config.typed import load_yaml
+
+    entry = parse_entry(load_yaml(path), origin=str(path))
+    registry = dataset_registry()
+    if entry.name not in registry or registry.get(entry.name) != entry:
+        register_dataset(entry)
+    return entry

@@ -17,7 +17,7 @@ from overspec.config.model import ModelSpec, looks_like_path
 from overspec.registry import Registry
 
 __all__ = ["WEIGHT_SCHEMES", "looks_like_path", "offline", "produced_folder", "scheme_of", "tag_is_cached",
-           "weights_problem", "weight_files"]
+           "spec_problems", "weights_problem", "weight_files"]
 
 #: Producers of open_clip ``local-dir`` folders by weights scheme: ``SCHEME:NAME`` -> ``resolver(NAME, cache_dir)``,
 #: which makes the folder on first use and raises LookupError for a name it does not know. Entries are lazy, so
@@ -94,3 +94,26 @@ def weight_files(spec: ModelSpec, cache_dir: Path) -> list[Path] | None:
     if not folder.is_dir():
         return None
     return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def spec_problems(spec: ModelSpec, cache_dir: Path) -> list[str]:
+    """What stops ``spec`` from loading, checked before any computation: missing files (weights, adapter, head,
+    config, combine terms'), unavailable weights, or a Hugging Face folder without the tokenizer its text tower
+    needs."""
+    problems = [f"file not found: {path}" for path in (spec.adapter, spec.head, spec.config_file)
+                if path and not Path(path).expanduser().exists()]
+    problems += [f"combine term {term.name!r}: {problem}" for term in spec.combine
+                 if isinstance(term.model, ModelSpec) for problem in spec_problems(term.model, cache_dir)]
+    if spec.source in ("open_clip", "published"):
+        problem = weights_problem(spec, cache_dir)
+        problems += [problem] if problem else []
+    elif spec.weights and not Path(spec.weights).expanduser().exists():
+        problems.append(f"weights not found: {spec.weights}")
+    elif spec.source == "hf" and spec.text and spec.weights:
+        from overspec.models.sources.hf import has_tokenizer_files
+
+        folder = Path(spec.weights).expanduser()
+        if not has_tokenizer_files(folder):
+            problems.append(f"{folder} has no tokenizer files, so zero-shot is not possible (text: false for image "
+                            "only)")
+    return problems
