@@ -73,3 +73,8 @@ def test_unit_seconds_round_trip_and_absent_file(tmp_path):
     save_unit_seconds(tmp_path / "timings" / "u.json", 1.23456)
     assert stored_unit_seconds(tmp_path / "timings" / "u.json") == 1.235
     assert stored_unit_seconds(tmp_path / "missing.json") is None
+
+
+def test_a_preprocessing_control_is_named_as_one():
+    control = ModelSpec(name="s~s-fr-preprocess", architecture="x", options={"control_of": "s-fr"})
+    assert model_cost(control, 10, [1.0]).kind == "preprocessing control"

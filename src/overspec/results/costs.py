@@ -85,6 +85,8 @@ def _trainable(spec: ModelSpec, record: dict | None) -> tuple[int | None, str]:
 
 
 def _kind(spec: ModelSpec) -> str:
+    if spec.options.get("control_of"):
+        return "preprocessing control"
     if spec.combine:
         return "combination"
     if spec.base:
