@@ -1,7 +1,8 @@
 """The pipeline's direction holds: a module imports only its own layer and the layers below it.
 
-metrics / config → data → models → features → protocols → results → report → runner → sweep → cli, on a ground floor
-(registry, errors, files, progress, safeload, torchscript, distributed) that imports none of them, under the
+metrics / config (and the process pool of ``workers``) → data → models → features → protocols → results → report →
+evaluation (a run's units) → runner and its ``unit_workers`` → sweep → cli, on a ground floor (registry, errors,
+files, progress, safeload, torchscript, distributed) that imports none of them, under the
 package's lazy notebook facade (``overspec/__init__``). The producers beside the pipeline (``world``, ``finetune``) use the layers up to
 protocols (a fine-tune validates with the verification protocol); of the pipeline, only the runner and the CLI may
 call them. Every import counts, including the ones inside functions.
@@ -18,9 +19,9 @@ PACKAGE = Path(overspec.__file__).parent
 GROUND = 0
 LAYERS = {"registry": GROUND, "errors": GROUND, "files": GROUND, "progress": GROUND, "safeload": GROUND,
           "torchscript": GROUND, "distributed": GROUND, "__init__": 10, "metrics": 1, "config": 1, "data": 2,
-          "models": 3, "features": 4, "protocols": 5, "results": 6, "report": 7, "runner": 8, "sweep": 8.5, "cli": 9}
+          "models": 3, "features": 4, "protocols": 5, "results": 6, "report": 7, "evaluation": 7.5, "runner": 8, "unit_workers": 8, "workers": 1, "sweep": 8.5, "cli": 9}
 PRODUCERS = {"world": 5.5, "finetune": 5.5}
-MAY_CALL_PRODUCERS = {"runner", "sweep", "cli", "world", "finetune"}
+MAY_CALL_PRODUCERS = {"runner", "unit_workers", "sweep", "cli", "world", "finetune"}
 
 
 def _part(module: str) -> str:

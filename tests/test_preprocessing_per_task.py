@@ -65,3 +65,8 @@ def test_own_preprocessing_is_one_switch_away_and_equals_the_control(tmp_path, c
         own = records[("micro-mad", protocol, "acc1")]
         assert own.extra["preprocess"]["from"] == "own" and own.extra["preprocess"]["channel_order"] == "BGR"
         assert own.value == pytest.approx(records[(CONTROL, protocol, "acc1")].value, abs=0)
+
+
+def test_controls_are_one_switch_away(tmp_path, csv_dataset, micro_checkpoint, micro_config_file):
+    _, records = _run(tmp_path, csv_dataset, micro_checkpoint, micro_config_file, preprocessing_controls=False)
+    assert {model for model, _, _ in records} == {"micro", "micro-mad"}

@@ -57,3 +57,17 @@ def test_stages_outside_a_clock_record_nothing(clocks):
     with stage_clock() as clock:
         pass
     assert [row["stage"] for row in clock.table()] == ["other"]
+
+
+def test_a_workers_table_merges_into_a_clock_with_its_counts(clocks):
+    with stage_clock() as worker:
+        for _ in range(2):
+            with stage("features"):
+                clocks.advance(4)
+    total = progress.StageClock()
+    total.add("features", 1.0, 3.0)
+    total.merge(worker.table())
+    total.merge(worker.table())
+    rows = {row["stage"]: row for row in total.table()}
+    assert rows["features"] == {"stage": "features", "cpu_s": 9.0, "wall_s": 19.0, "count": 5}
+    assert rows["other"]["count"] == 2

@@ -113,7 +113,7 @@ def _refuse_loading(monkeypatch):
     def refuse(spec, **kwargs):
         raise AssertionError(f"model {spec.name} was loaded")
 
-    monkeypatch.setattr("overspec.runner.load_model", refuse)
+    monkeypatch.setattr("overspec.evaluation.load_model", refuse)
 
 
 def test_a_run_with_nothing_left_to_do_loads_no_model(tmp_path, csv_dataset, micro_checkpoint, micro_config_file,
@@ -211,12 +211,13 @@ def test_threads_hold_for_the_run_and_are_given_back(tmp_path, csv_dataset, micr
                                                       monkeypatch):
     import torch
 
-    import overspec.runner as runner
+    import overspec.evaluation as evaluation
     from overspec.config.run import default_config
 
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # the run's own process computes every unit
     seen = []
-    real = runner.compute_unit
-    monkeypatch.setattr(runner, "compute_unit", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    real = evaluation.compute_unit
+    monkeypatch.setattr(evaluation, "compute_unit", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
     data_root, entry = csv_dataset
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -240,3 +241,56 @@ def test_costs_survive_unit_reuse(tmp_path, csv_dataset, micro_checkpoint, micro
     assert sum(c["eval_seconds"] for c in costs.values()) == pytest.approx(sum(first.unit_seconds.values()), abs=1e-2)
     again = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
     assert again.computed == [] and json.loads(provenance_path.read_text())["costs"] == costs
+
+
+def test_a_run_copies_the_units_another_run_finished_under_the_same_key(tmp_path, csv_dataset, micro_checkpoint,
+                                                                        micro_config_file):
+    data_root, entry = csv_dataset
+    first = run_study(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file))
+    other = dataclasses.replace(_config(tmp_path, data_root, entry, micro_checkpoint, micro_config_file), name="u")
+    second = run_study(other, reuse_from=(first.run_dir,))
+    assert second.computed == [] and sorted(second.reused) == sorted(first.computed)
+    for slug in first.computed:  # the run holds the units itself, byte for byte
+        for folder, suffix in (("units", ".json"), ("timings", ".json")):
+            assert (second.run_dir / folder / f"{slug}{suffix}").read_bytes() == \
+                (first.run_dir / folder / f"{slug}{suffix}").read_bytes()
+    assert (second.run_dir / "predictions" / "micro__test-colours__zero_shot.npz").is_file()
+    assert {r.run for r in second.records} == {"u"}
+    np.testing.assert_array_equal([r.value for r in second.records], [r.value for r in first.records])
+    reseeded = dataclasses.replace(other, name="v", seed=1)  # another key: nothing to copy
+    assert sorted(run_study(reseeded, reuse_from=(first.run_dir,)).computed) == sorted(first.computed)
+
+
+def test_models_evaluated_side_by_side_give_the_units_one_process_gives(tmp_path, csv_dataset, micro_checkpoint,
+                                                                       micro_config_file, monkeypatch):
+    import os
+
+    from overspec import workers
+
+    data_root, entry = csv_dataset
+    pools = []
+    real_pool = workers.ProcessPoolExecutor
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
+    runs = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        config = dataclasses.replace(_config(tmp_path / str(cores), data_root, entry, micro_checkpoint,
+                                             micro_config_file, threads=1), name="t")
+        runs[cores] = run_study(config)
+    assert pools == [(2,)]  # one pool, for the two-core run
+    one, two = runs[1], runs[2]
+    assert sorted(two.computed) == sorted(one.computed) and two.reused == []
+    assert set(two.unit_seconds) == set(two.computed)
+    stages = {row["stage"]: row for row in two.stages.table()}
+    assert stages["evaluate (2 processes)"]["count"] == 1 and "protocol linear_probe" not in stages
+    timings = json.loads((two.run_dir / "provenance.json").read_text())["timings"]
+    in_workers = {row["stage"]: row for row in timings["worker_stages"]}
+    assert in_workers["protocol linear_probe"]["count"] == 2 and in_workers["protocol zero_shot"]["count"] == 1
+    assert "worker_stages" not in json.loads((one.run_dir / "provenance.json").read_text())["timings"]
+    for slug in one.computed:
+        mine, theirs = (json.loads((run.run_dir / "units" / f"{slug}.json").read_text()) for run in (one, two))
+        assert mine["unit_key"] == theirs["unit_key"] and mine["predictions_sha256"] == theirs["predictions_sha256"]
+        assert [{**r, "config_hash": ""} for r in mine["records"]] == \
+            [{**r, "config_hash": ""} for r in theirs["records"]]
+    again = run_study(config)  # everything stored: no pool, nothing computed
+    assert pools == [(2,)] and again.computed == []

@@ -75,6 +75,22 @@ def test_sweep_reads_every_point_from_its_own_records(tmp_path, world_with_colou
     assert (chosen is None) == (not kept)
     assert chosen is None or (chosen in kept and all(p.lam <= chosen.lam for p in kept))
     assert ("pad@0.5", "world-pad-OCI-to-M", "pad/probe", "hter_test_eer") in records
+    # each model with a task meets only its own tasks' benchmarks; the base meets all; no preprocessing controls
+    benchmarks = {}
+    for model, dataset, _, _ in records:
+        benchmarks.setdefault(model, set()).add(dataset)
+    assert benchmarks["micro"] == benchmarks["micro-merged-fr+pad"] == {"test-colours", "world-lfw",
+                                                                        "world-pad-OCI-to-M"}
+    assert benchmarks["fr@0.5"] == benchmarks["fr"] == {"test-colours", "world-lfw"}
+    assert benchmarks["pad@0.5"] == {"test-colours", "world-pad-OCI-to-M"}
+    assert not any("~" in model for model in benchmarks)
+    # the study's units are copied from its run, not computed again
+    units = json.loads((tmp_path / "runs" / "s-sweep" / "provenance.json").read_text())["units"]
+    shared = "fr__test-colours__linear_probe"
+    assert shared in units["reused"] and shared not in units["computed"]
+    assert (tmp_path / "runs" / "s-sweep" / "units" / f"{shared}.json").read_bytes() == \
+        (tmp_path / "runs" / "s" / "units" / f"{shared}.json").read_bytes()
+    assert all(not slug.startswith(("micro__", "fr__", "pad__")) for slug in units["computed"])
     assert not any(k[2].endswith("own_head") for k in records)
     merged = {row.model: row for row in result.merged}
     assert set(merged) == {"micro-merged-fr+pad"}

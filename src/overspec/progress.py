@@ -44,6 +44,13 @@ class StageClock:
         self.wall[name] = self.wall.get(name, 0.0) + wall
         self.count[name] = self.count.get(name, 0) + 1
 
+    def merge(self, rows: list[dict[str, object]]) -> None:
+        """Add the rows of another clock's :meth:`table` (a worker process's) to this one's."""
+        for row in rows:
+            name = str(row["stage"])
+            self.add(name, float(row["cpu_s"]), float(row["wall_s"]))
+            self.count[name] += int(row["count"]) - 1
+
     def table(self) -> list[dict[str, object]]:
         """Stages by CPU-seconds, largest first: ``{"stage", "cpu_s", "wall_s", "count"}`` rounded to 0.1 s;
         stages still running count with their seconds so far."""

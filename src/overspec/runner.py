@@ -11,27 +11,24 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from tqdm.auto import tqdm
 
-from overspec.config.model import CombineTerm, PreprocessSpec
+from overspec.config.model import CombineTerm
 from overspec.config.run import RunConfig, resolved_dict
-from overspec.config.typed import ConfigError, from_dict
+from overspec.config.typed import ConfigError
 from overspec.errors import InputError
-from overspec.features.store import FeatureStore, ModelFeatures
-from overspec.files import atomic_write_text, combine
-from overspec.models import Encoder, ModelSpec, load_model, resolve_spec
-from overspec.models.identity import ModelFacts, model_identity, read_facts, write_facts
-from overspec.models.preprocess import preprocess_fingerprint, with_preprocess
-from overspec.protocols.base import GENERAL, Protocol, UnitPlan, planned_units, resolve_settings
-from overspec.protocols.inputs import ComparedSources, compute_unit
-from overspec.results import Record, config_hash, write_csv, write_jsonl
+from overspec.evaluation import (PlannedUnit, RunContext, RunResult, Target, Unit, feature_store, planned_run,
+                                 restore_threads, run_unit, skip_reason, use_threads)
+from overspec.models import ModelSpec, resolve_spec
+from overspec.protocols.base import GENERAL, planned_units, resolve_settings
+from overspec.results import config_hash, write_csv, write_jsonl
 from overspec.results.provenance import run_provenance
-from overspec.results.units import (save_predictions, save_unit_seconds, stored_records, stored_unit_seconds,
-                                    unit_file_text)
+from overspec.unit_workers import evaluate_side_by_side
+from overspec.files import atomic_write_text
 from overspec.world.checks import checked_once
 from overspec.progress import StageClock, bar_disabled, stage, stage_clock
 
@@ -49,144 +46,14 @@ class PreflightError(InputError):
     """Some model files or datasets of a run are missing; the message lists every one of them."""
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One resumable piece of work: a protocol applied to one model on one dataset."""
-
-    model: str
-    dataset: str
-    protocol: str
-
-    @property
-    def slug(self) -> str:
-        """File-name-safe identifier of the unit."""
-        return "__".join(part.replace("/", "-") for part in (self.model, self.dataset, self.protocol))
 
 
-@dataclass
-class RunResult:
-    """What a finished run produced: records, the run folder, units computed vs reused, skipped units with why, and
-    the specs of its models (fine-tunes the run made included)."""
-
-    run_dir: Path
-    records: list[Record]
-    computed: list[str] = field(default_factory=list)
-    unit_seconds: dict[str, float] = field(default_factory=dict)
-    unit_costs: dict[str, tuple[str, float]] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    models: list[ModelSpec] = field(default_factory=list)
-    stages: StageClock = field(default_factory=StageClock)
 
 
-class _Context:
-    """Lazily loaded models and opened datasets / benchmarks shared by the units of one run."""
-
-    def __init__(self, config: RunConfig, data_root: Path, store: FeatureStore) -> None:
-        self.config, self.data_root, self.store = config, data_root, store
-        self._models: dict[str, Encoder] = {}
-        self._facts: dict[str, ModelFacts] = {}
-        self._identities: dict[str, str | None] = {}
-        self._opened: dict[str, object] = {}
-        self.specs: dict[str, ModelSpec] = {}
-
-    def model(self, spec: ModelSpec) -> Encoder:
-        """Load a model once per run and record its facts under its identity (a disagreement is reported)."""
-        if spec.name not in self._models:
-            _use_threads(self.config)
-            with stage("load models"):
-                encoder = load_model(spec, cache_dir=self.config.cache_path, device=self.config.device)
-            self._models[spec.name] = encoder
-            facts, recorded = ModelFacts.of(encoder), self._facts.get(spec.name)
-            if recorded is not None and recorded != facts:
-                logger.warning("model %r: recorded facts %s differ from the loaded model's %s; using the loaded "
-                               "model's", spec.name, recorded, facts)
-            self._facts[spec.name] = facts
-            identity = self._identity(spec)
-            if identity is not None and recorded != facts:
-                write_facts(self.config.cache_path, identity, facts)
-        return self._models[spec.name]
-
-    def facts(self, spec: ModelSpec) -> ModelFacts:
-        """Fingerprints and size of a model: recorded ones when its spec and files are unchanged, else loaded."""
-        if spec.name not in self._facts:
-            identity = self._identity(spec)
-            recorded = read_facts(self.config.cache_path, identity) if identity is not None else None
-            if recorded is None:
-                self.model(spec)  # records the loaded model's facts
-            else:
-                self._facts[spec.name] = recorded
-        return self._facts[spec.name]
-
-    def _identity(self, spec: ModelSpec) -> str | None:
-        if spec.name not in self._identities:
-            self._identities[spec.name] = model_identity(spec, self.config.cache_path)
-        return self._identities[spec.name]
-
-    def own_preprocess(self, spec: ModelSpec) -> PreprocessSpec | None:
-        """The preprocessing a model feeds itself (from its recorded facts when they are current)."""
-        described = self.facts(spec).preprocess
-        return None if described is None else from_dict(PreprocessSpec, described, where=f"model {spec.name!r}")
-
-    def preprocess_for(self, spec: ModelSpec, kind: str) -> tuple[PreprocessSpec | None, str]:
-        """The preprocessing a unit of ``kind`` feeds ``spec`` (None: the model's own) and where it comes from.
-
-        Biometric units feed each model its own (released) profile. General units feed the spec's
-        ``general_preprocess`` when it names one, else (``general_preprocessing: base``) the base model's, as
-        CLIP_benchmark feeds every model the base CLIP's transform, so a variant's general numbers differ from its
-        base's only through its weights.
-        """
-        if kind != GENERAL:
-            return None, "own"
-        chosen, source = spec.general_preprocess, "spec general_preprocess"
-        base = self.specs.get(spec.base or "")
-        if chosen is None and base is not None and self.config.general_preprocessing == "base":
-            chosen, source = self.own_preprocess(base), f"base {base.name}"
-        if chosen is None or chosen == self.own_preprocess(spec):
-            return None, "own"
-        return chosen, source
-
-    def features(self, spec: ModelSpec, kind: str) -> ModelFeatures:
-        """The model's view of the feature store for a unit of ``kind`` (the model is loaded on first use)."""
-        chosen, _ = self.preprocess_for(spec, kind)
-        if chosen is None:
-            return ModelFeatures(self.store, lambda: self.model(spec))
-        return ModelFeatures(self.store, lambda: with_preprocess(self.model(spec), chosen))
-
-    def opened(self, target: Target):
-        """A general dataset's splits or a biometric benchmark's typed opened form, opened once per run."""
-        if target.name not in self._opened:
-            from overspec.data.biometric.benchmarks import open_benchmark
-            from overspec.data.catalog import open_dataset
-
-            self._opened[target.name] = (open_dataset(target.name, self.data_root) if target.kind == GENERAL
-                                         else open_benchmark(target.entry, self.data_root))
-        return self._opened[target.name]
 
 
-@dataclass(frozen=True)
-class Target:
-    """A general dataset (kind ``general``) or a biometric benchmark (kind = its benchmark kind) of the run."""
-
-    name: str
-    kind: str
-    entry: object
 
 
-@dataclass(frozen=True)
-class PlannedUnit:
-    """A unit of the run: which model, on which target, by which protocol, as planned by that protocol."""
-
-    spec: ModelSpec
-    target: Target
-    protocol: Protocol
-    plan: UnitPlan
-
-    @property
-    def unit(self) -> Unit:
-        """The unit's identity (model, dataset, record protocol name)."""
-        return Unit(self.spec.name, self.target.name, self.plan.name)
 
 
 def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
@@ -212,22 +79,9 @@ def validated_settings(config: RunConfig, where: str = "") -> dict[str, object]:
     return settings
 
 
-def planned_run(config: RunConfig, settings: dict[str, object], specs: list[ModelSpec], datasets: list[str],
-                benchmarks: list[str], controls: list[ModelSpec] = ()) -> list[PlannedUnit]:
-    """Every unit of the run, in result order: general datasets for every model (then every preprocessing control)
-    first, then biometric benchmarks for every model."""
-    from overspec.data.biometric.benchmarks import biometric_registry
-
-    general = [Target(name, GENERAL, None) for name in datasets]
-    biometric = [Target(name, entry.kind, entry) for name in benchmarks
-                 for entry in [biometric_registry().get(name)]]
-    return [PlannedUnit(spec, target, protocol, plan)
-            for group, models in ((general, [*specs, *controls]), (biometric, specs)) for spec in models
-            for target in group for protocol, plan in planned_units(settings, target.kind)
-            if spec.base or not plan.needs.base]  # a comparison with the base is planned for fine-tunes only
 
 
-def _preprocessing_controls(context: _Context, specs: list[ModelSpec]) -> list[ModelSpec]:
+def _preprocessing_controls(context: RunContext, specs: list[ModelSpec]) -> list[ModelSpec]:
     """For each variant whose own preprocessing differs from its base's: the base fed the variant's preprocessing
     on general data, so the report can split a variant's general loss into a preprocessing part and a weights part."""
     controls = []
@@ -241,50 +95,25 @@ def _preprocessing_controls(context: _Context, specs: list[ModelSpec]) -> list[M
     return controls
 
 
-def run_study(config: RunConfig) -> RunResult:
-    """Run every unit of ``config`` (reusing finished ones) and write results, provenance and a summary.
+def run_study(config: RunConfig, reuse_from: Sequence[Path] = ()) -> RunResult:
+    """Run every unit of ``config`` (reusing finished ones, here or in the runs of ``reuse_from``) and write
+    results, provenance and a summary.
 
     Generated world content (datasets, tiny-CLIP weights) is hashed once per run, not at every model that uses it.
     """
     try:
         with checked_once(), stage_clock() as clock:
-            return _run_study(config, clock)
+            return _run_study(config, clock, reuse_from)
     finally:
-        _restore_threads()
+        restore_threads()
 
 
-#: torch's CPU thread count before the run under way set its own (empty otherwise).
-_THREADS_BEFORE: list[int] = []
-
-
-def _use_threads(config: RunConfig) -> None:
-    """Run torch on ``config.threads`` CPU threads until the run ends (0: keep torch's setting); called where the
-    run first needs torch, so a run that computes nothing does not import it."""
-    if not config.threads or _THREADS_BEFORE:
-        return
-    import torch
-
-    _THREADS_BEFORE.append(torch.get_num_threads())
-    torch.set_num_threads(config.threads)
-
-
-def _restore_threads() -> None:
-    """Give torch back the thread count it had before the run (nothing when the run set none)."""
-    if _THREADS_BEFORE:
-        import torch
-
-        torch.set_num_threads(_THREADS_BEFORE.pop())
-
-
-def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
+def _run_study(config: RunConfig, clock: StageClock, reuse_from: Sequence[Path]) -> RunResult:
     """The body of :func:`run_study`, run inside one scope of world-content checks, timed stage by stage."""
     start = time.perf_counter()
     settings = validated_settings(config)
-    data_root, datasets, benchmarks = _prepare_data(config)
-    store = FeatureStore(config.cache_path / "features", batch_size=config.batch_size,
-                         num_workers=config.num_workers, device=config.device, progress=config.progress,
-                         on_bad_image=config.on_bad_image)
-    context = _Context(config, data_root, store)
+    data_root, datasets, benchmarks = prepare_data(config)
+    context = RunContext(config, data_root, feature_store(config), reuse_from)
     specs = [resolve_spec(m) for m in config.models]
     _preflight(context, specs, datasets, benchmarks)
     run_dir = config.run_dir
@@ -292,27 +121,28 @@ def _run_study(config: RunConfig, clock: StageClock) -> RunResult:
     if config.finetune.recipes:
         from overspec.finetune.schedule import with_finetuned_variants
 
-        _use_threads(config)
+        use_threads(config)
         specs = with_finetuned_variants(config, specs, data_root)
     specs = _with_resolved_terms(specs)
     context.specs = {spec.name: spec for spec in specs}
-    controls = _preprocessing_controls(context, specs)
+    controls = _preprocessing_controls(context, specs) if config.preprocessing_controls else []
     chash = config_hash(resolved_dict(config))
     result = RunResult(run_dir, [], models=specs, stages=clock)
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
+    evaluate_side_by_side(context, units, settings, chash, controls)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
-        reason = _skip_reason(context, planned)
+        reason = skip_reason(context, planned)
         if reason:
             result.skipped.append((planned.unit.slug, reason))
             continue
-        result.records.extend(_run_unit(context, planned, settings, chash, result))
+        result.records.extend(run_unit(context, planned, settings, chash, result))
     result.seconds = time.perf_counter() - start
     with stage("write results"):
         _write_outputs(config, context, result, chash, specs + controls, datasets + benchmarks)
     return result
 
 
-def _prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
+def prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     """Return the data root, the general datasets and the biometric benchmarks of the run (validated names)."""
     from overspec.data.biometric.benchmarks import biometric_registry
     from overspec.data.catalog import dataset_registry, register_user_dataset
@@ -350,7 +180,7 @@ def _selection(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     return data_root, datasets, benchmarks
 
 
-def _preflight(context: _Context, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
+def _preflight(context: RunContext, specs: list[ModelSpec], datasets: list[str], benchmarks: list[str]) -> None:
     """Check every weights file and dataset split before any computation; report all problems at once."""
     from overspec.data.biometric.benchmarks import benchmark_status, biometric_registry
     from overspec.models.sources.files import spec_problems
@@ -480,91 +310,12 @@ def _register_user_benchmarks(config: RunConfig) -> list[str]:
             + ("" if e.name in (config.biometrics or ()) else " (not listed in biometrics: not run)") for e in entries]
 
 
-def _skip_reason(context: _Context, planned: PlannedUnit) -> str:
-    """Why a unit does not apply (its dataset or benchmark lacks the task or a train split, its model the text tower
-    or a head), or ''; the reasons follow from what the unit's protocol declares it needs."""
-    from overspec.data.catalog import dataset_registry, has_role
-
-    needs, spec, dataset, what = planned.plan.needs, planned.spec, planned.target.name, planned.plan.label
-    entry = dataset_registry().get(dataset) if planned.target.kind == GENERAL else None
-    if entry is None and needs.train_split and "train" not in context.opened(planned.target).splits():
-        return f"{dataset} has no training split: {what} not applicable"
-    if entry is not None and needs.task and needs.task not in entry.tasks:
-        return f"{dataset} does not declare task {needs.task}"
-    if needs.text_tower and not spec.text:
-        return f"{spec.name} is image-only (no text tower): {what} not applicable"
-    if needs.head and not spec.head:
-        return f"{spec.name} has no binary head: {what} not applicable"
-    if needs.base and spec.base not in context.specs:
-        return f"{spec.name} is not a fine-tune of a model of this run: {what} not applicable"
-    if entry is not None and needs.train_split and not has_role(entry, "train"):
-        return f"{dataset} has no training split: {what} not applicable"
-    return ""
 
 
-def _unit_key(context: _Context, planned: PlannedUnit) -> str:
-    """Everything a unit's records depend on: model and split fingerprints, the unit's declared settings, seed."""
-    facts = context.facts(planned.spec)
-    splits = context.opened(planned.target).splits()
-    if planned.target.kind == GENERAL:
-        split_fps = [split.fingerprint for split in splits.values()]
-    else:
-        split_fps = [f"{name}={split.fingerprint}" for name, split in sorted(splits.items())]
-    chosen, _ = context.preprocess_for(planned.spec, planned.target.kind)
-    preprocess = "own" if chosen is None else preprocess_fingerprint(chosen)
-    compared = []
-    if planned.plan.needs.base:  # the base's features enter the unit too
-        base = context.specs[planned.spec.base]
-        base_chosen, _ = context.preprocess_for(base, planned.target.kind)
-        compared = [context.facts(base).fingerprint, "own" if base_chosen is None else preprocess_fingerprint(
-            base_chosen)]
-    return combine("unit-v2", planned.plan.name, facts.fingerprint, str(facts.text_fingerprint), preprocess,
-                   *split_fps, json.dumps(dict(planned.plan.settings), sort_keys=True), str(context.config.seed),
-                   *compared)
 
 
-def _run_unit(context: _Context, planned: PlannedUnit, settings: dict[str, object], chash: str,
-              result: RunResult) -> list[Record]:
-    """The unit's records: stored ones when its key still matches, else computed by its protocol and stored."""
-    unit, spec, config = planned.unit, planned.spec, context.config
-    path = config.run_dir / "units" / f"{unit.slug}.json"
-    predictions_path = config.run_dir / "predictions" / f"{unit.slug}.npz"
-    key = _unit_key(context, planned)
-    seconds_path = config.run_dir / "timings" / f"{unit.slug}.json"
-    stored = stored_records(path, key, predictions_path)
-    if stored is not None:
-        result.reused.append(unit.slug)
-        if (seconds := stored_unit_seconds(seconds_path)) is not None:
-            result.unit_costs[unit.slug] = (spec.name, seconds)
-        return [Record(**{**r, "run": config.name, "config_hash": chash}) for r in stored]
-    started = time.perf_counter()
-    kind = planned.target.kind
-    source = context.features(spec, kind)
-    if planned.plan.needs.base:
-        source = ComparedSources(source, context.features(context.specs[spec.base], kind))
-    with stage(f"protocol {planned.plan.name}"):
-        output = compute_unit(planned.protocol, planned.plan, kind, context.opened(planned.target), source,
-                              settings[planned.protocol.name], config.seed, config.device)
-    encoder = context.model(spec)
-    preprocess = _preprocess_label(context, spec, kind)
-    records = [Record(run=config.name, model=spec.name, model_fingerprint=encoder.fingerprint,
-                      dataset=unit.dataset, protocol=unit.protocol, config_hash=chash,
-                      **{**row, "extra": {**row["extra"], "preprocess": preprocess}}) for row in output.rows]
-    predictions_sha = save_predictions(predictions_path, output.predictions) if output.predictions else ""
-    seconds = round(time.perf_counter() - started, 3)
-    save_unit_seconds(seconds_path, seconds)
-    atomic_write_text(path, unit_file_text(key, [asdict(r) for r in records], predictions_sha))
-    result.computed.append(unit.slug)
-    result.unit_seconds[unit.slug] = seconds
-    result.unit_costs[unit.slug] = (spec.name, seconds)
-    return records
 
 
-def _preprocess_label(context: _Context, spec: ModelSpec, kind: str) -> dict:
-    """What a unit's records say of the preprocessing it fed the model: where it came from and its settings."""
-    chosen, source = context.preprocess_for(spec, kind)
-    described = asdict(chosen) if chosen is not None else context.facts(spec).preprocess
-    return {"from": source, **json.loads(json.dumps(described or {}))}
 
 
 def _main_metrics(names: list[str]) -> dict[str, str]:
@@ -574,7 +325,7 @@ def _main_metrics(names: list[str]) -> dict[str, str]:
     return {name: dataset_registry().get(name).main_metric for name in names if name in dataset_registry()}
 
 
-def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chash: str, specs: list[ModelSpec],
+def _write_outputs(config: RunConfig, context: RunContext, result: RunResult, chash: str, specs: list[ModelSpec],
                    datasets: list[str]) -> None:
     from overspec.report.summary import summary_markdown
 
@@ -588,7 +339,8 @@ def _write_outputs(config: RunConfig, context: _Context, result: RunResult, chas
         image_parameters={s.name: context.facts(s).image_parameters for s in specs}, unit_costs=result.unit_costs,
         units={"computed": result.computed, "reused": result.reused,
                "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
-        timings={"seconds": round(result.seconds, 3), "units": result.unit_seconds, "stages": result.stages.table()})
+        timings={"seconds": round(result.seconds, 3), "units": result.unit_seconds, "stages": result.stages.table(),
+                 **({"worker_stages": context.worker_stages.table()} if context.worker_stages.cpu else {})})
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

@@ -39,9 +39,8 @@ from overspec.runner import run_study
 __all__ = ["DEFAULT_LAMBDAS", "DEFAULT_REGULARISED", "MergedRow", "RegularisedPoint", "SweepPoint", "SweepResult",
            "merged_specs", "run_sweep", "sweep_blocks", "sweep_config", "sweep_markdown", "sweep_specs"]
 
-#: λ = 0, 0.25, …, 1: in the embedded world each interior λ costs six models' evaluations (~1.5 CPU-minutes), so the
-#: sweep with its merged models and regularised fine-tunes stays near ten minutes beyond the study on 2 cores.
-DEFAULT_LAMBDAS = tuple(0.25 * i for i in range(5))
+#: λ = 0, 0.1, …, 1 (Wortsman et al.'s WiSE-FT grid); written as tenths so that each λ is the float its text reads.
+DEFAULT_LAMBDAS = tuple(i / 10 for i in range(11))
 GENERAL_PROTOCOLS = ("zero_shot", "linear_probe")
 _TASKS = ("fr", "mad", "pad")
 
@@ -158,8 +157,9 @@ def merged_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
 def sweep_config(config: RunConfig, specs: Sequence[ModelSpec], lambdas: Sequence[float], merged: bool,
                  regularised: Sequence[ModelSpec] = ()) -> RunConfig:
     """Return the sweep's run config: the study's models (fine-tunes as made), every λ point and merged model, the
-    ``regularised`` fine-tunes, one attack scoring (a probe on frozen features), no k-shot probes and no CKA; written
-    to ``<name>-sweep``."""
+    ``regularised`` fine-tunes, one attack scoring (a probe on frozen features), no k-shot probes, no CKA, no
+    preprocessing controls, and each model with a task evaluated on its own tasks' benchmarks only (what the sweep
+    reads); written to ``<name>-sweep``."""
     bad = [lam for lam in lambdas if not (math.isfinite(lam) and 0 <= lam <= 1)]
     if bad:
         raise InputError(f"sweep: λ values must lie in [0, 1], got {bad}")
@@ -170,14 +170,16 @@ def sweep_config(config: RunConfig, specs: Sequence[ModelSpec], lambdas: Sequenc
                  "cka": {**config.protocols.get("cka", {}), "enabled": False}}
     finetune = dataclasses.replace(config.finetune, recipes=())
     return dataclasses.replace(config, name=f"{config.name}{SWEEP_SUFFIX}", models=tuple(models),
-                               protocols=protocols, finetune=finetune)
+                               protocols=protocols, finetune=finetune, preprocessing_controls=False,
+                               biometric_scope="own")
 
 
 def run_sweep(config: RunConfig, *, lambdas: Sequence[float] = DEFAULT_LAMBDAS, keep: float = 0.99,
               merged: bool = True, regularised: Sequence[FinetuneVariant] = DEFAULT_REGULARISED,
               regularised_bases: int = 1) -> SweepResult:
     """Run the study (reusing what it finished), fine-tune the ``regularised`` variants on its first
-    ``regularised_bases`` fine-tuned bases (0: all; or reuse them), then run the sweep; write ``sweep.md`` /
+    ``regularised_bases`` fine-tuned bases (0: all; or reuse them), then run the sweep (the study's units it shares
+    are copied from the study's run, not recomputed); write ``sweep.md`` /
     ``sweep.csv`` / ``section.json`` / the frontier figure into the sweep run's folder and return the points."""
     if not 0 < keep <= 1:
         raise InputError(f"sweep: keep must be a share of general accuracy in (0, 1], got {keep}")
@@ -191,7 +193,7 @@ def run_sweep(config: RunConfig, *, lambdas: Sequence[float] = DEFAULT_LAMBDAS, 
         raise InputError(f"sweep: run {config.name!r} has no fine-tune with its base among the models "
                          "(name fine-tunes with `base:` or set finetune.recipes)")
     extra = variant_specs(config, study.models, regularised, max_bases=regularised_bases)
-    sweep = run_study(sweep_config(config, study.models, lambdas, merged, extra))
+    sweep = run_study(sweep_config(config, study.models, lambdas, merged, extra), reuse_from=(study.run_dir,))
     placed = {spec.name: _line_of(spec, variants) for spec in extra}
     result = sweep_result(load_run(sweep.run_dir), [v.name for v in variants], lambdas, keep, placed)
     write_sweep(result, study_config_hash=config_hash(resolved_dict(config)))

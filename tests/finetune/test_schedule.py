@@ -11,6 +11,7 @@ import torch
 
 from overspec.config.model import ModelSpec
 from overspec.config.run import FinetuneRunConfig, RunConfig
+from overspec import workers
 from overspec.finetune import schedule
 from overspec.progress import stage_clock
 from overspec.safeload import SafeLoadError
@@ -99,8 +100,8 @@ def test_fine_tunes_side_by_side_have_the_tensors_of_one_after_the_other(tmp_pat
                                                                       monkeypatch):
     bases = _bases(tmp_path, micro_config_file)
     pools = []
-    real_pool = schedule.ProcessPoolExecutor
-    monkeypatch.setattr(schedule, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
+    real_pool = workers.ProcessPoolExecutor
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
     _cores(monkeypatch, 1)
     sequential = schedule.with_finetuned_variants(_config(tmp_path / "one"), bases, small_world)
     assert pools == []
@@ -131,12 +132,12 @@ def test_an_error_in_a_worker_names_the_base_and_recipe_and_keeps_its_class(tmp_
     good, bad = _bases(tmp_path, micro_config_file, ("micro-good", "micro-bad"))
     Path(bad.weights).write_bytes(b"not a checkpoint")
     _cores(monkeypatch, 2)
-    with caplog.at_level(logging.INFO, logger=schedule.__name__), pytest.raises(Exception) as info:
+    with caplog.at_level(logging.INFO, logger=workers.__name__), pytest.raises(Exception) as info:
         schedule.with_finetuned_variants(_config(tmp_path / "c", recipes=("madation",)), [good, bad], small_world)
     assert str(info.value).startswith("fine-tune of micro-bad with madation: ")
     assert "refused to load" in str(info.value) and bad.weights in str(info.value)
     assert isinstance(info.value, SafeLoadError)  # an error the command line shows as one line, not as a bug
-    assert "fine-tuned micro-good with madation in" in caplog.text  # the other job ran to its end
+    assert "fine-tune of micro-good with madation done in" in caplog.text  # the other job ran to its end
 
 
 def test_an_error_in_this_process_names_the_base_and_recipe(tmp_path, small_world, micro_config_file, monkeypatch):
@@ -197,28 +198,3 @@ def test_the_world_generated_beside_the_models_is_the_world_generated_here(tmp_p
         assert (beside / marker).read_text() == (here / marker).read_text(), marker
     world = {row["stage"]: row for row in clock.table()}[schedule.WORLD_STAGE]
     assert world["count"] == 1 and world["cpu_s"] > 5.0  # the second process's CPU, booked when it was reaped
-
-
-def test_a_workers_log_lines_take_the_runs_format_tagged_with_the_worker(capsys):
-    import os
-
-    root, threads = logging.getLogger(), torch.get_num_threads()
-    before_level, before_handlers = root.level, list(root.handlers)
-    try:
-        schedule._start_worker(1, logging.INFO, logging.INFO, "%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("overspec.x").info("hello")
-        logging.getLogger("overspec.x").debug("not shown")
-        assert torch.get_num_threads() == 1
-    finally:
-        for handler in set(root.handlers) - set(before_handlers):
-            root.removeHandler(handler)
-        root.setLevel(before_level)
-        torch.set_num_threads(threads)
-    assert f"[fine-tune worker {os.getpid()}] INFO overspec.x: hello\n" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(("device", "threads", "cores", "expected"), [
-    ("cpu", 1, 2, 2), ("cpu", 1, 8, 8), ("cpu", 2, 2, 1), ("cpu", 2, 8, 4), ("cpu", 0, 8, 1), ("cuda", 1, 8, 1)])
-def test_independent_fine_tunes_take_the_cores_at_the_run_thread_count(device, threads, cores, expected):
-    config = RunConfig(device=device, threads=threads)
-    assert schedule.independent_workers(config, cpu_count=cores) == expected

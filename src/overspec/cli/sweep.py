@@ -52,8 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "  overspec sweep --regularised froundation:regularise.distill=2 "
                                    "--regularised madation:lora.rank=1,regularise.l2sp=0.1")
     add_config_arguments(parser)
-    parser.add_argument("--lambdas", default="0:1:0.25",
-                        help="strengths: 0,0.5,1 or start:stop:step (default 0:1:0.25)")
+    parser.add_argument("--lambdas", default="0:1:0.1",
+                        help="strengths: 0,0.5,1 or start:stop:step (default 0:1:0.1)")
     parser.add_argument("--keep", type=float, default=0.99,
                         help="share of the base's general accuracy to keep when choosing λ (default 0.99)")
     parser.add_argument("--no-merged", dest="merged", action="store_false",

@@ -14,7 +14,7 @@ from overspec.config.typed import ConfigError, check_path_component, from_dict, 
 from overspec.config.model import ModelSpec, looks_like_path, spec_as_config
 from overspec.errors import InputError
 
-__all__ = ["RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
+__all__ = ["BIOMETRIC_SCOPES", "RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
            "resolved_dict"]
 
 #: Keys of earlier versions whose settings now live under ``protocols:`` (named in the error that rejects them).
@@ -37,12 +37,20 @@ class FinetuneRunConfig:
     overrides: tuple[str, ...] = ()
 
 
+#: Which biometric benchmarks a model is evaluated on (see :class:`RunConfig`).
+BIOMETRIC_SCOPES = ("all", "own")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs. Empty ``data_root`` with ``world: true`` means the generated embedded world.
 
     ``dataset_files`` and ``benchmark_files`` name a user's own catalog YAMLs (general datasets, biometric
     benchmarks), registered for the run; a benchmark file's ``root`` is absolute or relative to its own folder.
+    ``preprocessing_controls`` adds, per fine-tune fed other general preprocessing than its base, the base under the
+    fine-tune's preprocessing. ``biometric_scope: own`` evaluates a model with tasks (a fine-tune's specialisation,
+    or the specialisations of a combination's terms) on those tasks' benchmarks only, as a sweep reads them; ``all``
+    evaluates every model on every benchmark of the run.
     """
 
     name: str = "default"
@@ -63,6 +71,8 @@ class RunConfig:
     progress: bool = True
     on_bad_image: str = "fail"
     general_preprocessing: str = "base"
+    preprocessing_controls: bool = True
+    biometric_scope: str = "all"
     protocols: dict[str, dict] = field(default_factory=dict)
     finetune: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
@@ -77,6 +87,8 @@ class RunConfig:
             raise InputError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.threads < 0:
             raise InputError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
+        if self.biometric_scope not in BIOMETRIC_SCOPES:
+            raise InputError(f"biometric_scope must be one of {BIOMETRIC_SCOPES}, got {self.biometric_scope!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise InputError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
 

@@ -20,18 +20,14 @@ state (world sizes, recipes) keeps ``threads: 0`` (or one core), so that everyth
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import multiprocessing
 import os
-import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from overspec.config.model import ModelSpec
 from overspec.config.run import RunConfig
@@ -39,9 +35,10 @@ from overspec.config.typed import ConfigError, from_dict, load_yaml
 from overspec.errors import InputError
 from overspec.files import combine
 from overspec.finetune.recipes import FinetuneConfig, load_recipe
-from overspec.progress import bar_disabled, stage
+from overspec.progress import stage
+from overspec.workers import Job, name_error, side_by_side
 
-__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "independent_workers", "made_jobs", "parallel_workers",
+__all__ = ["FinetuneJob", "finetune_folder", "finetune_jobs", "made_jobs", "parallel_workers",
            "prepare_world", "recipe_config", "with_finetuned_variants"]
 
 logger = logging.getLogger(__name__)
@@ -174,14 +171,6 @@ def made_jobs(config: RunConfig, jobs: list[FinetuneJob], workers: int) -> dict[
     return {job.folder: _made_or_reused(config, job) for job in jobs}
 
 
-def independent_workers(config: RunConfig, cpu_count: int | None = None) -> int:
-    """How many processes may train independent fine-tunes (any bases) at ``config.threads`` threads each: as far
-    as the cores go on CPU, 1 off CPU or without a fixed thread count."""
-    if config.device != "cpu" or config.threads < 1:
-        return 1
-    return max(1, (cpu_count if cpu_count is not None else (os.cpu_count() or 1)) // config.threads)
-
-
 def with_finetuned_variants(config: RunConfig, specs: list[ModelSpec], data_root: Path) -> list[ModelSpec]:
     """Return ``specs`` with, after each base model, its fine-tunes by the configured recipes (made or reused)."""
     if not config.finetune.recipes:
@@ -245,117 +234,22 @@ def _naming(job: FinetuneJob) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        _name_job(exc, job)
+        name_error(exc, f"fine-tune of {job.label}")
         raise
 
 
-def _name_job(exc: Exception, job: FinetuneJob) -> None:
-    """Prefix ``exc``'s message with the fine-tune it came from (a note when its message is not a plain string)."""
-    prefix = f"fine-tune of {job.label}: "
-    if len(exc.args) == 1 and isinstance(exc.args[0], str) and str(exc) == exc.args[0]:
-        if not exc.args[0].startswith(prefix):
-            exc.args = (prefix + exc.args[0],)
-    else:
-        exc.add_note(prefix.rstrip(": "))
-
-
 def _train_side_by_side(config: RunConfig, jobs: list[FinetuneJob], workers: int) -> None:
-    """Train ``jobs`` in ``workers`` spawned processes, at most one job queued per worker; the first error (named)
-    stops new jobs and is raised once the running ones have ended (an interruption is raised at once)."""
+    """Train ``jobs`` in ``workers`` spawned processes (:func:`~overspec.workers.side_by_side`); the first error,
+    named with the job's base and recipe, is raised once the running ones have ended."""
     logger.info("fine-tuning %d models in %d processes", len(jobs), workers)
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(config.threads, *_log_settings()))
-    pending, running, failures = list(jobs), {}, []
-    try:
-        with tqdm(total=len(jobs), desc=f"fine-tune ({workers} processes)", unit="model",
-                  disable=bar_disabled(config.progress)) as bar:
-            while running or (pending and not failures):
-                while pending and not failures and len(running) < workers:
-                    job = pending.pop(0)
-                    running[pool.submit(_worker_job, job, config.cache_path, config.device)] = job
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    failures += _finished(future, running.pop(future))
-                    bar.update(1)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # reaps the workers, so their CPU time is booked here
-    for later in failures[1:]:
-        logger.error("%s", later)
-    if failures:
-        raise failures[0]
+    side_by_side([Job("fine-tune", job.label, _worker_job, (job, config.cache_path, config.device)) for job in jobs],
+                 workers, threads=config.threads, desc=f"fine-tune ({workers} processes)", unit="model",
+                 progress=config.progress)
 
 
-def _finished(future: Future, job: FinetuneJob) -> list[Exception]:
-    """Log a finished job's seconds; return its error (the job named in it), if any."""
-    try:
-        cpu, wall = future.result()
-    except Exception as exc:  # a copy is named: a broken pool gives every job the same exception
-        named = _copied(exc) or RuntimeError(str(exc))
-        _name_job(named, job)
-        named.__cause__ = exc
-        return [named]
-    logger.info("fine-tuned %s in %.1f s (%.1f CPU-s) in a worker", job.label, wall, cpu)
-    return []
-
-
-def _log_settings() -> tuple[int, int | None, str | None]:
-    """The root logger's level and its first handler's level and format string, for the workers' own log lines
-    (no handler here: none there either)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        return root.level, None, None
-    formatter = root.handlers[0].formatter
-    return root.level, root.handlers[0].level, formatter._fmt if formatter is not None else None
-
-
-def _start_worker(threads: int, root_level: int, handler_level: int | None, fmt: str | None) -> None:
-    """A worker's set-up: the run's torch thread count, and log lines as the run's own process writes them, each
-    tagged with the worker's process id."""
-    import torch
-
-    torch.set_num_threads(threads)
-    root = logging.getLogger()
-    root.setLevel(root_level)
-    if handler_level is not None:
-        handler = logging.StreamHandler()
-        handler.setLevel(handler_level)
-        handler.setFormatter(logging.Formatter(f"[fine-tune worker %(process)d] {fmt or '%(message)s'}"))
-        root.addHandler(handler)
-
-
-def _worker_job(job: FinetuneJob, cache_dir: Path, device: str) -> tuple[float, float]:
-    """Run ``job`` in a worker (no progress bar; produced content hashed once per job); return its CPU and wall
-    seconds."""
+def _worker_job(job: FinetuneJob, cache_dir: Path, device: str) -> None:
+    """Run ``job`` in a worker (no progress bar; produced content hashed once per job)."""
     from overspec.world.checks import checked_once
 
-    started, cpu_started = time.perf_counter(), time.process_time()
-    try:
-        with checked_once():
-            run_job(job, cache_dir=cache_dir, device=device, progress=False)
-    except Exception as exc:
-        raise _portable(exc) from exc
-    return time.process_time() - cpu_started, time.perf_counter() - started
-
-
-def _copied(exc: Exception) -> Exception | None:
-    """A copy of ``exc`` rebuilt from its arguments as pickling rebuilds it, or None when that fails."""
-    try:
-        return copy.copy(exc)
-    except Exception:  # an __init__ that its own args do not satisfy
-        return None
-
-
-def _portable(exc: Exception) -> Exception:
-    """``exc`` when the run's process can rebuild it, else its message in the nearest class that can carry it (an
-    :class:`~overspec.errors.InputError` stays one), so a worker's error never breaks the pool."""
-    if _copied(exc) is not None:
-        return exc
-    for kind in type(exc).__mro__[1:]:
-        try:
-            stand_in = kind(str(exc))
-        except Exception:
-            continue
-        if isinstance(stand_in, Exception) and _copied(stand_in) is not None:
-            return stand_in
-    return RuntimeError(str(exc))
+    with checked_once():
+        run_job(job, cache_dir=cache_dir, device=device, progress=False)

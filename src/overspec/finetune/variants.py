@@ -80,7 +80,8 @@ def variant_specs(config: RunConfig, models: Sequence[ModelSpec], variants: Sequ
     ``<base>-<label>`` with that base and task."""
     if not variants:
         return []
-    from overspec.finetune.schedule import FinetuneJob, finetune_folder, independent_workers, made_jobs
+    from overspec.finetune.schedule import FinetuneJob, finetune_folder, made_jobs
+    from overspec.workers import independent_workers
 
     configs = {variant: variant_config(config, variant) for variant in variants}
     tuned = {(spec.base, spec.specialisation) for spec in models if spec.base and not spec.combine}

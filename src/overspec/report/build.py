@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from overspec.data.biometric.benchmarks import TASK_KINDS
 from overspec.files import atomic_write_text, combine, file_sha256
 from overspec.protocols.base import protocol_of_unit, unregistered_units
 from overspec.report import plots
@@ -39,8 +40,6 @@ __all__ = ["MADE_FROM", "UNREAD_PROVENANCE", "build_report", "compare_runs", "re
 MADE_FROM = "made-from.json"
 #: Provenance entries every run rewrites (its timings, which units it computed or reused) and the report never reads.
 UNREAD_PROVENANCE = ("timings", "units")
-
-_OWN_TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
@@ -209,7 +208,7 @@ def task_gain(bio: BiometricTable, model: str, base: str, task: str) -> float | 
     operating points only, lower-is-better metrics negated; None if not measured."""
     gains = []
     for column in bio.columns:
-        if column.kind not in _OWN_TASK_KINDS.get(task, ()):
+        if column.kind not in TASK_KINDS.get(task, ()):
             continue
         mine, theirs = bio.cell(model, column), bio.cell(base, column)
         if mine is not None and theirs is not None and mine.reachable and theirs.reachable:

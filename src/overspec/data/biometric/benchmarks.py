@@ -25,11 +25,13 @@ from overspec.data.biometric.attack_list import SPLITS
 from overspec.registry import Registry, RegistryError
 from overspec.errors import InputError
 
-__all__ = ["BiometricBenchmark", "BenchmarkKind", "BENCHMARK_KINDS", "OpenedAttack", "OpenedIJB",
+__all__ = ["BiometricBenchmark", "BenchmarkKind", "BENCHMARK_KINDS", "TASK_KINDS", "OpenedAttack", "OpenedIJB",
            "OpenedVerification", "biometric_registry", "open_benchmark", "open_verification", "open_ijb",
            "open_attack", "benchmark_status", "read_benchmark_file", "register_benchmark_file"]
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+#: The benchmark kinds that measure each specialisation: a fine-tune's own task, as the report and sweeps read it.
+TASK_KINDS = {"fr": ("verification", "ijb"), "mad": ("mad",), "pad": ("pad",)}
 #: ``ocim`` options choosing which splits of the per-source lists form the protocol's train and test splits.
 SPLIT_OPTIONS = ("train_splits", "test_splits")
 
