@@ -66,6 +66,7 @@ class RunResult:
     seconds: float = 0.0
     models: list[ModelSpec] = field(default_factory=list)
     stages: StageClock = field(default_factory=StageClock)
+    worker_stages: StageClock = field(default_factory=StageClock)  # inside the processes that evaluated models
 
 
 class RunContext:

@@ -127,9 +127,9 @@ def _run_study(config: RunConfig, clock: StageClock, reuse_from: Sequence[Path])
     context.specs = {spec.name: spec for spec in specs}
     controls = _preprocessing_controls(context, specs) if config.preprocessing_controls else []
     chash = config_hash(resolved_dict(config))
-    result = RunResult(run_dir, [], models=specs, stages=clock)
+    result = RunResult(run_dir, [], models=specs, stages=clock, worker_stages=context.worker_stages)
     units = planned_run(config, settings, specs, datasets, benchmarks, controls)
-    evaluate_side_by_side(context, units, settings, chash, controls)
+    evaluate_side_by_side(context, units, settings, chash, controls, datasets, benchmarks)
     for planned in tqdm(units, desc=f"run {config.name}", unit="unit", disable=bar_disabled(config.progress)):
         reason = skip_reason(context, planned)
         if reason:
@@ -145,11 +145,9 @@ def _run_study(config: RunConfig, clock: StageClock, reuse_from: Sequence[Path])
 def prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
     """Return the data root, the general datasets and the biometric benchmarks of the run (validated names)."""
     from overspec.data.biometric.benchmarks import biometric_registry
-    from overspec.data.catalog import dataset_registry, register_user_dataset
+    from overspec.data.catalog import dataset_registry
 
-    for path in config.dataset_files:
-        register_user_dataset(Path(path).expanduser())
-    _register_user_benchmarks(config)
+    register_user_catalogs(config)
     data_root, names, benchmarks = _selection(config)
     for name in names:
         dataset_registry().get(name)
@@ -160,6 +158,15 @@ def prepare_data(config: RunConfig) -> tuple[Path, list[str], list[str]]:
 
         data_root = prepare_world(config, data_root)  # the seed's own data root, holding the world/ roots
     return data_root, names, benchmarks
+
+
+def register_user_catalogs(config: RunConfig) -> None:
+    """Register the run's own catalog files: ``dataset_files`` (general datasets) and ``benchmark_files``."""
+    from overspec.data.catalog import register_user_dataset
+
+    for path in config.dataset_files:
+        register_user_dataset(Path(path).expanduser())
+    _register_user_benchmarks(config)
 
 
 def _selection(config: RunConfig) -> tuple[Path, list[str], list[str]]:
@@ -340,7 +347,7 @@ def _write_outputs(config: RunConfig, context: RunContext, result: RunResult, ch
         units={"computed": result.computed, "reused": result.reused,
                "skipped": [{"unit": u, "reason": why} for u, why in result.skipped]},
         timings={"seconds": round(result.seconds, 3), "units": result.unit_seconds, "stages": result.stages.table(),
-                 **({"worker_stages": context.worker_stages.table()} if context.worker_stages.cpu else {})})
+                 **({"worker_stages": result.worker_stages.table()} if result.worker_stages.cpu else {})})
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "summary.md", summary_markdown(result.records, [s.name for s in specs], datasets,
                                                               skipped=result.skipped))

@@ -6,12 +6,16 @@ store, the run's specs and plan), then computes and stores that model's units ex
 the same code at the same thread count gives the same bytes. The run then reads every unit back in plan order, so
 its results, provenance and summary do not depend on how the work was shared; units computed by a worker count as
 computed, with the seconds the worker took, and the workers' stage clocks add up in ``context.worker_stages``.
+
+Workers start from the code's own settings, as the fine-tune workers do: a test that patches module state (world
+sizes, recipes) keeps ``threads: 0`` (or one core), so that every unit is computed in its own process.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from overspec.config.model import ModelSpec
 from overspec.config.run import RunConfig
@@ -43,7 +47,8 @@ def models_to_evaluate(context: RunContext, units: Sequence[PlannedUnit]) -> lis
 
 
 def evaluate_side_by_side(context: RunContext, units: Sequence[PlannedUnit], settings: dict[str, object],
-                          chash: str, controls: Sequence[ModelSpec]) -> None:
+                          chash: str, controls: Sequence[ModelSpec], datasets: Sequence[str],
+                          benchmarks: Sequence[str]) -> None:
     """Compute the units of the models with work left in spawned processes when the cores allow two or more and
     two or more models have work (stage ``evaluate (N processes)``); record in ``context.computed_elsewhere`` the
     seconds of each unit they computed. Nothing happens otherwise: the run computes its units itself."""
@@ -60,23 +65,24 @@ def evaluate_side_by_side(context: RunContext, units: Sequence[PlannedUnit], set
         seconds = side_by_side([Job("evaluation", name, _evaluate_model, (name,)) for name in todo], workers,
                                threads=config.threads, desc=label, unit="model", progress=config.progress,
                                initializer=_start_evaluation,
-                               initargs=(config, list(context.specs.values()), list(controls), chash, context.reuse_from))
+                               initargs=(config, list(context.specs.values()), list(controls), chash, context.reuse_from,
+                                         context.data_root, list(datasets), list(benchmarks)))
     for done, stages in seconds:
         context.computed_elsewhere.update(done)
         context.worker_stages.merge(stages)
 
 
 def _start_evaluation(config: RunConfig, specs: list[ModelSpec], controls: list[ModelSpec], chash: str,
-                      reuse_from: tuple) -> None:
-    """A worker's context: the run's data, feature store (no progress bars), specs and plan, and one scope of
-    world-content checks held for the worker's life."""
-    from overspec.runner import prepare_data, validated_settings
+                      reuse_from: tuple, data_root: Path, datasets: list[str], benchmarks: list[str]) -> None:
+    """A worker's context: the run's catalog files registered, its data as the run prepared it, a feature store (no
+    progress bars), its specs and plan, and one scope of world-content checks held for the worker's life."""
+    from overspec.runner import register_user_catalogs, validated_settings
     from overspec.world.checks import checked_once
 
     checks = contextlib.ExitStack()
     checks.enter_context(checked_once())
+    register_user_catalogs(config)
     settings = validated_settings(config)
-    data_root, datasets, benchmarks = prepare_data(config)
     context = RunContext(config, data_root, feature_store(config, progress=False), reuse_from)
     context.specs = {spec.name: spec for spec in specs}
     _WORKER.update(context=context, settings=settings, chash=chash, checks=checks,

@@ -89,4 +89,6 @@ def handler(args: argparse.Namespace) -> int:
     if result.computed:
         print("time by stage (CPU-seconds of this process and its workers; also in provenance.json):\n"
               + result.stages.text())
+        if result.worker_stages.cpu:
+            print("inside the evaluation processes:\n" + result.worker_stages.text())
     return 0
