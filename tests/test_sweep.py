@@ -190,3 +190,16 @@ def test_a_bad_regularised_variant_fails_before_the_study_runs(tmp_path, micro_c
     with pytest.raises(InputError, match="regularised_bases must be >= 0"):
         run_sweep(config, regularised_bases=-1)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("chosen_gain", "expected"), [
+    (1.0, "(it costs 2.00 pp)"), (3.0, "(it costs nothing)"),
+    (4.5, "(it is 1.50 pp better than λ = 1 on its own task too)")])
+def test_the_chosen_lambda_sentence_says_what_it_costs_or_gains(tmp_path, chosen_gain, expected):
+    from overspec.sweep import SweepResult, _chosen_sentence
+
+    chosen = SweepPoint("v", 0.5, "v@0.5", chosen_gain, {"zero_shot": 0.995})
+    full = SweepPoint("v", 1.0, "v", 3.0, {"zero_shot": 0.9})
+    result = SweepResult(tmp_path, 0.99, {"v": [chosen, full]}, {"v": chosen}, [])
+    sentence = _chosen_sentence(result, "v")
+    assert sentence.startswith("λ = 0.5 is the most specialised point keeping 99 %") and sentence.endswith(expected + ".")

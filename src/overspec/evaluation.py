@@ -33,8 +33,9 @@ from overspec.progress import StageClock, stage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PlannedUnit", "RunContext", "RunResult", "Target", "Unit", "feature_store", "model_tasks", "planned_run", "preprocess_label",
-           "restore_threads", "run_unit", "skip_reason", "stored_unit", "unit_files", "unit_key", "use_threads"]
+__all__ = ["PlannedUnit", "RunContext", "RunResult", "Target", "Unit", "feature_store", "model_tasks", "planned_run",
+           "preprocess_label", "restore_threads", "run_unit", "skip_reason", "stored_unit", "unit_files", "unit_key",
+           "use_threads"]
 
 
 @dataclass(frozen=True)

@@ -353,9 +353,12 @@ def _chosen_sentence(result: SweepResult, variant: str) -> str:
         return f"No λ > 0 keeps {100 * result.keep:g} % of the base's general accuracy on every protocol."
     if chosen.gain_pp is None or full.gain_pp is None:
         return f"λ = {chosen.lam:g} keeps {100 * result.keep:g} % of general accuracy (own task not measured)."
+    cost = full.gain_pp - chosen.gain_pp
+    verdict = (f"it costs {cost:.2f} pp" if cost > 0 else "it costs nothing" if cost == 0
+               else f"it is {-cost:.2f} pp better than λ = 1 on its own task too")
     return (f"λ = {chosen.lam:g} is the most specialised point keeping {100 * result.keep:g} % of the base's general "
             f"accuracy on every protocol: own task {chosen.gain_pp:+.2f} pp against {full.gain_pp:+.2f} pp at λ = 1 "
-            f"(it costs {full.gain_pp - chosen.gain_pp:.2f} pp).")
+            f"({verdict}).")
 
 
 def sweep_csv(result: SweepResult) -> str:

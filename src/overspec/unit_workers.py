@@ -65,8 +65,8 @@ def evaluate_side_by_side(context: RunContext, units: Sequence[PlannedUnit], set
         seconds = side_by_side([Job("evaluation", name, _evaluate_model, (name,)) for name in todo], workers,
                                threads=config.threads, desc=label, unit="model", progress=config.progress,
                                initializer=_start_evaluation,
-                               initargs=(config, list(context.specs.values()), list(controls), chash, context.reuse_from,
-                                         context.data_root, list(datasets), list(benchmarks)))
+                               initargs=(config, list(context.specs.values()), list(controls), chash,
+                                         context.reuse_from, context.data_root, list(datasets), list(benchmarks)))
     for done, stages in seconds:
         context.computed_elsewhere.update(done)
         context.worker_stages.merge(stages)

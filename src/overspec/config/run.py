@@ -14,8 +14,8 @@ from overspec.config.typed import ConfigError, check_path_component, from_dict, 
 from overspec.config.model import ModelSpec, looks_like_path, spec_as_config
 from overspec.errors import InputError
 
-__all__ = ["BIOMETRIC_SCOPES", "RunConfig", "FinetuneRunConfig", "load_run_config", "default_config", "default_cache_dir",
-           "resolved_dict"]
+__all__ = ["BIOMETRIC_SCOPES", "RunConfig", "FinetuneRunConfig", "load_run_config", "default_config",
+           "default_cache_dir", "resolved_dict"]
 
 #: Keys of earlier versions whose settings now live under ``protocols:`` (named in the error that rejects them).
 MOVED_TO_PROTOCOLS = {"zero_shot": "protocols: {zero_shot: {...}}", "linear_probe": "protocols: {linear_probe: {...}}",
