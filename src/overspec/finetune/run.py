@@ -56,7 +56,6 @@ from overspec.models.registry import load_model, register_preset_file, resolve_s
 from overspec.config.model import ModelSpec, spec_as_config
 from overspec.errors import InputError
 from overspec.registry import Registry
-from overspec.errors import InputError
 
 __all__ = ["TrainingData", "training_data", "world_training_data", "resolve_base_spec", "finetune",
            "model_preset_dict", "MODEL_FILE"]
