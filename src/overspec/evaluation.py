@@ -105,21 +105,20 @@ class RunContext:
 
     def facts(self, spec: ModelSpec) -> ModelFacts:
         """Fingerprints and size of a model: recorded ones when its spec and files are unchanged, else loaded."""
+        if not self.facts_known(spec):
+            self.model(spec)  # records the loaded model's facts
+        return self._facts[spec.name]
+
+    def facts_known(self, spec: ModelSpec) -> bool:
+        """Whether the model's facts are at hand without loading it (loaded here, or recorded and current: then
+        kept)."""
         if spec.name not in self._facts:
             identity = self._identity(spec)
             recorded = read_facts(self.config.cache_path, identity) if identity is not None else None
             if recorded is None:
-                self.model(spec)  # records the loaded model's facts
-            else:
-                self._facts[spec.name] = recorded
-        return self._facts[spec.name]
-
-    def facts_known(self, spec: ModelSpec) -> bool:
-        """Whether the model's facts are at hand without loading it (loaded here, or recorded and current)."""
-        if spec.name in self._facts:
-            return True
-        identity = self._identity(spec)
-        return identity is not None and read_facts(self.config.cache_path, identity) is not None
+                return False
+            self._facts[spec.name] = recorded
+        return True
 
     def unload(self) -> None:
         """Forget the loaded models (their facts stay): a worker that moves on to the next model frees the last."""

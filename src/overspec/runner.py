@@ -1,8 +1,10 @@
-"""Run a study: every model × dataset × protocol as a resumable unit, then tidy results and a summary.
+"""Run a study: data, fine-tunes, every model × dataset × protocol as a resumable unit, then tidy results and a
+summary.
 
-Each unit's records are written atomically to ``<run>/units/`` under a key made of everything that determines
-them (model and split fingerprints, protocol settings, seed), so a killed run resumes with only the missing units,
-and a changed model or setting recomputes exactly what it touches. Models are loaded only when a unit needs them.
+Units (:mod:`overspec.evaluation`) are stored under a key made of everything that determines them, so a killed run
+resumes with only the missing units and a changed model or setting recomputes exactly what it touches; models are
+loaded only when a unit needs them. When the cores allow, the models with units left are evaluated side by side
+(:mod:`overspec.unit_workers`) before the run reads every unit back in plan order.
 """
 
 from __future__ import annotations
